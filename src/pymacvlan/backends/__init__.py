@@ -1,0 +1,21 @@
+"""Backends: sim (in-process), kernel (netlink, the oracle), userspace (real datapath).
+
+Each has ``name`` and ``run(scenario) -> output`` over a validated scenario.
+"""
+
+from __future__ import annotations
+
+BACKENDS = ("sim", "kernel", "userspace")
+
+
+def get_backend(name: str):
+    if name == "sim":
+        from .sim import SimBackend
+        return SimBackend()
+    if name == "kernel":
+        from .kernel import KernelBackend
+        return KernelBackend()
+    if name == "userspace":
+        from .userspace import UserspaceBackend  # type: ignore[attr-defined]
+        return UserspaceBackend()
+    raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")

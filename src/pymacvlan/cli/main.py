@@ -1,0 +1,90 @@
+"""`pymacvlan`: a thin shell over the Python API. User mistakes get one clear line and a
+non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..scenario import ScenarioError, check_expectations, diff_results, load_scenario
+
+
+def _replay(args) -> int:
+    from ..backends import get_backend
+
+    try:
+        sc = load_scenario(args.scenario)
+    except ScenarioError as e:
+        print(f"pymacvlan replay: {e}", file=sys.stderr)
+        return 2
+    outputs = []
+    for name in args.backend:
+        try:
+            backend = get_backend(name)
+        except (ValueError, ImportError) as e:
+            print(f"pymacvlan replay: backend {name}: {e}", file=sys.stderr)
+            return 2
+        if name == "sim":
+            backend.trace = args.trace or len(args.backend) > 1
+        try:
+            outputs.append(backend.run(sc))
+        except PermissionError as e:
+            print(f"pymacvlan replay: backend {name} needs root (CAP_NET_ADMIN): {e}", file=sys.stderr)
+            return 2
+    status = 0
+    if len(outputs) == 1:
+        out = outputs[0]
+        if not args.trace:
+            for r in out["results"]:
+                r.pop("trace", None)
+                r.pop("path", None)
+        json.dump(out, sys.stdout, indent=2 if args.pretty else None)
+        print()
+    else:
+        diffs = diff_results(sc["steps"], outputs[0], outputs[1])
+        if diffs:
+            print(f"{len(diffs)} step(s) differ between {args.backend[0]} and {args.backend[1]}:")
+            print("\n".join(diffs))
+            status = 1
+        else:
+            print(f"{args.backend[0]} and {args.backend[1]} agree on all {len(sc['steps'])} steps")
+    if args.check:
+        for out in outputs:
+            bad = check_expectations(sc, out)
+            if bad:
+                print(f"{out['backend']}: {len(bad)} step(s) differ from the scenario's expectations:", file=sys.stderr)
+                print("\n".join(bad), file=sys.stderr)
+                status = 1
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pymacvlan", description="Linux macvlan and macvtap, in Python.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("replay", help="run a scenario file on a backend (or diff two backends)")
+    r.add_argument("scenario", help="scenario JSON file (see docs/scenario-format.md)")
+    r.add_argument("--backend", action="append", choices=["sim", "kernel", "userspace"],
+                   help="backend to run on (default sim); give two to diff them")
+    r.add_argument("--trace", action="store_true", help="explain every frame's fate (sim)")
+    r.add_argument("--check", action="store_true", help="compare with the scenario's expect keys")
+    r.add_argument("-p", "--pretty", action="store_true", help="indent the JSON output")
+    r.set_defaults(func=_replay)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "backend", None) is None and args.command == "replay":
+        args.backend = ["sim"]
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("pymacvlan: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""macvlan_start_xmit() / macvlan_queue_xmit(): what happens when a child transmits."""
+
+from __future__ import annotations
+
+from ..model import Mode
+from .trace import PARENT, WIRE
+
+BRIDGE = Mode.BRIDGE
+
+
+class TransmitPath:
+    """Mixin of :class:`~pymacvlan.engine.core.Engine`."""
+
+    def xmit(self, vlan, frame: bytes, tr=None) -> list:
+        """A child transmits: deliveries (local children, the parent via dev_forward_skb)
+        and ``(WIRE, None, frame)`` for what leaves the parent."""
+        out: list = []
+        st = vlan.stats
+        if self._queue_xmit(vlan, frame, out, tr):
+            st.tx_packets += 1
+            st.tx_bytes += len(frame)
+        else:
+            st.tx_dropped += 1
+        return out
+
+    def _queue_xmit(self, vlan, frame: bytes, out: list, tr) -> bool:
+        if vlan.mode == BRIDGE:
+            dst = frame[:6]
+            if dst[0] & 1:
+                if tr is not None:
+                    tr.hop(f"bridge child {vlan.name} transmits a multicast: local flood to the other bridge children, then the wire")
+                self._broadcast(frame, vlan, BRIDGE, True, out, tr, f"from bridge child {vlan.name}")
+                return self._xmit_world(frame, out, tr)
+            dest = self.port.vlan_hash.get(dst)
+            if dest is not None and dest.mode == BRIDGE:
+                if tr is not None:
+                    tr.hop(f"bridge child {vlan.name} → bridge child {dest.name}: delivered locally through the parent's receive path (never on the wire)")
+                self._forward_to_lower(frame, out, tr)
+                return True
+        if tr is not None:
+            tr.hop(f"{vlan.mode.name.lower()} child {vlan.name} transmits: to the wire (only bridge mode switches locally)")
+        return self._xmit_world(frame, out, tr)
+
+    def _forward_to_lower(self, frame: bytes, out: list, tr) -> None:
+        """dev_forward_skb(L): into L's receive path, so source-mode children see it."""
+        lower = self.lower
+        if not lower.up or len(frame) > lower.mtu + 18:
+            lower.rx_dropped += 1
+            self.drops["forward_to_lower_refused"] += 1
+            if tr is not None:
+                why = "the parent is down" if not lower.up else f"{len(frame)} bytes exceed the parent's MTU {lower.mtu} + 18"
+                tr.hop(f"dropped at the parent ({why}); the sender still counts a success")
+            return
+        out.extend(self.receive(frame, tr))
+
+    def _xmit_world(self, frame: bytes, out: list, tr) -> bool:
+        """dev_queue_xmit(L). A down parent refuses (tx_dropped); with no carrier (a veth
+        whose peer is down) the frame is lost but the transmit still counts."""
+        lower = self.lower
+        if not lower.up:
+            self.drops["tx_parent_down"] += 1
+            if tr is not None:
+                tr.note(WIRE, False, "not sent: the parent is down (the child counts tx_dropped)")
+            return False
+        if lower.carrier:
+            out.append((WIRE, None, frame))
+            if tr is not None:
+                tr.note(WIRE, True, "sent on the wire through the parent")
+                tr.note(PARENT, False, "the parent's own stack never sees what it transmits (only a hairpin brings it back)")
+        else:
+            self.drops["tx_no_carrier"] += 1
+            if tr is not None:
+                tr.note(WIRE, False, "lost: the parent has no carrier")
+        return True
