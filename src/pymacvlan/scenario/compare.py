@@ -111,8 +111,9 @@ def check_expectations(scenario: dict, output: dict) -> list[str]:
         want = comparable(_fill(step["expect"], res))
         got = comparable(res)
         if "observed" in want:
+            given = step["expect"].get("observed", {})
+            want_obs = want["observed"] = {k: v for k, v in want["observed"].items() if k in given}
             got_obs = got.get("observed", {})
-            want_obs = want["observed"]
             got["observed"] = {k: got_obs.get(k) for k in want_obs}
             if "children" in want_obs and isinstance(got["observed"].get("children"), dict):
                 got["observed"]["children"] = {n: got_obs["children"].get(n, [])

@@ -74,8 +74,10 @@ def untagged_variants(frame: bytes) -> list[bytes]:
 
 
 def _packet_socket(ns: str, ifname: str, proto: int) -> socket.socket:
+    # Created with protocol 0 (no hook yet), then bound: binding a socket that already has a
+    # hook waits for an RCU grace period, which would cost ~10 ms per socket.
     with in_netns(ns):
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         sock.bind((ifname, proto))
         sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
@@ -91,6 +93,7 @@ class Tap:
     """One receiving socket and the observation list it feeds."""
 
     where: str  # "wire", "parent" or a child's scenario name
+    ifname: str
     sock: socket.socket
     strip_tags: bool = False  # the parent's stack sees tagged frames with the tag removed
 
@@ -132,14 +135,24 @@ class Capture:
     taps: list[Tap] = field(default_factory=list)
 
     def open_wire(self, ns: str, ifname: str) -> None:
-        self.taps.append(Tap("wire", _packet_socket(ns, ifname, ETH_P_ALL)))
+        self.taps.append(Tap("wire", ifname, _packet_socket(ns, ifname, ETH_P_ALL)))
 
     def open_parent(self, ns: str, ifname: str, ethertypes: set[int]) -> None:
         for proto in sorted(ethertypes):
-            self.taps.append(Tap("parent", _packet_socket(ns, ifname, proto), strip_tags=True))
+            self.taps.append(Tap("parent", ifname, _packet_socket(ns, ifname, proto), strip_tags=True))
 
     def open_child(self, name: str, ns: str, ifname: str) -> None:
-        self.taps.append(Tap(name, _packet_socket(ns, ifname, ETH_P_ALL)))
+        self.taps.append(Tap(name, ifname, _packet_socket(ns, ifname, ETH_P_ALL)))
+
+    def send(self, where: str, frame: bytes) -> None:
+        """Transmit ``frame`` on the device a tap watches, as an application's packet socket would.
+
+        The tap's own socket sends (it lives in the right namespace); a packet socket never
+        receives its own transmissions, and the other taps skip PACKET_OUTGOING anyway. Raises
+        OSError as the kernel answers: ENETDOWN for a device that is down, EMSGSIZE above its MTU.
+        """
+        tap = next(t for t in self.taps if t.where == where)
+        tap.sock.sendto(frame, (tap.ifname, int.from_bytes(frame[12:14], "big")))
 
     def close(self, where: str | None = None) -> None:
         """Close the taps of one device (all when ``where`` is None)."""

@@ -17,6 +17,7 @@ from .nl import IFF_ALLMULTI, IFF_PROMISC, IFF_UP, error_result, link_state, lin
 from .topology import Child, Topology, in_netns
 
 ENODEV = 19
+EEXIST = 17
 SIOCADDMULTI = 0x8931
 SIOCDELMULTI = 0x8932
 _IFREQ_SIZE = 40  # struct ifreq on 64-bit Linux
@@ -94,6 +95,8 @@ class StepDispatcher:
     # ---------------------------------------------------------------- control steps
 
     def do_add(self, step: dict[str, Any]) -> dict[str, Any]:
+        if step["name"] in self.topo.children:
+            raise NetlinkError(EEXIST, f"{step['name']!r} exists")  # as `ip link add` of a taken name
         kind = step.get("type", "macvlan")
         data = _macvlan_data(step)
         if step.get("macaddr"):
@@ -185,21 +188,15 @@ class StepDispatcher:
         if at == "wire":
             if not self.topo.wire_up():
                 return self._observed({})  # no carrier: nothing arrives anywhere
-            ns, ifname = self.topo.ns_wire, self.topo.wire_ifname
         elif at == "parent":
             self._parent_index()
-            ns, ifname = self.topo.ns_parent, self.topo.parent_ifname
         else:
-            child = self._child(at.removeprefix("child:"))
-            ns, ifname = child.ns, child.ifname
+            at = self._child(at.removeprefix("child:")).name
         self.capture.drain()
-        with in_netns(ns):
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # send-only: no rx hook
-        with sock:
-            try:
-                sock.sendto(frame, (ifname, int.from_bytes(frame[12:14], "big")))
-            except OSError as exc:  # ENETDOWN when the sender is down, EMSGSIZE above its MTU
-                return error_result(exc)
+        try:
+            self.capture.send(at, frame)
+        except OSError as exc:
+            return error_result(exc)
         return self._observed(self.capture.collect(frame))
 
     def _observed(self, seen: dict[str, list[dict]]) -> dict[str, Any]:
