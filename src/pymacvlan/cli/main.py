@@ -59,6 +59,13 @@ def _replay(args) -> int:
     return status
 
 
+def _modes(args) -> int:
+    from ..reachability import mode_table, readme_block
+
+    print(readme_block() if args.wire is None else mode_table(args.wire))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pymacvlan", description="Linux macvlan and macvtap, in Python.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -70,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--check", action="store_true", help="compare with the scenario's expect keys")
     r.add_argument("-p", "--pretty", action="store_true", help="indent the JSON output")
     r.set_defaults(func=_replay)
+    m = sub.add_parser("modes", help="print who reaches whom in each mode (computed by the engine)")
+    m.add_argument("--wire", choices=["plain", "hairpin"], help="only this wire (default both)")
+    m.set_defaults(func=_modes)
     return p
 
 
