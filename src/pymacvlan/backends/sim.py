@@ -181,6 +181,8 @@ class Simulation:
             names = [WIRE, PARENT] + list(e.children)
             result["trace"] = tr.summary(names, "not reached: the frame never came its way")
             result["path"] = tr.path()
+            if tr.salted:
+                result["salted"] = sorted(tr.salted)
         return result
 
     def _arrive(self, frame: bytes, pending: deque, tr) -> None:

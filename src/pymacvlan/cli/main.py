@@ -66,6 +66,24 @@ def _modes(args) -> int:
     return 0
 
 
+def _fuzz(args) -> int:
+    from pathlib import Path
+
+    from ..backends import get_backend
+    from ..fuzz import fuzz
+
+    left = get_backend(args.base)
+    left.trace = True
+    right = get_backend(args.against)
+    if hasattr(right, "trace"):
+        right.trace = True
+    rep = fuzz(left, right, args.n, args.seed, Path(args.out), log=lambda m: print(m, flush=True),
+               stop_after=args.max_findings)
+    print(f"fuzz: {rep.runs} scenarios ({rep.invalid} invalid skipped), seed {args.seed}, "
+          f"{args.base} vs {args.against}: {len(rep.findings)} difference(s) in {rep.seconds:.1f} s")
+    return 1 if rep.findings else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pymacvlan", description="Linux macvlan and macvtap, in Python.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -80,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("modes", help="print who reaches whom in each mode (computed by the engine)")
     m.add_argument("--wire", choices=["plain", "hairpin"], help="only this wire (default both)")
     m.set_defaults(func=_modes)
+    f = sub.add_parser("fuzz", help="differential fuzzing of two backends, shrinking any difference")
+    f.add_argument("--against", default="kernel", choices=["sim", "kernel", "userspace"])
+    f.add_argument("--base", default="sim", choices=["sim", "kernel", "userspace"])
+    f.add_argument("-n", type=int, default=200, help="number of random scenarios")
+    f.add_argument("--seed", type=int, default=1)
+    f.add_argument("--out", default="fuzz-failures", help="where shrunk scenarios are written")
+    f.add_argument("--max-findings", type=int, default=1, help="stop after this many differences")
+    f.set_defaults(func=_fuzz)
     return p
 
 

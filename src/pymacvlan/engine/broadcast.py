@@ -70,6 +70,9 @@ class FloodPath:
                 if tr is not None:
                     self._trace_flood_skip(vlan, excl, mask, local, origin, tr)
                 continue
+            if tr is not None and not is_bcast and not (vlan.promisc_user or vlan.allmulti_user) \
+                    and dst not in vlan.mc_list():
+                tr.salted.add(vlan.name)
             if not (vlan.mc_filter >> ((((key ^ vlan.salt) * _K32) & 0xFFFFFFFF) >> 24)) & 1:
                 if tr is not None:
                     tr.note(vlan.name, False, "not flooded: the group is not in this child's multicast filter (join it, or set allmulticast/promisc)")

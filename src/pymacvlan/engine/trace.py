@@ -17,6 +17,9 @@ WIRE = "@wire"
 class Trace:
     hops: list[str] = field(default_factory=list)
     notes: dict[str, list[tuple[bool, str]]] = field(default_factory=dict)
+    #: children whose receipt hinged on their salted multicast filter for a group they did
+    #: not subscribe to: the kernel's answer there is random by design
+    salted: set[str] = field(default_factory=set)
 
     def hop(self, text: str) -> None:
         """A new leg of the frame's journey (arrival at the parent, a child's transmit...)."""
