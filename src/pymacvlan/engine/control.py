@@ -198,7 +198,10 @@ class ControlPlane:
         """macvlan_set_mac_lists(), run by the core only while the child is up."""
         if not vlan.up:
             return
-        vlan.mc_filter = compute_child_filter(vlan)
+        # The filter is computed before dev_mc_sync(): a group just left is still on the
+        # child's list then (the entry synced into L holds a reference), so it stays in
+        # the child's filter until the next rx-mode event.
+        vlan.mc_filter = compute_child_filter(vlan, self._synced.get(vlan, ()))
         self._mc_sync(vlan)
         self.port.compute_port_filters()
 
@@ -224,10 +227,12 @@ class ControlPlane:
 
     # -- the parent's counts and lists ----------------------------------------------------------
     def _lower_promiscuity(self, inc: int) -> None:
-        self.lower.promiscuity = max(0, self.lower.promiscuity + inc)
+        """__dev_set_promiscuity(): an unsigned int, so an imbalance (passthru's nopromisc
+        toggled while down) wraps to 4294967295 and leaves the device promiscuous."""
+        self.lower.promiscuity = (self.lower.promiscuity + inc) & 0xFFFFFFFF
 
     def _lower_allmulti(self, inc: int) -> None:
-        self.lower.allmulti = max(0, self.lower.allmulti + inc)
+        self.lower.allmulti = (self.lower.allmulti + inc) & 0xFFFFFFFF
 
     def _lower_uc_add(self, mac: bytes) -> None:
         self.lower.uc_list[mac] = self.lower.uc_list.get(mac, 0) + 1

@@ -78,13 +78,6 @@ class Lower:
         """veth semantics: carrier needs both ends up (veth_open/veth_close)."""
         return self.up and self.wire_carrier
 
-    @property
-    def flags_promisc(self) -> bool:
-        return self.promiscuity > 0
-
-    @property
-    def flags_allmulti(self) -> bool:
-        return self.allmulti > 0
 
 
 class MacvlanDev:

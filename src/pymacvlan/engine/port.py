@@ -125,12 +125,13 @@ class Port:
         return bits
 
 
-def compute_child_filter(vlan: MacvlanDev) -> int:
-    """The child half of macvlan_set_mac_lists(): its groups and broadcast, salted."""
+def compute_child_filter(vlan: MacvlanDev, leaving=()) -> int:
+    """The child half of macvlan_set_mac_lists(): its groups and broadcast, salted.
+    ``leaving``: groups still synced into the parent, hence still on the child's list."""
     if vlan.promisc_user or vlan.allmulti_user:
         return ALL_ONES
     salt = vlan.salt
     bits = 1 << mc_hash(salt, BROADCAST)
-    for addr in vlan.mc_list():
+    for addr in set(vlan.mc_list()) | set(leaving):
         bits |= 1 << mc_hash(salt, addr)
     return bits
