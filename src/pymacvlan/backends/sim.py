@@ -20,10 +20,11 @@ SIM_KERNEL = {"6.18": "6.18 (modelled)", "net-next": "net-next 2026 (modelled, b
 def bridge_reflects(frame: bytes) -> bool:
     """Would a Linux bridge port with hairpin on send this frame back?
 
-    Never 01:80:c2:00:00:0x (link-local, pause included); never a frame whose source MAC is
-    multicast or zero (br_handle_frame drops it)."""
+    Never 01:80:c2:00:00:01..0f (link-local, pause included; :00 is forwarded while STP is
+    off, as on the kernel backend's bridge); never a frame whose source MAC is multicast or
+    zero (br_handle_frame drops it)."""
     dst, src = frame[:6], frame[6:12]
-    if dst[:5] == b"\x01\x80\xc2\x00\x00" and dst[5] <= 0x0F:
+    if dst[:5] == b"\x01\x80\xc2\x00\x00" and 0x01 <= dst[5] <= 0x0F:
         return False
     return not (src[0] & 1) and src != b"\x00" * 6
 

@@ -87,10 +87,13 @@ class FloodPath:
                         tr.note(vlan.name, False, f"dropped (rx_errors): {n} bytes exceed the child's MTU {vlan.mtu} + 18")
                     continue
                 pkttype = vlan.classify(dst)
+                # on transmit skb->len still includes the Ethernet header, and
+                # macvlan_count_rx() is given skb->len + ETH_HLEN all the same
+                st.rx_bytes += n + 14
             else:
                 pkttype = BCAST if is_bcast else MCAST
+                st.rx_bytes += n
             st.rx_packets += 1
-            st.rx_bytes += n
             st.multicast += 1
             if tr is not None:
                 how = "bridge-mode local flood on transmit" if local else f"flood {origin}"

@@ -36,7 +36,7 @@ class ReceivePath:
         if port is None:
             if tr is not None:
                 tr.note(PARENT, True, "the parent has no macvlan port (no children): its own stack gets every frame")
-            return [(lower, lower_pkttype(lower, dst), frame)]
+            return [(lower, lower_pkttype(lower, dst, frame), frame)]
         if dst[0] & 1:
             return self._rx_multicast(frame, dst, tr)
         out: list = []
@@ -51,7 +51,7 @@ class ReceivePath:
         else:
             vlan = port.vlan_hash.get(dst)
         if vlan is None or vlan.mode == SOURCE:
-            pkttype = HOST if dst == lower.mac else OTHERHOST
+            pkttype = lower_pkttype(lower, dst, frame)
             if tr is not None:
                 self._trace_unicast_miss(dst, vlan, tr)
             out.append((lower, pkttype, frame))
@@ -139,7 +139,7 @@ class ReceivePath:
         elif tr is not None:
             for v in port.vlans:
                 tr.note(v.name, False, "not flooded: no up child subscribes to this group (the port's multicast filter has no bit for it)")
-        pkttype = BCAST if dst == BROADCAST else MCAST
+        pkttype = lower_pkttype(lower, dst, frame)
         if tr is not None:
             tr.note(PARENT, True, f"passed up: the parent's own stack always gets multicast and broadcast ({pkttype.name})")
         out.append((lower, pkttype, frame))
@@ -171,8 +171,11 @@ class ReceivePath:
         tr.note(PARENT, False, f"not passed up: macvlan handed the frame to {vlan.name}")
 
 
-def lower_pkttype(lower, dst: bytes) -> PacketType:
-    """eth_type_trans() on the parent."""
+def lower_pkttype(lower, dst: bytes, frame: bytes) -> PacketType:
+    """eth_type_trans() on the parent; a frame tagged with a VLAN the parent has no device
+    for reaches its stack as OTHERHOST (__netif_receive_skb_core)."""
+    if frame[12:14] == b"\x81\x00" and (frame[14] & 0x0F or frame[15]):
+        return OTHERHOST
     if dst[0] & 1:
         return BCAST if dst == BROADCAST else MCAST
     return HOST if dst == lower.mac else OTHERHOST

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 
-def operstate(up: bool, carrier: bool) -> str:
-    """rfc2863 operstate of a stacked device (veth or macvlan: iflink != ifindex)."""
+def operstate(up: bool, carrier: bool, lower_in_netns: bool = False) -> str:
+    """rfc2863 operstate. Without carrier the kernel says LOWERLAYERDOWN only when it finds
+    the lower device in the device's own namespace; a child in a namespace of its own (a
+    container's, or each child of the kernel backend) and a veth whose peer lives elsewhere
+    say DOWN, as a NIC does."""
     if not up:
         return "DOWN"
-    return "UP" if carrier else "LOWERLAYERDOWN"
+    if carrier:
+        return "UP"
+    return "LOWERLAYERDOWN" if lower_in_netns else "DOWN"
 
 
 def link_flags(up: bool, carrier: bool, promisc: bool = False, allmulti: bool = False) -> list[str]:

@@ -19,7 +19,11 @@ from .capture import Capture, ethertype_chain
 from .steps import StepDispatcher
 from .topology import Topology
 
-__all__ = ["KernelBackend", "unavailable_reason"]
+__all__ = ["KernelBackend", "UnsupportedScenario", "unavailable_reason", "unsupported_reason"]
+
+
+class UnsupportedScenario(ValueError):
+    """The scenario asks for something this backend's topology cannot build."""
 
 
 def unavailable_reason() -> str | None:
@@ -28,6 +32,17 @@ def unavailable_reason() -> str | None:
         return "the kernel backend needs root (network namespaces, macvlan links)"
     if not os.path.exists("/proc/self/ns/net"):
         return "this kernel has no network namespaces"
+    return None
+
+
+def unsupported_reason(scenario: dict) -> str | None:
+    """Why this backend cannot run ``scenario`` faithfully, or None."""
+    if (scenario.get("parent") or {}).get("unicast_filter"):
+        return ("parent.unicast_filter: the kernel backend's parent is a veth, which has no unicast "
+                "filter (IFF_UNICAST_FLT); a filtering parent is not implemented")
+    if scenario.get("kernel_rules") == "net-next":
+        return (f"kernel_rules net-next: this kernel ({platform.release()}) floods by the 6.18 rules; "
+                "it does not have commit b52363f706e5")
     return None
 
 
@@ -56,18 +71,22 @@ class KernelBackend:
 
     name = "kernel"
 
-    def __init__(self, quiet: float = 0.03, cap: float = 1.0) -> None:
+    def __init__(self, quiet: float = 0.03, cap: float = 1.0, child_netns: bool = True) -> None:
         self.quiet = quiet
         self.cap = cap
+        self.child_netns = child_netns  # see Topology.child_netns
         self.last_prefix: str | None = None  # name prefix of the latest run's namespaces/links
 
     def run(self, scenario: dict) -> dict:
         reason = unavailable_reason()
         if reason:
             raise RuntimeError(reason)
+        reason = unsupported_reason(scenario)
+        if reason:
+            raise UnsupportedScenario(reason)
         parent = scenario.get("parent") or {}
         topo = Topology(wire=scenario.get("wire", "plain"), parent_mac=parent.get("mac"),
-                        parent_mtu=parent.get("mtu") or 1500)
+                        parent_mtu=parent.get("mtu") or 1500, child_netns=self.child_netns)
         self.last_prefix = topo.prefix
         capture = Capture(quiet=self.quiet, cap=self.cap)
         ethertypes = {t for s in scenario["steps"] if s["do"] == "inject"

@@ -9,8 +9,10 @@ Where each tap sits matters more than anything else here:
   ethertype the scenario uses.
 - **wire**: an ETH_P_ALL socket on the wire end, incoming frames only; a hairpin bridge's
   reflections leave through the same port as PACKET_OUTGOING and are not counted again.
-- **children**: an ETH_P_ALL socket on each child, incoming only (a macvtap without a reader
-  passes frames to its own stack, where the tap sees them).
+- **children**: an ETH_P_ALL socket on each child, incoming only. On a macvtap it runs before
+  tap_handle_frame(), so it sees frames whether they then go to a reader's ring or the stack.
+
+Every tap keeps only frames whose sll_ifindex is its own device (see Tap.read).
 
 Tags: the kernel moves a VLAN tag into skb metadata before the taps run. PACKET_AUXDATA gives it
 back and we re-insert it. For the parent's stack the tag is gone for good by the time the
@@ -43,6 +45,8 @@ _AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
 _CMSG_SPACE = socket.CMSG_SPACE(_AUXDATA.size)
 _VLAN_TPIDS = (ETH_P_8021Q, ETH_P_8021AD)
 _MAX_FRAME = 1 << 16
+SO_SNDBUFFORCE = 32
+_SNDBUF = 64 << 20
 _PKTTYPES = {t.value: t.name for t in PacketType}
 
 
@@ -81,6 +85,9 @@ def _packet_socket(ns: str, ifname: str, proto: int) -> socket.socket:
     try:
         sock.bind((ifname, proto))
         sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        # A sent skb stays charged to its socket until freed, and a macvtap's unread ring keeps
+        # up to 500 of them: a default send buffer would answer EAGAIN long before that.
+        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, _SNDBUF)
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -113,8 +120,11 @@ class Tap:
                 if errors > 4:
                     return frames
                 continue
-            pkttype = addr[2]
-            if pkttype == PacketType.OUTGOING:
+            ifname, pkttype = addr[0], addr[2]
+            if pkttype == PacketType.OUTGOING or ifname != self.ifname:
+                # A socket bound to the parent is also served frames that macvlan handed to a
+                # child (RX_HANDLER_ANOTHER: orig_dev's ptype_specific) when that child shares
+                # its namespace; sll_ifindex names the device that really received them.
                 continue
             for level, kind, raw in ancdata:
                 if level == SOL_PACKET and kind == PACKET_AUXDATA and len(raw) >= _AUXDATA.size:
@@ -176,6 +186,7 @@ class Capture:
         there is no completion signal: poll until ``quiet`` passes with no matching frame.
         """
         variants = untagged_variants(frame)
+        datagram = ipv4_fragment_key(frame)
         seen: dict[str, list[dict]] = {}
         poller = select.poll()
         by_fd = {tap.sock.fileno(): tap for tap in self.taps}
@@ -191,8 +202,29 @@ class Capture:
                 tap = by_fd[fd]
                 for data, pkttype in tap.read():
                     if data == frame or (tap.strip_tags and data in variants):
-                        entry = {"hex": frame.hex()} if tap.where == "wire" else {
-                            "pkttype": _PKTTYPES.get(pkttype, str(pkttype)), "hex": frame.hex()}
-                        seen.setdefault(tap.where, []).append(entry)
-                        last = time.monotonic()
+                        got = frame
+                    elif datagram is not None and ipv4_datagram_key(data) == datagram:
+                        got = data  # macvlan reassembled the fragments this one completed
+                    else:
+                        continue
+                    entry = {"hex": got.hex()} if tap.where == "wire" else {
+                        "pkttype": _PKTTYPES.get(pkttype, str(pkttype)), "hex": got.hex()}
+                    seen.setdefault(tap.where, []).append(entry)
+                    last = time.monotonic()
         return seen
+
+
+def ipv4_datagram_key(frame: bytes) -> bytes | None:
+    """(source, destination, id, protocol) of an untagged IPv4 frame, else None."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4:
+        return None
+    return frame[26:34] + frame[18:20] + frame[23:24]
+
+
+def ipv4_fragment_key(frame: bytes) -> bytes | None:
+    """The datagram key when ``frame`` is an IPv4 fragment: its reassembly is the observation
+    (the marker of a reassembled datagram is its IP identity, not the fragment's bytes)."""
+    key = ipv4_datagram_key(frame)
+    if key is None or not int.from_bytes(frame[20:22], "big") & 0x3FFF:
+        return None
+    return key

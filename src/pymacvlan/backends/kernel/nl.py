@@ -74,8 +74,12 @@ def register() -> None:
 register()
 
 
+#: Where Python's errno.errorcode picks an alias, use the name the kernel's headers use.
+_KERNEL_ERRNO_NAMES = {errno.EOPNOTSUPP: "EOPNOTSUPP", errno.EDEADLK: "EDEADLK"}
+
+
 def errno_name(code: int) -> str:
-    return errno.errorcode.get(code, f"E{code}")
+    return _KERNEL_ERRNO_NAMES.get(code) or errno.errorcode.get(code, f"E{code}")
 
 
 def error_result(exc: BaseException) -> dict:
@@ -92,8 +96,8 @@ def error_result(exc: BaseException) -> dict:
 def linkinfo_data(kind: str, **values: Any) -> dict[str, Any]:
     """pyroute2 keyword arguments for IFLA_INFO_DATA, from IFLA_MACVLAN_* suffixes.
 
-    ``linkinfo_data("macvtap", mode=4)`` → ``{"macvtap_mode": 4}``; pyroute2 files keys with the
-    kind's prefix under IFLA_LINKINFO/IFLA_INFO_DATA.
+    ``linkinfo_data("macvtap", mode=4)`` → ``{"macvtap_mode": 4}``: pyroute2 nests keys that carry
+    the kind's prefix into IFLA_LINKINFO/IFLA_INFO_DATA.
     """
     return {f"{kind}_{key}": value for key, value in values.items() if value is not None}
 
@@ -133,7 +137,20 @@ def link_state(msg: Any) -> dict[str, Any]:
     kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
     if kind in ("macvlan", "macvtap"):
         out["linkinfo"] = {"info_kind": kind, "info_data": _macvlan_info(kind, info.get_attr("IFLA_INFO_DATA"))}
+        stats = msg.get_attr("IFLA_STATS64")
+        if stats is not None:
+            out["stats64"] = _stats64(stats)
     return out
+
+
+def _stats64(stats: Any) -> dict[str, Any]:
+    """The counters of ``ip -s -j link`` that macvlan keeps (its rx_dropped is rx_errors plus
+    the core's drops)."""
+    return {
+        "rx": {"bytes": stats["rx_bytes"], "packets": stats["rx_packets"], "errors": stats["rx_errors"],
+               "dropped": stats["rx_dropped"], "multicast": stats["multicast"]},
+        "tx": {"bytes": stats["tx_bytes"], "packets": stats["tx_packets"], "dropped": stats["tx_dropped"]},
+    }
 
 
 def _macvlan_info(kind: str, data: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import socket
 import struct
@@ -16,8 +17,6 @@ from .capture import Capture
 from .nl import IFF_ALLMULTI, IFF_PROMISC, IFF_UP, error_result, link_state, linkinfo_data
 from .topology import Child, Topology, in_netns
 
-ENODEV = 19
-EEXIST = 17
 SIOCADDMULTI = 0x8931
 SIOCDELMULTI = 0x8932
 _IFREQ_SIZE = 40  # struct ifreq on 64-bit Linux
@@ -37,6 +36,24 @@ def _macvlan_data(step: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _setlink(step: dict[str, Any]) -> dict[str, Any]:
+    """The do_setlink() part of `ip link set`: one request, so the kernel applies the address,
+    then the MTU, then the flags; a failed `up` still lets promisc/allmulti through."""
+    request: dict[str, Any] = {}
+    if "mac" in step:
+        request["address"] = step["mac"]
+    if "mtu" in step:
+        request["mtu"] = step["mtu"]
+    flags = change = 0
+    for key, bit in (("up", IFF_UP), ("promisc", IFF_PROMISC), ("allmulticast", IFF_ALLMULTI)):
+        if key in step:
+            change |= bit
+            flags |= bit if step[key] else 0
+    if change:
+        request.update(flags=flags, change=change)
+    return request
+
+
 def _macaddr_list(macs: list[str]) -> dict[str, Any]:
     """IFLA_MACVLAN_MACADDR_DATA: a nest of IFLA_MACVLAN_MACADDR (for macvtap too)."""
     return {"attrs": [("IFLA_MACVLAN_MACADDR", mac) for mac in macs]}
@@ -54,9 +71,12 @@ class StepDispatcher:
         if handler is None:
             raise ValueError(f"the kernel backend has no step {step['do']!r}")
         try:
-            return handler(step)
+            result = handler(step)
         except NetlinkError as exc:
-            return error_result(exc)
+            result = error_result(exc)
+        if step["do"] not in ("inject", "show"):
+            self.topo.settle()
+        return result
 
     # ---------------------------------------------------------------- helpers
 
@@ -64,39 +84,18 @@ class StepDispatcher:
         try:
             return self.topo.children[name]
         except KeyError:
-            raise NetlinkError(ENODEV, f"no device {name!r}") from None
+            raise NetlinkError(errno.ENODEV, f"no device {name!r}") from None
 
     def _parent_index(self) -> int:
         if self.topo.parent_index is None:
-            raise NetlinkError(ENODEV, "the parent was deleted")
+            raise NetlinkError(errno.ENODEV, "the parent was deleted")
         return self.topo.parent_index
-
-    @staticmethod
-    def _set_flag(ipr: Any, index: int, flag: int, on: bool) -> None:
-        ipr.link("set", index=index, flags=flag if on else 0, change=flag)
-
-    def _set_link(self, ipr: Any, index: int, step: dict[str, Any], linkinfo: Callable[[], None] | None) -> None:
-        """ip-link order: down first, then linkinfo, address, mtu, allmulticast, promisc, up last."""
-        if step.get("up") is False:
-            self._set_flag(ipr, index, IFF_UP, False)
-        if linkinfo is not None:
-            linkinfo()
-        if "mac" in step:
-            ipr.link("set", index=index, address=step["mac"])
-        if "mtu" in step:
-            ipr.link("set", index=index, mtu=step["mtu"])
-        if "allmulticast" in step:
-            self._set_flag(ipr, index, IFF_ALLMULTI, step["allmulticast"])
-        if "promisc" in step:
-            self._set_flag(ipr, index, IFF_PROMISC, step["promisc"])
-        if step.get("up") is True:
-            self._set_flag(ipr, index, IFF_UP, True)
 
     # ---------------------------------------------------------------- control steps
 
     def do_add(self, step: dict[str, Any]) -> dict[str, Any]:
         if step["name"] in self.topo.children:
-            raise NetlinkError(EEXIST, f"{step['name']!r} exists")  # as `ip link add` of a taken name
+            raise NetlinkError(errno.EEXIST, f"{step['name']!r} exists")  # as `ip link add` of a taken name
         kind = step.get("type", "macvlan")
         data = _macvlan_data(step)
         if step.get("macaddr"):
@@ -113,9 +112,11 @@ class StepDispatcher:
         return {"ok": True}
 
     def do_set(self, step: dict[str, Any]) -> dict[str, Any]:
+        """`ip link set NAME ... type KIND ...`: changelink, then do_setlink, as one RTM_NEWLINK
+        does. `macaddr add/del` carry one MAC per request, so each further MAC is its own."""
         child = self._child(step["name"])
         data = _macvlan_data(step)
-        more: list[str] = []  # `macaddr add/del` takes one MAC per request
+        more: list[str] = []
         if "macaddr" in step:
             op, macs = step["macaddr"]["op"], list(step["macaddr"]["macs"])
             data["macaddr_mode"] = int(MacaddrMode[op.upper()])
@@ -123,16 +124,17 @@ class StepDispatcher:
                 data["macaddr"], more = macs[0], macs[1:]
             elif op == "set" and macs:
                 data["macaddr_data"] = _macaddr_list(macs)
-
-        def linkinfo() -> None:
-            # One RTM_NEWLINK: macvlan_changelink() applies flags, bcqueuelen, bclim, mode,
-            # then the source-list op, in its own order.
-            child.ipr.link("set", index=child.index, kind=child.kind, **linkinfo_data(child.kind, **data))
-            for mac in more:
-                child.ipr.link("set", index=child.index, kind=child.kind,
-                               **linkinfo_data(child.kind, macaddr_mode=data["macaddr_mode"], macaddr=mac))
-
-        self._set_link(child.ipr, child.index, step, linkinfo if data else None)
+        ipr, index, kind = child.ipr, child.index, child.kind
+        if data:  # macvlan_changelink() applies flags, bcqueuelen, bclim, mode, then the list op
+            ipr.link("set", index=index, kind=kind, **linkinfo_data(kind, **data))
+        for mac in more:
+            ipr.link("set", index=index, kind=kind,
+                     **linkinfo_data(kind, macaddr_mode=data["macaddr_mode"], macaddr=mac))
+        setlink = _setlink(step)
+        if setlink:
+            ipr.link("set", index=index, **setlink)
+        if "reader" in step:
+            (self.topo.attach_reader if step["reader"] else self.topo.detach_reader)(child.name)
         return {"ok": True}
 
     def do_join(self, step: dict[str, Any]) -> dict[str, Any]:
@@ -155,15 +157,15 @@ class StepDispatcher:
         return {"ok": True}
 
     def do_parent(self, step: dict[str, Any]) -> dict[str, Any]:
+        """Address, MTU and up in one request (as `ip link set`), then the wire's carrier:
+        the admin state of the parent's veth peer."""
         index = self._parent_index()
-        ipr = self.topo.ipr(self.topo.ns_parent)
-
-        def carrier() -> None:
-            # The parent's carrier is its veth peer's admin state.
-            if "carrier" in step:
-                self._set_flag(self.topo.ipr(self.topo.ns_wire), self.topo.wire_index, IFF_UP, step["carrier"])
-
-        self._set_link(ipr, index, step, carrier)
+        setlink = _setlink(step)
+        if setlink:
+            self.topo.ipr(self.topo.ns_parent).link("set", index=index, **setlink)
+        if "carrier" in step:
+            self.topo.ipr(self.topo.ns_wire).link(
+                "set", index=self.topo.wire_index, flags=IFF_UP if step["carrier"] else 0, change=IFF_UP)
         return {"ok": True}
 
     def do_del(self, step: dict[str, Any]) -> dict[str, Any]:
@@ -192,12 +194,20 @@ class StepDispatcher:
             self._parent_index()
         else:
             at = self._child(at.removeprefix("child:")).name
+        if len(frame) < 14:  # dev_validate_header(): shorter than min_header_len
+            return error_result(OSError(errno.EINVAL, "a frame needs a 14-byte Ethernet header"))
+        # The tap on a macvtap sees frames before its reader's ring takes or drops them.
+        readers = {c.name: self.topo.rx_errors(c) for c in self.topo.children.values() if c.reader is not None}
         self.capture.drain()
         try:
             self.capture.send(at, frame)
         except OSError as exc:
             return error_result(exc)
-        return self._observed(self.capture.collect(frame))
+        seen = self.capture.collect(frame)
+        for name, before in readers.items():
+            lost = self.topo.rx_errors(self.topo.children[name]) - before
+            del seen.get(name, [])[:lost]  # the ring was full: the reader never got these
+        return self._observed(seen)
 
     def _observed(self, seen: dict[str, list[dict]]) -> dict[str, Any]:
         return {"ok": True, "observed": {

@@ -6,7 +6,8 @@ Layout (every name starts with ``pmv`` and a per-run tag):
 - namespace ``W`` holds the other end (the wire); for a hairpin wire it is the only port of a
   bridge with ``hairpin on``, STP and multicast snooping off;
 - each child is created in ``P`` on the parent, then moved to a namespace of its own and renamed
-  there, so its name cannot clash with anything and its stack is separate.
+  there, so its name cannot clash with anything and its stack is separate (``child_netns``;
+  otherwise it stays in ``P`` beside the parent, which changes its operstate, see below).
 
 IPv6 is disabled in a namespace before any link enters it, so the kernel emits no DAD, router
 solicitations or MLD reports that would disturb captures. Nothing is routed anywhere.
@@ -16,8 +17,12 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import errno
 import os
 import secrets
+import stat
+import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -28,6 +33,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
 IFNAMSIZ = 16
 #: The wire never limits frame size: only the parent's own MTU does (veth checks the receiver's).
 WIRE_MTU = 65535
@@ -73,7 +81,7 @@ def valid_ifname(name: str) -> bool:
 
 @dataclass
 class Child:
-    """A child link as it lives in its own namespace."""
+    """A child link, in its namespace (its own, or the parent's)."""
 
     name: str  # the scenario's name
     kind: str  # macvlan | macvtap
@@ -81,6 +89,53 @@ class Child:
     ifname: str
     index: int
     ipr: IPRoute
+    reader: int | None = None  # an open /dev/tapN (macvtap only): frames go to its ring
+
+
+def _sysfs_in_netns(ns: str, path: str) -> str:
+    """Read a sysfs file as namespace ``ns`` sees it (what `ip netns exec NS cat` does).
+
+    Network-class entries such as /sys/class/macvtap/tapN are tagged with their namespace and
+    visible only through a sysfs mounted inside it, so a short-lived child process enters the
+    namespace, mounts its own sysfs in a private mount namespace and reads the file.
+    """
+    rd, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        code = 1
+        try:
+            os.close(rd)
+            target = os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY)
+            _setns(target)
+            if _libc.unshare(CLONE_NEWNS) == 0 and \
+                    _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0 and \
+                    _libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None) == 0:
+                with open(path, "rb") as f:
+                    os.write(wr, f.read())
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(wr)
+    with os.fdopen(rd, "rb") as f:
+        data = f.read()
+    _pid, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise OSError(errno.ENOENT, f"cannot read {path} in namespace {ns}")
+    return data.decode().strip()
+
+
+def _open_macvtap(ns: str, ifindex: int) -> int:
+    """open() /dev/tap<ifindex>: a node made from the device number, in a private directory."""
+    major, minor = (int(x) for x in _sysfs_in_netns(ns, f"/sys/class/macvtap/tap{ifindex}/dev").split(":"))
+    directory = tempfile.mkdtemp(prefix="pmv")
+    node = os.path.join(directory, f"tap{ifindex}")
+    try:
+        os.mknod(node, 0o600 | stat.S_IFCHR, os.makedev(major, minor))
+        return os.open(node, os.O_RDWR | os.O_NONBLOCK)
+    finally:
+        if os.path.exists(node):
+            os.unlink(node)
+        os.rmdir(directory)
 
 
 # Topologies not yet torn down, for the atexit safety net.
@@ -100,6 +155,10 @@ class Topology:
     wire: str = "plain"  # plain | hairpin
     parent_mac: str | None = None
     parent_mtu: int = 1500
+    #: One namespace per child (a container's view), or children beside the parent. It shows
+    #: in operstate: an up child without carrier is LOWERLAYERDOWN only when the parent is in
+    #: its own namespace (default_operstate() looks its iflink up there), DOWN otherwise.
+    child_netns: bool = True
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     children: dict[str, Child] = field(default_factory=dict)
     parent_index: int | None = None  # None once the parent is deleted
@@ -157,8 +216,8 @@ class Topology:
             self._namespaces.remove(name)
             try:
                 pr_netns.remove(name)
-            except OSError:
-                pass
+            except OSError as exc:  # teardown goes on; the leftover is named, not hidden
+                warnings.warn(f"could not remove namespace {name}: {exc}", RuntimeWarning, stacklevel=2)
 
     def ipr(self, ns: str) -> IPRoute:
         return self._iprs[ns]
@@ -196,6 +255,7 @@ class Topology:
             ipr_w.link("set", index=bridge, state="up")
         ipr_w.link("set", index=self.wire_index, state="up")
         ipr_p.link("set", index=self.parent_index, state="up")
+        self.settle()
 
     def teardown(self) -> None:
         """Delete the parent (its children and the wire go with it), then every namespace."""
@@ -205,43 +265,42 @@ class Topology:
             except (NetlinkError, OSError):
                 pass
             self.parent_index = None
-        self.children.clear()
+        for child in list(self.children.values()):
+            self._forget(child)
         for name in list(reversed(self._namespaces)):
-            self._drop_netns(name)
-        for ipr in self._iprs.values():
-            ipr.close()
-        self._iprs.clear()
+            self._drop_netns(name)  # closes its rtnetlink socket too
         _LIVE.discard(self)
 
     # ---------------------------------------------------------------- children
 
     def add_child(self, name: str, kind: str, request: dict[str, Any]) -> Child:
-        """Create a child on the parent in P, then move it to its own namespace and rename it.
+        """Create a child on the parent in P, move it to its own namespace (``child_netns``)
+        and give it the scenario's name there.
 
         ``request`` holds the pyroute2 keywords of the creation (address, mtu, linkinfo data).
         Raises NetlinkError with the kernel's answer; nothing is left behind then.
         """
         if self.parent_index is None:
-            raise NetlinkError(19, "the parent was deleted")  # ENODEV, as `ip link add link <gone>`
+            raise NetlinkError(errno.ENODEV, "the parent was deleted")  # as `ip link add link <gone>`
         self._serial += 1
-        ns = f"{self.prefix}c{self._serial}"
         tmp = f"{self.prefix}c{self._serial}"
-        ipr_c = self._new_netns(ns)
         ipr_p = self.ipr(self.ns_parent)
+        ns, ipr_c = (tmp, self._new_netns(tmp)) if self.child_netns else (self.ns_parent, ipr_p)
         try:
             ipr_p.link("add", ifname=tmp, kind=kind, link=self.parent_index, **request)
-        except BaseException:
-            self._drop_netns(ns)
-            raise
-        try:
             index = ipr_p.link_lookup(ifname=tmp)[0]
-            ipr_p.link("set", index=index, net_ns_fd=ns)
-            index = ipr_c.link_lookup(ifname=tmp)[0]
-            ifname = name if valid_ifname(name) else tmp
-            if ifname != tmp:
-                ipr_c.link("set", index=index, ifname=ifname)
+            if self.child_netns:
+                ipr_p.link("set", index=index, net_ns_fd=ns)
+                index = ipr_c.link_lookup(ifname=tmp)[0]
+            ifname = tmp
+            if valid_ifname(name) and not name.startswith(self.prefix):
+                ipr_c.link("set", index=index, ifname=name)
+                ifname = name
         except BaseException:
-            self._drop_netns(ns)  # takes the child with it
+            if self.child_netns:
+                self._drop_netns(ns)  # takes the child with it
+            elif ipr_p.link_lookup(ifname=tmp):
+                ipr_p.link("del", ifname=tmp)
             raise
         child = Child(name=name, kind=kind, ns=ns, ifname=ifname, index=index, ipr=ipr_c)
         self.children[name] = child
@@ -250,27 +309,67 @@ class Topology:
     def del_child(self, name: str) -> None:
         child = self.children[name]
         child.ipr.link("del", index=child.index)
-        del self.children[name]
-        self._drop_netns(child.ns)
+        self._forget(child)
+
+    def _forget(self, child: Child) -> None:
+        if child.reader is not None:
+            os.close(child.reader)
+            child.reader = None
+        self.children.pop(child.name, None)
+        if child.ns != self.ns_parent:
+            self._drop_netns(child.ns)
+
+    def attach_reader(self, name: str) -> None:
+        """Open the macvtap's character device, as a VM does: frames then go to its ring
+        (tx_queue_len = 500 entries) instead of its stack. Nobody reads it, as in the sim."""
+        child = self.children[name]
+        if child.kind != "macvtap":
+            raise NetlinkError(errno.EOPNOTSUPP, f"{name} is a macvlan: only a macvtap has a /dev/tapN to read")
+        if child.reader is None:
+            child.reader = _open_macvtap(child.ns, child.index)
+
+    def detach_reader(self, name: str) -> None:
+        child = self.children[name]
+        if child.reader is not None:
+            os.close(child.reader)
+            child.reader = None
+
+    def rx_errors(self, child: Child) -> int:
+        """The child's rx_errors: a macvtap's full reader ring counts each frame it drops here."""
+        return self.dump(child.ns, child.index).get_attr("IFLA_STATS64")["rx_errors"]
 
     def del_parent(self) -> None:
         """Delete the parent veth: the kernel deletes the wire end and every child with it."""
         if self.parent_index is None:
-            raise NetlinkError(19, "the parent was already deleted")
+            raise NetlinkError(errno.ENODEV, "the parent was already deleted")
         self.ipr(self.ns_parent).link("del", index=self.parent_index)
         self.parent_index = None
         self.wire_index = None
         for child in list(self.children.values()):
-            self._drop_netns(child.ns)
-        self.children.clear()
+            self._forget(child)
 
     # ---------------------------------------------------------------- state
 
     def dump(self, ns: str, index: int) -> Any:
+        """RTM_GETLINK of one device; the kernel first runs its pending linkwatch work."""
         return self.ipr(ns).link("get", index=index)[0]
 
-    def parent_flags(self) -> int:
-        return self.dump(self.ns_parent, self.parent_index)["flags"] if self.parent_index else 0
+    def settle(self) -> None:
+        """Apply pending carrier/operstate changes now instead of up to a second later.
+
+        linkwatch batches non-urgent events once per second. Until it runs, operstate and
+        RUNNING are stale, children have not copied the parent's carrier (they do on the
+        parent's NETDEV_CHANGE), qdiscs are not (de)activated, and a bridge port is not enabled.
+        rtnl_getlink() syncs the device it reports, so get the wire, the parent, then children.
+        """
+        devices = [(self.ns_wire, self.wire_index), (self.ns_parent, self.parent_index)]
+        devices += [(c.ns, c.index) for c in self.children.values()]
+        for ns, index in devices:
+            if index is not None:
+                try:
+                    self.dump(ns, index)
+                except NetlinkError:
+                    pass
 
     def wire_up(self) -> bool:
         """Is the wire end admin up (the parent's carrier)?"""

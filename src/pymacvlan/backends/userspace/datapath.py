@@ -1,0 +1,700 @@
+"""The userspace datapath: real frames between a parent, TAP children and macvtap endpoints,
+decided by the sans-IO :class:`~pymacvlan.engine.Engine`.
+
+One thread, one epoll loop. Per pass:
+
+1. parent ring → ``engine.receive`` → write to child TAPs / endpoints (the parent's own stack
+   already got its copy from the kernel; see "the parent's stack" below);
+2. each readable TAP or endpoint → ``engine.xmit`` → parent tx ring / other children;
+3. the engine's broadcast queue is drained (bc_work), the tx ring is kicked once.
+
+Frames are ``bytes`` buffers of virtio_net_hdr + frame (:mod:`.vnet`); the engine sees the
+frame part only and returns the same object for every delivery of it, so the buffer read
+is the buffer written — no copy, no per-frame object besides the engine's own tuple list.
+Multicast with a non-zero header is finalized (:mod:`.gso`) before the engine sees it, so
+frames waiting on the engine's broadcast queue never need a header.
+
+Control (add/delete/set) goes through :meth:`Datapath.call`, which runs it on the loop
+thread between passes (eventfd wake-up), so the engine is only ever touched by one thread.
+Child state follows the TAP: ``ip link set X up|down|address|mtu|promisc|allmulticast``
+inside the child's namespace reaches the engine through an rtnetlink monitor, as ndo_open
+and friends would. The parent's carrier, MTU and MAC are followed the same way; if the
+parent is deleted the children stay (carrier off) and the datapath re-attaches when a
+device of that name comes back — unlike the kernel, which deletes them, because a
+userspace daemon outliving a parent's re-creation is the point.
+
+The parent's stack: AF_PACKET only gets a copy, so what macvlan would consume also goes
+up L's stack. Unicast to a child's MAC reaches it as PACKET_OTHERHOST, which IPv4, IPv6 and
+ARP drop on entry; the rest (passthru, floods returned to a private/passthru/source
+sender, source-mode ``nodst``) is dropped by the optional tc ingress filter of
+:mod:`.shield`, which runs after the packet taps, so the datapath still sees it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import errno
+import os
+import select
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ...engine import WIRE, Engine
+from ...engine.device import STACK_GROUPS, MacvlanDev
+from ...model import KernelError, Mode, mode_from_name
+from ._sys import IFF_ALLMULTI, IFF_LOWER_UP, IFF_PROMISC, IFF_UP, ZERO_VNET_HDR, read_proc_net
+from .endpoints import Endpoint
+from .gso import GSOError, finalize
+from .netlink import LinkEvent, LinkMonitor
+from .parent import Parent, ParentConfig
+from .tap import Tap, TapConfig
+from .vnet import VNET_HDR_LEN
+
+__all__ = ["Datapath", "DatapathConfig"]
+
+EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
+READ_SIZE = VNET_HDR_LEN + 65535 + 18
+MIN_BUF = VNET_HDR_LEN + 14
+#: IGMP and MLD report destinations: a child that sends one has just changed its groups
+_REPORT_DSTS = {bytes.fromhex("01005e000016"), bytes.fromhex("01005e000002"), bytes.fromhex("333300000016"),
+                bytes.fromhex("333300000002")}
+
+
+@dataclass
+class DatapathConfig:
+    parent: ParentConfig
+    #: frames read from one fd before the loop looks at the others (fairness)
+    budget: int = 128
+    #: seconds between housekeeping passes (namespace checks, multicast lists, stats)
+    housekeeping: float = 1.0
+    #: drop at the parent's tc ingress what macvlan consumes (see shield.py)
+    shield: bool = False
+    bridge_mc_to_bridge: bool = False
+    #: IFF_UNICAST_FLT of the real parent, for the engine's promisc model (veth: False)
+    unicast_filter: bool = False
+
+
+class Datapath:
+    """macvlan in userspace on one parent. Start with :meth:`start` (thread) or :meth:`run`."""
+
+    def __init__(self, cfg: DatapathConfig | ParentConfig | str, **parent_kw: Any) -> None:
+        if isinstance(cfg, str):
+            cfg = ParentConfig(cfg, **parent_kw)
+        if isinstance(cfg, ParentConfig):
+            cfg = DatapathConfig(cfg)
+        self.cfg = cfg
+        pcfg = cfg.parent
+        self.counters: Counter[str] = Counter()
+        self._handlers: dict[int, Callable[[int], None]] = {}
+        self._events: dict[int, int] = {}
+        self.ep = select.epoll()
+        self._cmds: list[tuple[Callable, tuple, dict, concurrent.futures.Future]] = []
+        self._cmd_lock = threading.Lock()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._thread: threading.Thread | None = None
+        self._loop_ident: int | None = None
+        self._stop = False
+        self.parent: Parent | None = Parent(pcfg)
+        #: the device the socket is on (the base of a userspace VLAN parent), to re-attach by name
+        self._parent_base = self.parent.base
+        self.engine = Engine(self.parent.base if self.parent.vlan is None else f"{self.parent.base}.{self.parent.vlan}",
+                             mac=self.parent.mac, mtu=self.parent.mtu, unicast_filter=cfg.unicast_filter,
+                             bridge_mc_to_bridge=cfg.bridge_mc_to_bridge)
+        #: child → writer of hdr+frame buffers (TAP write or endpoint.deliver)
+        self._out: dict[MacvlanDev, Callable[[bytes], Any]] = {}
+        self.taps: dict[str, Tap] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self._flushers: list[Callable[[], None]] = []
+        self._monitors: dict[str | None, LinkMonitor] = {}
+        self._mc_dirty: set[str] = set()
+        self.shield = None
+        try:
+            self._watch_parent()
+            self._monitor(pcfg.netns)
+            ev = self._monitors[pcfg.netns].query(self.parent.ifindex)
+            if ev is not None:
+                self._parent_state(ev)
+            self.watch(self._wake, self._on_wake)
+            if cfg.shield:
+                from .shield import Shield
+                self.shield = Shield(self.parent.base, pcfg.netns)
+        except BaseException:
+            self._close_all()
+            raise
+        self._next_hk = time.monotonic() + cfg.housekeeping
+
+    # -- reactor ----------------------------------------------------------------------------
+    def watch(self, fd: int, handler: Callable[[int], None], write: bool = False) -> None:
+        ev = EPOLLIN | (EPOLLOUT if write else 0)
+        self._handlers[fd] = handler
+        self._events[fd] = ev
+        self.ep.register(fd, ev)
+
+    def want_write(self, fd: int, on: bool) -> None:
+        ev = self._events.get(fd)
+        if ev is None:
+            return
+        new = (ev | EPOLLOUT) if on else (ev & ~EPOLLOUT)
+        if new != ev:
+            self._events[fd] = new
+            self.ep.modify(fd, new)
+
+    def unwatch(self, fd: int) -> None:
+        if self._handlers.pop(fd, None) is not None:
+            self._events.pop(fd, None)
+            try:
+                self.ep.unregister(fd)
+            except (OSError, ValueError):
+                pass
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def start(self) -> "Datapath":
+        """Run the loop in a daemon thread; :meth:`close` stops and joins it."""
+        ready = threading.Event()
+
+        def main() -> None:
+            self._loop_ident = threading.get_ident()
+            ready.set()
+            self.run()
+
+        self._thread = threading.Thread(target=main, name="pymacvlan-datapath", daemon=True)
+        self._thread.start()
+        ready.wait()
+        return self
+
+    def run(self) -> None:
+        self._loop_ident = threading.get_ident()
+        poll = self.ep.poll
+        handlers = self._handlers
+        hk = self.cfg.housekeeping
+        counters = self.counters
+        while not self._stop:
+            timeout = max(0.0, self._next_hk - time.monotonic())
+            parent = self.parent
+            if parent is not None and parent.tx_stalled:
+                timeout = min(timeout, 0.0002)  # re-kick the tx ring soon (see Parent.flush)
+            try:
+                events = poll(timeout)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                continue
+            for fd, ev in events:
+                h = handlers.get(fd)
+                if h is not None:
+                    try:
+                        h(ev)
+                    except Exception as e:  # a bug or an unexpected errno must not stop the datapath
+                        counters[f"handler_error_{type(e).__name__}"] += 1
+            self._end_of_pass()
+            if time.monotonic() >= self._next_hk:
+                self._next_hk = time.monotonic() + hk
+                try:
+                    self._housekeeping()
+                except Exception as e:
+                    counters[f"housekeeping_error_{type(e).__name__}"] += 1
+
+    def _end_of_pass(self) -> None:
+        engine = self.engine
+        if engine.bc_pending:
+            out = self._out
+            for target, _pt, f in engine.process_bc_queue():
+                w = out.get(target)
+                if w is not None:
+                    w(ZERO_VNET_HDR + f)
+        parent = self.parent
+        if parent is not None:
+            parent.flush()
+        for fl in self._flushers:
+            fl()
+
+    def call(self, fn: Callable, *args: Any, **kw: Any) -> Any:
+        """Run ``fn`` on the loop thread (now, if that is us or no loop runs) and return its result."""
+        if self._thread is None or threading.get_ident() == self._loop_ident or not self._thread.is_alive():
+            return fn(*args, **kw)
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cmd_lock:
+            self._cmds.append((fn, args, kw, fut))
+        os.eventfd_write(self._wake, 1)
+        return fut.result(timeout=30)
+
+    def _on_wake(self, events: int) -> None:
+        try:
+            os.eventfd_read(self._wake)
+        except BlockingIOError:
+            pass
+        with self._cmd_lock:
+            cmds, self._cmds = self._cmds, []
+        for fn, args, kw, fut in cmds:
+            try:
+                fut.set_result(fn(*args, **kw))
+            except BaseException as e:
+                fut.set_exception(e)
+
+    def close(self) -> None:
+        """Stop the loop, delete every child (TAPs vanish), release every membership."""
+        if self._thread is not None and self._thread.is_alive():
+            self.call(self._request_stop)
+            self._thread.join(timeout=10)
+        self._close_all()
+
+    def _request_stop(self) -> None:
+        self._stop = True
+
+    def _close_all(self) -> None:
+        for name in list(self.taps) + list(self.endpoints):
+            try:
+                self._delete_child(name)
+            except Exception:
+                self.counters["close_error"] += 1
+        if self.shield is not None:
+            self.shield.close()
+            self.shield = None
+        if self.parent is not None:
+            self.unwatch(self.parent.fd)
+            self.parent.close()
+            self.parent = None
+        for mon in self._monitors.values():
+            mon.close()
+        self._monitors.clear()
+        if self._wake >= 0:
+            os.close(self._wake)
+            self._wake = -1
+        self.ep.close()
+
+    def __enter__(self) -> "Datapath":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- hot path: parent → children -----------------------------------------------------------------
+    def _watch_parent(self) -> None:
+        self.watch(self.parent.fd, self._on_parent)
+
+    def _on_parent(self, events: int) -> None:
+        parent = self.parent
+        if parent is None:
+            return
+        receive = self.engine.receive
+        out = self._out
+        for buf in parent.drain(self.cfg.budget):
+            if len(buf) < MIN_BUF:
+                self.counters["rx_runt"] += 1
+                continue
+            frame = buf[VNET_HDR_LEN:]
+            if frame[0] & 1 and buf[:VNET_HDR_LEN] != ZERO_VNET_HDR:
+                self._rx_finalized(buf)
+                continue
+            for target, _pt, f in receive(frame):
+                w = out.get(target)
+                if w is not None:
+                    w(buf if f is frame else ZERO_VNET_HDR + f)
+
+    def _rx_finalized(self, buf: bytes) -> None:
+        try:
+            frames = finalize(buf)
+        except GSOError:
+            self.counters["rx_bad_vnet_hdr"] += 1
+            return
+        out = self._out
+        for frame in frames:
+            for target, _pt, f in self.engine.receive(frame):
+                w = out.get(target)
+                if w is not None:
+                    w(ZERO_VNET_HDR + f)
+
+    # -- hot path: a child transmits --------------------------------------------------------------------
+    def _make_tap_reader(self, tap: Tap, vlan: MacvlanDev) -> Callable[[int], None]:
+        fd = tap.fd
+        read = os.read
+        budget = self.cfg.budget
+        xmit = self.engine.xmit
+        out = self._out
+        counters = self.counters
+
+        def on_tap(events: int) -> None:
+            parent = self.parent
+            for _ in range(budget):
+                try:
+                    buf = read(fd, READ_SIZE)
+                except BlockingIOError:
+                    return
+                except OSError as e:
+                    counters[f"child_read_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+                    if e.errno == errno.EBADFD:  # the TAP is gone (namespace torn down)
+                        self.unwatch(fd)
+                    return
+                if len(buf) < MIN_BUF:
+                    counters["tx_runt"] += 1
+                    continue
+                frame = buf[VNET_HDR_LEN:]
+                if frame[0] & 1:
+                    self._xmit_multicast(vlan, buf)
+                    continue
+                for target, _pt, f in (xmit(vlan, frame) if not buf[1] else self._xmit_gso(vlan, frame)):
+                    if target is WIRE:
+                        if parent is not None:
+                            parent.queue(buf if f is frame else ZERO_VNET_HDR + f)
+                        else:
+                            counters["tx_no_parent"] += 1
+                    else:
+                        w = out.get(target)
+                        if w is not None:
+                            w(buf if f is frame else ZERO_VNET_HDR + f)
+
+        return on_tap
+
+    def _xmit_gso(self, vlan: MacvlanDev, frame: bytes) -> list:
+        """engine.xmit for a GSO frame, which is_skb_forwardable() exempts from the MTU check.
+
+        The engine has no GSO notion yet, so its dev_forward_skb(L) check would refuse a
+        64 KB bridge-local frame; L's MTU is lifted for this one call only (one thread, no
+        frame in between). To go once the engine takes a ``gso`` flag.
+        """
+        lower = self.engine.lower
+        mtu = lower.mtu
+        lower.mtu = 65535
+        try:
+            return self.engine.xmit(vlan, frame)
+        finally:
+            lower.mtu = mtu
+
+    def _xmit_multicast(self, vlan: MacvlanDev, buf: bytes) -> None:
+        """Slow path for multicast from a child: finalize partial checksums, notice group changes."""
+        if buf[VNET_HDR_LEN:VNET_HDR_LEN + 6] in _REPORT_DSTS:
+            self._mc_dirty.add(vlan.name)
+        if buf[:VNET_HDR_LEN] != ZERO_VNET_HDR:
+            try:
+                frames = finalize(buf)
+            except GSOError:
+                self.counters["tx_bad_vnet_hdr"] += 1
+                return
+        else:
+            frames = [buf[VNET_HDR_LEN:]]
+        self._xmit_frames(vlan, frames)
+
+    def _xmit_frames(self, vlan: MacvlanDev, frames: list[bytes]) -> None:
+        out = self._out
+        parent = self.parent
+        for frame in frames:
+            for target, _pt, f in self.engine.xmit(vlan, frame):
+                if target is WIRE:
+                    if parent is not None:
+                        parent.queue(ZERO_VNET_HDR + f)
+                    else:
+                        self.counters["tx_no_parent"] += 1
+                else:
+                    w = out.get(target)
+                    if w is not None:
+                        w(ZERO_VNET_HDR + f)
+
+    def _endpoint_sink(self, ep: Endpoint, buf: bytes) -> None:
+        """What an endpoint's client wrote: hdr+frame from a macvtap child."""
+        vlan = ep.child
+        if vlan is None or vlan.deleted:
+            self.counters["tx_no_child"] += 1
+            return
+        frame = buf[VNET_HDR_LEN:]
+        if len(frame) > vlan.mtu + 18 and buf[1] == 0:  # not GSO: bigger than the child's MTU allows
+            ep.counters["tx_oversize"] += 1
+            vlan.stats.tx_dropped += 1
+            return
+        if frame[0] & 1:
+            self._xmit_multicast(vlan, buf)
+            return
+        parent = self.parent
+        out = self._out
+        for target, _pt, f in (self.engine.xmit(vlan, frame) if not buf[1] else self._xmit_gso(vlan, frame)):
+            if target is WIRE:
+                if parent is not None:
+                    parent.queue(buf if f is frame else ZERO_VNET_HDR + f)
+                else:
+                    self.counters["tx_no_parent"] += 1
+            else:
+                w = out.get(target)
+                if w is not None:
+                    w(buf if f is frame else ZERO_VNET_HDR + f)
+
+    def _make_tap_writer(self, tap: Tap) -> Callable[[bytes], None]:
+        fd = tap.fd
+        write = os.write
+        counters = self.counters
+
+        def w(buf: bytes) -> None:
+            try:
+                write(fd, buf)
+            except OSError as e:
+                counters[f"child_write_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+
+        return w
+
+    # -- control: children -----------------------------------------------------------------------------
+    def add_macvlan(self, name: str, mode: str | Mode = "bridge", *, mac: bytes | None = None,
+                    mtu: int | None = None, netns: str | None = None, ifname: str | None = None,
+                    flags: int = 0, up: bool = False, **engine_kw: Any) -> dict:
+        """A macvlan child: a TAP named ``ifname`` (default ``name``) inside ``netns``.
+
+        Like ``ip link add ... type macvlan`` it starts down; it comes up when the TAP is set
+        up (by the user inside the namespace, or ``up=True``).
+        """
+        return self.call(self._add_macvlan, name, mode, mac, mtu, netns, ifname, flags, up, engine_kw)
+
+    def _add_macvlan(self, name, mode, mac, mtu, netns, ifname, flags, up, engine_kw) -> dict:
+        mode = mode_from_name(mode) if isinstance(mode, str) else mode
+        vlan = self.engine.add(name, "macvlan", mode, flags, mac, mtu, **engine_kw)
+        try:
+            tap = Tap(TapConfig(ifname or name, netns, mac=vlan.mac, mtu=vlan.mtu,
+                                carrier=self.engine.lower.carrier))
+        except BaseException:
+            self.engine.delete(name)
+            raise
+        self.taps[name] = tap
+        self._out[vlan] = self._make_tap_writer(tap)
+        self.watch(tap.fd, self._make_tap_reader(tap, vlan))
+        self._monitor(netns)
+        if up:
+            tap.set_admin_up(True)
+            self._engine_set_up(name, True)
+        return {"name": name, "ifname": tap.name, "ifindex": tap.ifindex, "netns": netns,
+                "mac": vlan.mac.hex(":"), "mtu": vlan.mtu, "mode": vlan.mode.name.lower()}
+
+    def add_macvtap(self, name: str, endpoint: Endpoint, mode: str | Mode = "bridge", *,
+                    mac: bytes | None = None, mtu: int | None = None, flags: int = 0, up: bool = True,
+                    **engine_kw: Any) -> dict:
+        """A macvtap child whose frames an application reads and writes on ``endpoint``.
+
+        There is no netdev to set up, so it is up at once unless ``up=False``.
+        """
+        return self.call(self._add_macvtap, name, endpoint, mode, mac, mtu, flags, up, engine_kw)
+
+    def _add_macvtap(self, name, endpoint, mode, mac, mtu, flags, up, engine_kw) -> dict:
+        mode = mode_from_name(mode) if isinstance(mode, str) else mode
+        vlan = self.engine.add(name, "macvtap", mode, flags, mac, mtu, **engine_kw)
+        endpoint.child = vlan
+        self.endpoints[name] = endpoint
+        endpoint.attach(self, self._endpoint_sink)
+        self._out[vlan] = endpoint.deliver
+        fl = getattr(endpoint, "flush_pending", None)
+        if fl is not None:
+            self._flushers.append(fl)
+        if up:
+            self._engine_set_up(name, True)
+        return {"name": name, "kind": endpoint.kind, "mac": vlan.mac.hex(":"), "mtu": vlan.mtu,
+                "mode": vlan.mode.name.lower()}
+
+    def set_up(self, name: str, up: bool) -> None:
+        self.call(self._set_up, name, up)
+
+    def _set_up(self, name: str, up: bool) -> None:
+        tap = self.taps.get(name)
+        if tap is not None:
+            tap.set_admin_up(up)
+        self._engine_set_up(name, up)
+
+    def _engine_set_up(self, name: str, up: bool) -> None:
+        self.engine.set_up(name, up)
+        self._sync_parent()
+
+    def delete(self, name: str) -> None:
+        self.call(self._delete_child, name)
+
+    def _delete_child(self, name: str) -> None:
+        vlan = self.engine.children.get(name)
+        if vlan is not None:
+            self._out.pop(vlan, None)
+            self.engine.delete(name)
+        tap = self.taps.pop(name, None)
+        if tap is not None:
+            self.unwatch(tap.fd)
+            tap.close()
+        ep = self.endpoints.pop(name, None)
+        if ep is not None:
+            fl = getattr(ep, "flush_pending", None)
+            if fl in self._flushers:
+                self._flushers.remove(fl)
+            ep.close()
+        if self.parent is not None:
+            self._sync_parent()
+
+    def stats(self) -> dict:
+        """Everything counted: datapath, parent socket, engine drops, per child."""
+        return self.call(self._stats)
+
+    def _stats(self) -> dict:
+        children = {}
+        for name, vlan in self.engine.children.items():
+            c = {"up": vlan.up, "mac": vlan.mac.hex(":"), "mode": vlan.mode.name.lower(),
+                 **vlan.stats.as_stats64()}
+            if name in self.endpoints:
+                c["endpoint"] = self.endpoints[name].stats()
+            children[name] = c
+        return {"datapath": dict(self.counters), "engine_drops": dict(self.engine.drops),
+                "parent": self.parent.stats() if self.parent is not None else None,
+                "lower": {"rx_dropped": self.engine.lower.rx_dropped, "carrier": self.engine.lower.carrier},
+                "shield": self.shield.rules() if self.shield is not None else None,
+                "children": children}
+
+    # -- the parent's filters ------------------------------------------------------------------------------
+    def _sync_parent(self) -> None:
+        """Memberships (and shield rules) from the engine's view of L: what dev_uc_add(),
+        dev_mc_sync(), promisc and allmulti would have set on the real device."""
+        parent = self.parent
+        lower = self.engine.lower
+        if parent is not None:
+            promisc = lower.promiscuity - (1 if lower.uc_promisc else 0) > 0
+            parent.sync_memberships(set(lower.uc_list), set(lower.mc_synced), promisc, lower.allmulti > 0)
+        if self.shield is not None:
+            self.shield.sync(self.engine)
+
+    # -- following devices ---------------------------------------------------------------------------------
+    def _monitor(self, netns: str | None) -> None:
+        if netns in self._monitors:
+            return
+        mon = LinkMonitor(netns)
+        self._monitors[netns] = mon
+        self.watch(mon.fd, lambda ev, mon=mon: self._on_link_events(mon))
+
+    def _on_link_events(self, mon: LinkMonitor) -> None:
+        pcfg = self.cfg.parent
+        for ev in mon.read():
+            if mon.netns == pcfg.netns and self._is_parent(ev):
+                self._parent_event(ev)
+                continue
+            for name, tap in list(self.taps.items()):
+                if tap.netns == mon.netns and tap.ifindex == ev.ifindex:
+                    if ev.kind == "del":
+                        self.counters["child_link_deleted"] += 1
+                        self._delete_child(name)
+                    elif ev.kind == "addr":
+                        self._mc_dirty.add(name)
+                    else:
+                        self._child_event(name, ev)
+
+    def _is_parent(self, ev: LinkEvent) -> bool:
+        p = self.parent
+        if p is not None:
+            return ev.ifindex == p.ifindex
+        return ev.kind == "new" and ev.name == self._parent_base
+
+    def _parent_event(self, ev: LinkEvent) -> None:
+        if ev.kind == "addr":
+            return
+        if ev.kind == "del":
+            self.counters["parent_deleted"] += 1
+            if self.parent is not None:
+                self.unwatch(self.parent.fd)
+                self.parent.close()
+                self.parent = None
+            self.engine.set_wire_carrier(False)
+            self.engine.set_parent_up(False)
+            self._carrier_to_children()
+            return
+        if self.parent is None:
+            try:
+                self.parent = Parent(self.cfg.parent)
+            except OSError:
+                self.counters["parent_reopen_failed"] += 1
+                return
+            self.counters["parent_reattached"] += 1
+            self._watch_parent()
+            if self.parent.mac != self.engine.lower.mac:
+                self.engine.set_parent_mac(self.parent.mac)
+            self._sync_parent()
+        self._parent_state(ev)
+
+    def _parent_state(self, ev: LinkEvent) -> None:
+        engine = self.engine
+        engine.set_parent_up(bool(ev.flags & IFF_UP))
+        engine.set_wire_carrier(bool(ev.flags & IFF_LOWER_UP))
+        if ev.mtu and ev.mtu != engine.lower.mtu:
+            engine.set_parent_mtu(ev.mtu)
+        if ev.mac and len(ev.mac) == 6 and ev.mac != engine.lower.mac:
+            engine.set_parent_mac(ev.mac)
+        self._carrier_to_children()
+
+    def _carrier_to_children(self) -> None:
+        carrier = self.engine.lower.carrier
+        for tap in self.taps.values():
+            if tap.carrier != carrier:
+                try:
+                    tap.set_carrier(carrier)
+                except OSError:
+                    self.counters["child_carrier_error"] += 1
+
+    def _child_event(self, name: str, ev: LinkEvent) -> None:
+        """Mirror a TAP's state into the engine; refuse (undo) what the kernel would refuse."""
+        vlan = self.engine.children.get(name)
+        tap = self.taps[name]
+        if vlan is None:
+            return
+        try:
+            if ev.mac and len(ev.mac) == 6 and ev.mac != vlan.mac:
+                try:
+                    self.engine.set_mac(name, ev.mac)
+                except KernelError:
+                    self.counters["child_mac_refused"] += 1
+                    tap.set_mac(vlan.mac)
+            if ev.mtu and ev.mtu != vlan.mtu:
+                try:
+                    self.engine.set_mtu(name, ev.mtu)
+                except KernelError:
+                    self.counters["child_mtu_refused"] += 1
+                    tap.set_mtu(vlan.mtu)
+            up = bool(ev.flags & IFF_UP)
+            if up != vlan.up:
+                try:
+                    self.engine.set_up(name, up)
+                    self._mc_dirty.add(name)
+                except KernelError:
+                    self.counters["child_up_refused"] += 1  # EADDRINUSE: like `ip link set up` failing
+                    tap.set_admin_up(False)
+            if bool(ev.flags & IFF_PROMISC) != vlan.promisc_user:
+                self.engine.set_promisc(name, bool(ev.flags & IFF_PROMISC))
+            if bool(ev.flags & IFF_ALLMULTI) != vlan.allmulti_user:
+                self.engine.set_allmulticast(name, bool(ev.flags & IFF_ALLMULTI))
+        except OSError:
+            self.counters["child_event_error"] += 1
+        self._sync_parent()
+
+    # -- housekeeping -----------------------------------------------------------------------------------------
+    def _housekeeping(self) -> None:
+        for name, tap in list(self.taps.items()):
+            if not tap.netns_still_named():
+                # the TAP fd keeps the namespace alive: let it go
+                self.counters["child_netns_gone"] += 1
+                self._delete_child(name)
+            else:
+                self._mc_dirty.add(name)
+        if self._mc_dirty:
+            dirty, self._mc_dirty = self._mc_dirty, set()
+            for name in dirty:
+                self._sync_child_groups(name)
+        if self.parent is not None:
+            self.parent.kernel_stats()
+
+    def _sync_child_groups(self, name: str) -> None:
+        """The child's link-layer multicast list (what dev_mc_sync would copy) into the engine."""
+        tap = self.taps.get(name)
+        vlan = self.engine.children.get(name)
+        if tap is None or vlan is None:
+            return
+        try:
+            text = read_proc_net(tap.netns, "dev_mcast")
+        except OSError:
+            return
+        groups = set()
+        for line in text.splitlines():
+            f = line.split()
+            if len(f) >= 5 and f[0] == str(tap.ifindex):
+                groups.add(bytes.fromhex(f[4]))
+        want = groups - set(STACK_GROUPS)
+        have = set(vlan.user_groups)
+        if want == have:
+            return
+        for g in want - have:
+            self.engine.join(name, g)
+        for g in have - want:
+            self.engine.leave(name, g)
+        self._sync_parent()

@@ -1,0 +1,142 @@
+"""TAP devices: the netdev a macvlan child is in userspace.
+
+A child is a TAP opened on /dev/net/tun with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, created
+(open() and TUNSETIFF both inside the target namespace, since the tun file takes the
+namespace current at open()) with the name the user asked for. It is not persistent: it
+disappears when the datapath closes the fd, so a crash leaves nothing behind.
+
+- TUNSETVNETHDRSZ 10: the same virtio_net_hdr as PACKET_VNET_HDR on the parent, so buffers
+  pass between them unchanged.
+- TUNSETOFFLOAD CSUM|TSO4|TSO6|TSO_ECN|USO4|USO6: the child's stack may hand us partial
+  checksums and 64 KB GSO frames, which go to the parent (or another TAP) as they are.
+- MAC by SIOCSIFHWADDR on the tun fd, MTU by SIOCSIFMTU in the namespace.
+- Carrier by TUNSETCARRIER: the TAP starts with IFF_NO_CARRIER and then copies the parent's
+  carrier, as netif_stacked_transfer_operstate() does for a macvlan.
+- The fd is non-blocking: one read() returns one frame, EAGAIN when the queue is empty.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+from dataclasses import dataclass
+
+from ._sys import (ARPHRD_ETHER, IFF_NO_CARRIER, IFF_NO_PI, IFF_TAP, IFF_UP, IFF_VNET_HDR, SIOCSIFHWADDR,
+                   TUN_DEV, TUN_OFFLOADS_ALL, TUNGETIFF, TUNSETCARRIER, TUNSETIFF, TUNSETOFFLOAD,
+                   TUNSETSNDBUF, TUNSETVNETHDRSZ, VNET_HDR_LEN, NetdevCtl, ifreq, in_netns, netns_inode)
+
+__all__ = ["Tap", "TapConfig"]
+
+
+@dataclass
+class TapConfig:
+    name: str
+    netns: str | None = None
+    mac: bytes | None = None
+    mtu: int | None = None
+    vnet_hdr: bool = True
+    offloads: int = TUN_OFFLOADS_ALL
+    #: bring the TAP administratively up right away (children normally wait for the user)
+    up: bool = False
+    carrier: bool = False
+    sndbuf: int | None = None
+
+
+class Tap:
+    """One TAP device and its fd."""
+
+    def __init__(self, cfg: TapConfig) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.netns = cfg.netns
+        self.netns_ino = netns_inode(cfg.netns)
+        self.vnet_hdr = cfg.vnet_hdr
+        self.ctl = NetdevCtl(cfg.netns)
+        fd = -1
+        try:
+            if self.ctl.ifindex(cfg.name) is not None:
+                # TUNSETIFF would attach to an existing persistent TAP: never take over a device
+                raise OSError(errno.EEXIST, f"a device named {cfg.name!r} already exists"
+                              + (f" in namespace {cfg.netns}" if cfg.netns else ""))
+            with in_netns(cfg.netns):
+                fd = os.open(TUN_DEV, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+                flags = IFF_TAP | IFF_NO_PI | IFF_NO_CARRIER | (IFF_VNET_HDR if cfg.vnet_hdr else 0)
+                req = ifreq(cfg.name, struct.pack("H", flags))
+                fcntl.ioctl(fd, TUNSETIFF, req)
+            self.fd = fd
+            got = bytes(req[:16]).split(b"\0", 1)[0].decode()
+            self.name = got
+            if cfg.vnet_hdr:
+                fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+                fcntl.ioctl(fd, TUNSETOFFLOAD, cfg.offloads)
+            if cfg.sndbuf:
+                fcntl.ioctl(fd, TUNSETSNDBUF, struct.pack("i", cfg.sndbuf))
+            if cfg.mac is not None:
+                self.set_mac(cfg.mac)
+            if cfg.mtu is not None:
+                self.ctl.set_mtu(self.name, cfg.mtu)
+            self.ifindex = self.ctl.ifindex(self.name)
+            self.carrier = False
+            if cfg.carrier:
+                self.set_carrier(True)
+            if cfg.up:
+                self.set_admin_up(True)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            self.ctl.close()
+            raise
+
+    def fileno(self) -> int:
+        return self.fd
+
+    # -- configuration -------------------------------------------------------------------------
+    def set_mac(self, mac: bytes) -> None:
+        fcntl.ioctl(self.fd, SIOCSIFHWADDR, ifreq(self.name, struct.pack("H", ARPHRD_ETHER) + mac))
+
+    def mac(self) -> bytes:
+        return self.ctl.get_mac(self.name)
+
+    def set_mtu(self, mtu: int) -> None:
+        self.ctl.set_mtu(self.name, mtu)
+
+    def set_carrier(self, on: bool) -> None:
+        """TUNSETCARRIER: the child's LOWER_UP follows the parent's carrier."""
+        fcntl.ioctl(self.fd, TUNSETCARRIER, struct.pack("i", 1 if on else 0))
+        self.carrier = on
+
+    def set_admin_up(self, up: bool) -> None:
+        if up:
+            self.ctl.set_flags(self.name, set_bits=IFF_UP)
+        else:
+            self.ctl.set_flags(self.name, clear_bits=IFF_UP)
+
+    def flags(self) -> int:
+        return self.ctl.get_flags(self.name)
+
+    def alive(self) -> bool:
+        """TUNGETIFF fails with EBADFD once the device is gone (its namespace was torn down)."""
+        try:
+            fcntl.ioctl(self.fd, TUNGETIFF, bytearray(40))
+            return True
+        except OSError:
+            return False
+
+    def netns_still_named(self) -> bool:
+        """The namespace the TAP was created in is still reachable under its name.
+
+        The TAP fd holds a reference on its namespace, so ``ip netns del`` only removes the
+        name: the namespace (and the TAP in it) lives on until we close the fd. The datapath
+        checks this to let such a namespace die instead of keeping it alive forever.
+        """
+        if self.netns is None:
+            return True
+        return netns_inode(self.netns) == self.netns_ino
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.ctl.close()
