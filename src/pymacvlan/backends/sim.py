@@ -147,6 +147,11 @@ class Simulation:
         obs = Observation(e)
         pending: deque[bytes] = deque()
         if at == "wire":
+            lower = e.lower
+            if lower.carrier and len(frame) > lower.mtu + 18:
+                # veth: the parent refuses it (is_skb_forwardable) and the sender hears so
+                raise KernelError("ENOBUFS", f"{len(frame)} bytes exceed the parent's MTU {lower.mtu} + 18: "
+                                  "dropped on arrival", "the station must send smaller frames")
             if tr is not None:
                 tr.hop("frame arrives at the parent from the wire")
             self._arrive(frame, pending, tr)

@@ -23,6 +23,9 @@ from .transmit import TransmitPath
 
 __all__ = ["Engine", "WIRE"]
 
+#: ethertypes a stock Linux namespace has protocol handlers for (IPv4, ARP, IPv6)
+STACK_PROTOCOLS = frozenset({b"\x08\x00", b"\x08\x06", b"\x86\xdd"})
+
 
 class Engine(ReceivePath, FloodPath, TransmitPath, ControlPlane):
     """macvlan on one lower device.
@@ -54,10 +57,16 @@ class Engine(ReceivePath, FloodPath, TransmitPath, ControlPlane):
 
     # -- delivery into a child -------------------------------------------------------------------
     def _deliver(self, vlan: MacvlanDev, pkttype: PacketType, frame: bytes, out: list) -> None:
-        if vlan.tap is None:
-            out.append((vlan, pkttype, frame))
-        else:
+        """A clone handed to the child with netif_rx() (floods, source copies, the original
+        port); unicast goes through RX_HANDLER_ANOTHER in receive() instead."""
+        if vlan.tap is not None:
             self._tap_queue(vlan, pkttype, frame, out)
+            return
+        if vlan.kind == "macvtap" and frame[12:14] not in STACK_PROTOCOLS:
+            # Seen on 6.18: a macvtap with no reader passes such a clone to its own stack,
+            # where no handler takes this protocol: the core counts rx_dropped.
+            vlan.stats.core_rx_dropped += 1
+        out.append((vlan, pkttype, frame))
 
     def _tap_queue(self, vlan: MacvlanDev, pkttype: PacketType, frame: bytes, out: list) -> None:
         """tap_handle_frame(): a macvtap with a reader queues the frame on its ring."""
