@@ -60,3 +60,12 @@ def test_local_flood_checks_the_receivers_mtu():
     got = e.xmit(e.children["A"], frame(BCAST, mac(0x0A), bytes(200)))
     assert "B" not in names(got)
     assert e.children["B"].stats.rx_errors == 1
+
+
+def test_gso_frames_are_exempt_from_the_forwarding_mtu_checks():
+    e = build("bridge", "bridge")
+    big = frame(mac(0x0B), mac(0x0A), bytes(64000))
+    assert e.xmit(e.children["A"], big) == [] and e.lower.rx_dropped == 1
+    assert names(e.xmit(e.children["A"], big, gso=True)) == {"B": P.HOST}
+    flood = frame(BCAST, mac(0x0A), bytes(64000))
+    assert "B" in names(e.xmit(e.children["A"], flood, gso=True))

@@ -32,6 +32,9 @@ def _replay(args) -> int:
         except PermissionError as e:
             print(f"pymacvlan replay: backend {name} needs root (CAP_NET_ADMIN): {e}", file=sys.stderr)
             return 2
+        except (RuntimeError, ValueError) as e:  # not available here, or a scenario it cannot run
+            print(f"pymacvlan replay: backend {name}: {e}", file=sys.stderr)
+            return 2
     status = 0
     if len(outputs) == 1:
         out = outputs[0]

@@ -53,7 +53,8 @@ class FloodPath:
         else:
             self._broadcast(frame, src, VEPA, False, out, tr, f"reflected from {src.mode.name.lower()} child {src.name}")
 
-    def _broadcast(self, frame: bytes, excl, mask: int, local: bool, out: list, tr, origin: str = "") -> None:
+    def _broadcast(self, frame: bytes, excl, mask: int, local: bool, out: list, tr, origin: str = "",
+                   gso: bool = False) -> None:
         """macvlan_broadcast(): every up child in the mask, but the excluded sender,
         whose own (salted) multicast filter has the destination's bit."""
         if frame[12:14] == PAUSE:
@@ -80,7 +81,7 @@ class FloodPath:
             st = vlan.stats
             if local:
                 # __dev_forward_skb(child): the child must be up and the frame fit its MTU
-                if n > vlan.mtu + 18:
+                if n > vlan.mtu + 18 and not gso:
                     st.rx_errors += 1
                     st.core_rx_dropped += 1
                     if tr is not None:

@@ -11,40 +11,41 @@ BRIDGE = Mode.BRIDGE
 class TransmitPath:
     """Mixin of :class:`~pymacvlan.engine.core.Engine`."""
 
-    def xmit(self, vlan, frame: bytes, tr=None) -> list:
+    def xmit(self, vlan, frame: bytes, tr=None, gso: bool = False) -> list:
         """A child transmits: deliveries (local children, the parent via dev_forward_skb)
-        and ``(WIRE, None, frame)`` for what leaves the parent."""
+        and ``(WIRE, None, frame)`` for what leaves the parent. ``gso``: the frame is a GSO
+        super-frame, which is_skb_forwardable() exempts from the MTU checks."""
         out: list = []
         st = vlan.stats
-        if self._queue_xmit(vlan, frame, out, tr):
+        if self._queue_xmit(vlan, frame, out, tr, gso):
             st.tx_packets += 1
             st.tx_bytes += len(frame)
         else:
             st.tx_dropped += 1
         return out
 
-    def _queue_xmit(self, vlan, frame: bytes, out: list, tr) -> bool:
+    def _queue_xmit(self, vlan, frame: bytes, out: list, tr, gso: bool = False) -> bool:
         if vlan.mode == BRIDGE:
             dst = frame[:6]
             if dst[0] & 1:
                 if tr is not None:
                     tr.hop(f"bridge child {vlan.name} transmits a multicast: local flood to the other bridge children, then the wire")
-                self._broadcast(frame, vlan, BRIDGE, True, out, tr, f"from bridge child {vlan.name}")
+                self._broadcast(frame, vlan, BRIDGE, True, out, tr, f"from bridge child {vlan.name}", gso)
                 return self._xmit_world(frame, out, tr)
             dest = self.port.vlan_hash.get(dst)
             if dest is not None and dest.mode == BRIDGE:
                 if tr is not None:
                     tr.hop(f"bridge child {vlan.name} → bridge child {dest.name}: delivered locally through the parent's receive path (never on the wire)")
-                self._forward_to_lower(frame, out, tr)
+                self._forward_to_lower(frame, out, tr, gso)
                 return True
         if tr is not None:
             tr.hop(f"{vlan.mode.name.lower()} child {vlan.name} transmits: to the wire (only bridge mode switches locally)")
         return self._xmit_world(frame, out, tr)
 
-    def _forward_to_lower(self, frame: bytes, out: list, tr) -> None:
+    def _forward_to_lower(self, frame: bytes, out: list, tr, gso: bool = False) -> None:
         """dev_forward_skb(L): into L's receive path, so source-mode children see it."""
         lower = self.lower
-        if not lower.up or len(frame) > lower.mtu + 18:
+        if not lower.up or (len(frame) > lower.mtu + 18 and not gso):
             lower.rx_dropped += 1
             self.drops["forward_to_lower_refused"] += 1
             if tr is not None:
@@ -54,21 +55,22 @@ class TransmitPath:
         out.extend(self.receive(frame, tr))
 
     def _xmit_world(self, frame: bytes, out: list, tr) -> bool:
-        """dev_queue_xmit(L). A down parent refuses (tx_dropped); with no carrier (a veth
-        whose peer is down) the frame is lost but the transmit still counts."""
+        """dev_queue_xmit(L). A down parent refuses (ENETDOWN); a veth parent whose peer is
+        down drops the frame and says so (NET_XMIT_DROP): either way the child counts
+        tx_dropped (found by the differential fuzzer, seed 20261121)."""
         lower = self.lower
         if not lower.up:
             self.drops["tx_parent_down"] += 1
             if tr is not None:
                 tr.note(WIRE, False, "not sent: the parent is down (the child counts tx_dropped)")
             return False
-        if lower.carrier:
-            out.append((WIRE, None, frame))
-            if tr is not None:
-                tr.note(WIRE, True, "sent on the wire through the parent")
-                tr.note(PARENT, False, "the parent's own stack never sees what it transmits (only a hairpin brings it back)")
-        else:
+        if not lower.carrier:
             self.drops["tx_no_carrier"] += 1
             if tr is not None:
-                tr.note(WIRE, False, "lost: the parent has no carrier")
+                tr.note(WIRE, False, "dropped: the parent has no carrier (its veth peer is down); the child counts tx_dropped")
+            return False
+        out.append((WIRE, None, frame))
+        if tr is not None:
+            tr.note(WIRE, True, "sent on the wire through the parent")
+            tr.note(PARENT, False, "the parent's own stack never sees what it transmits (only a hairpin brings it back)")
         return True

@@ -119,6 +119,9 @@ class Datapath:
                 self._parent_state(ev)
             self.watch(self._wake, self._on_wake)
             if cfg.shield:
+                if self.parent.vlan is not None:
+                    raise ValueError("the shield matches MACs on the base device and is not VLAN-aware yet; "
+                                     "use it only with untagged parents")
                 from .shield import Shield
                 self.shield = Shield(self.parent.base, pcfg.netns)
         except BaseException:
@@ -333,7 +336,7 @@ class Datapath:
                 if frame[0] & 1:
                     self._xmit_multicast(vlan, buf)
                     continue
-                for target, _pt, f in (xmit(vlan, frame) if not buf[1] else self._xmit_gso(vlan, frame)):
+                for target, _pt, f in xmit(vlan, frame, None, buf[1] != 0):
                     if target is WIRE:
                         if parent is not None:
                             parent.queue(buf if f is frame else ZERO_VNET_HDR + f)
@@ -345,21 +348,6 @@ class Datapath:
                             w(buf if f is frame else ZERO_VNET_HDR + f)
 
         return on_tap
-
-    def _xmit_gso(self, vlan: MacvlanDev, frame: bytes) -> list:
-        """engine.xmit for a GSO frame, which is_skb_forwardable() exempts from the MTU check.
-
-        The engine has no GSO notion yet, so its dev_forward_skb(L) check would refuse a
-        64 KB bridge-local frame; L's MTU is lifted for this one call only (one thread, no
-        frame in between). To go once the engine takes a ``gso`` flag.
-        """
-        lower = self.engine.lower
-        mtu = lower.mtu
-        lower.mtu = 65535
-        try:
-            return self.engine.xmit(vlan, frame)
-        finally:
-            lower.mtu = mtu
 
     def _xmit_multicast(self, vlan: MacvlanDev, buf: bytes) -> None:
         """Slow path for multicast from a child: finalize partial checksums, notice group changes."""
@@ -406,7 +394,7 @@ class Datapath:
             return
         parent = self.parent
         out = self._out
-        for target, _pt, f in (self.engine.xmit(vlan, frame) if not buf[1] else self._xmit_gso(vlan, frame)):
+        for target, _pt, f in self.engine.xmit(vlan, frame, None, buf[1] != 0):
             if target is WIRE:
                 if parent is not None:
                     parent.queue(buf if f is frame else ZERO_VNET_HDR + f)

@@ -145,9 +145,10 @@ class StreamEndpoint(Endpoint):
 
     kind = "stream"
 
-    def __init__(self, name: str, path: str) -> None:
+    def __init__(self, name: str, path: str, sndbuf: int = 1 << 20) -> None:
         super().__init__(name)
         self.path = path
+        self.sndbuf = sndbuf
         _unix_path_ready(path)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         self.listener.bind(path)
@@ -177,8 +178,9 @@ class StreamEndpoint(Endpoint):
                 self.counters["client_replaced"] += 1
                 self._drop_client()
             conn.setblocking(False)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            # the socket buffer sits in front of the 500-frame reader queue: keep it modest
+            # so a reader that stops is noticed (and counted) within a few hundred frames
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
             self.conn = conn
             self.counters["clients"] += 1
             self.reactor.watch(conn.fileno(), self._on_conn)
