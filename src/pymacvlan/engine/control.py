@@ -247,9 +247,10 @@ class ControlPlane:
         self._lower_rx_mode()
 
     def _lower_rx_mode(self) -> None:
-        """__dev_set_rx_mode(L): without a unicast filter, secondary addresses mean promisc."""
+        """__dev_set_rx_mode(L): without a unicast filter, secondary addresses mean promisc.
+        Nothing happens while L is down; dev_open() runs it again (found by the fuzzer)."""
         lower = self.lower
-        if lower.unicast_filter:
+        if lower.unicast_filter or not lower.up:
             return
         if lower.uc_list and not lower.uc_promisc:
             lower.uc_promisc = True
@@ -378,7 +379,10 @@ class ControlPlane:
 
     def set_parent_up(self, up: bool) -> None:
         self._need_lower()
+        was = self.lower.up
         self.lower.up = up
+        if up and not was:
+            self._lower_rx_mode()
 
     def set_wire_carrier(self, carrier: bool) -> None:
         self._need_lower()
