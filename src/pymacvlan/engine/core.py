@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections import Counter, deque
 
-from ..model import Mode, PacketType, random_mac
+from ..model import KernelError, PacketType, random_mac
 from .broadcast import FloodPath
 from .control import ControlPlane
 from .defrag import Defragmenter
@@ -83,7 +83,6 @@ class Engine(ReceivePath, FloodPath, TransmitPath, ControlPlane):
         """open() of /dev/tapN: from now on frames for the macvtap go to its ring."""
         vlan = self.child(name)
         if vlan.kind != "macvtap":
-            from ..model import KernelError
             raise KernelError("EOPNOTSUPP", f"{name} is a {vlan.kind}, not a macvtap",
                               "only macvtap children have a reader queue")
         if vlan.tap is None:
@@ -105,13 +104,3 @@ class Engine(ReceivePath, FloodPath, TransmitPath, ControlPlane):
         self.drops["tx_no_carrier"] += 1
         return []
 
-    @property
-    def mode_of(self):
-        return {n: v.mode for n, v in self.children.items()}
-
-
-def modes_mask(*modes: Mode) -> int:
-    mask = 0
-    for m in modes:
-        mask |= m
-    return mask
