@@ -47,8 +47,9 @@ def reach(sender: str, receiver: str, wire: str) -> tuple[bool, bool] | None:
     src = smac.replace(":", "")
     frames = [rmac.replace(":", "") + src + "88b5" + "01", "ffffffffffff" + src + "88b5" + "02"]
     steps += [{"do": "inject", "at": at, "frame": f} for f in frames]
-    sim = Simulation(load_scenario({"parent": {"mac": PARENT_MAC}, "wire": wire, "steps": steps}))
-    results = [sim.step(s) for s in sim_steps(steps)]
+    sc = load_scenario({"parent": {"mac": PARENT_MAC}, "wire": wire, "steps": steps})
+    sim = Simulation(sc)
+    results = [sim.step(s) for s in sc["steps"]]
     got = []
     for res in results[-2:]:
         obs = res.get("observed", {}) if res.get("ok") else {}
@@ -60,10 +61,6 @@ def reach(sender: str, receiver: str, wire: str) -> tuple[bool, bool] | None:
         else:
             got.append(bool(obs.get("children", {}).get("R")))
     return got[0], got[1]
-
-
-def sim_steps(steps: list[dict]) -> list[dict]:
-    return load_scenario({"steps": steps})["steps"]
 
 
 def mode_table(wire: str) -> str:

@@ -42,7 +42,7 @@ class SimBackend:
         self.trace = trace
 
     def run(self, scenario) -> dict:
-        sc = load_scenario(scenario) if not isinstance(scenario, dict) or "kernel_rules" not in scenario else scenario
+        sc = load_scenario(scenario)
         sim = Simulation(sc, trace=self.trace)
         return {"backend": "sim", "kernel": SIM_KERNEL[sc["kernel_rules"]],
                 "results": [sim.step(s) for s in sc["steps"]]}

@@ -314,11 +314,10 @@ class Datapath:
         read = os.read
         budget = self.cfg.budget
         xmit = self.engine.xmit
-        out = self._out
+        dispatch = self._dispatch
         counters = self.counters
 
         def on_tap(events: int) -> None:
-            parent = self.parent
             for _ in range(budget):
                 try:
                     buf = read(fd, READ_SIZE)
@@ -336,16 +335,7 @@ class Datapath:
                 if frame[0] & 1:
                     self._xmit_multicast(vlan, buf)
                     continue
-                for target, _pt, f in xmit(vlan, frame, None, buf[1] != 0):
-                    if target is WIRE:
-                        if parent is not None:
-                            parent.queue(buf if f is frame else ZERO_VNET_HDR + f)
-                        else:
-                            counters["tx_no_parent"] += 1
-                    else:
-                        w = out.get(target)
-                        if w is not None:
-                            w(buf if f is frame else ZERO_VNET_HDR + f)
+                dispatch(xmit(vlan, frame, None, buf[1] != 0), frame, buf)
 
         return on_tap
 
@@ -364,19 +354,26 @@ class Datapath:
         self._xmit_frames(vlan, frames)
 
     def _xmit_frames(self, vlan: MacvlanDev, frames: list[bytes]) -> None:
-        out = self._out
-        parent = self.parent
         for frame in frames:
-            for target, _pt, f in self.engine.xmit(vlan, frame):
-                if target is WIRE:
-                    if parent is not None:
-                        parent.queue(ZERO_VNET_HDR + f)
-                    else:
-                        self.counters["tx_no_parent"] += 1
+            self._dispatch(self.engine.xmit(vlan, frame), frame)
+
+    def _dispatch(self, deliveries: list, frame: bytes, buf: bytes | None = None) -> None:
+        """Hand one engine decision to the parent's transmit queue and the children's
+        writers. ``buf`` is ``frame`` behind its vnet header: reused (no copy) for every
+        delivery of the frame itself; anything else gets a zero header."""
+        parent = self.parent
+        out = self._out
+        for target, _pt, f in deliveries:
+            b = buf if buf is not None and f is frame else ZERO_VNET_HDR + f
+            if target is WIRE:
+                if parent is not None:
+                    parent.queue(b)
                 else:
-                    w = out.get(target)
-                    if w is not None:
-                        w(ZERO_VNET_HDR + f)
+                    self.counters["tx_no_parent"] += 1
+            else:
+                w = out.get(target)
+                if w is not None:
+                    w(b)
 
     def _endpoint_sink(self, ep: Endpoint, buf: bytes) -> None:
         """What an endpoint's client wrote: hdr+frame from a macvtap child."""
@@ -392,18 +389,7 @@ class Datapath:
         if frame[0] & 1:
             self._xmit_multicast(vlan, buf)
             return
-        parent = self.parent
-        out = self._out
-        for target, _pt, f in self.engine.xmit(vlan, frame, None, buf[1] != 0):
-            if target is WIRE:
-                if parent is not None:
-                    parent.queue(buf if f is frame else ZERO_VNET_HDR + f)
-                else:
-                    self.counters["tx_no_parent"] += 1
-            else:
-                w = out.get(target)
-                if w is not None:
-                    w(buf if f is frame else ZERO_VNET_HDR + f)
+        self._dispatch(self.engine.xmit(vlan, frame, None, buf[1] != 0), frame, buf)
 
     def _make_tap_writer(self, tap: Tap) -> Callable[[bytes], None]:
         fd = tap.fd

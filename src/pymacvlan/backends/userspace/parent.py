@@ -226,20 +226,12 @@ class Parent:
             s.setsockopt(SOL_PACKET, PACKET_LOSS, 1 if cfg.tx_loss else 0)
         if cfg.rx == "v2":
             s.setsockopt(SOL_PACKET, PACKET_COPY_THRESH, 1)
-            frames_per_block = max(1, (1 << 17) // self.slot)
-            nr = max(frames_per_block, cfg.rx_frames // frames_per_block * frames_per_block)
-            s.setsockopt(SOL_PACKET, PACKET_RX_RING,
-                         struct.pack("IIII", frames_per_block * self.slot, nr // frames_per_block, self.slot, nr))
-            rx_size = nr * self.slot
-            self.rx_nr = nr
+            self.rx_nr = self._ring(s, PACKET_RX_RING, cfg.rx_frames)
+            rx_size = self.rx_nr * self.slot
             self._rx_head = 0
         if cfg.tx == "ring":
-            frames_per_block = max(1, (1 << 17) // self.slot)
-            nr = max(frames_per_block, cfg.tx_frames // frames_per_block * frames_per_block)
-            s.setsockopt(SOL_PACKET, PACKET_TX_RING,
-                         struct.pack("IIII", frames_per_block * self.slot, nr // frames_per_block, self.slot, nr))
-            tx_size = nr * self.slot
-            self.tx_nr = nr
+            self.tx_nr = self._ring(s, PACKET_TX_RING, cfg.tx_frames)
+            tx_size = self.tx_nr * self.slot
             self._tx_head = 0
             self._tx_queued = 0
         self._rx_size = rx_size
@@ -248,6 +240,13 @@ class Parent:
             self._mm = mmap.mmap(s.fileno(), rx_size + tx_size, mmap.MAP_SHARED,
                                  mmap.PROT_READ | mmap.PROT_WRITE)
         self.tx_max = self.slot - TX_DATA_OFF
+
+    def _ring(self, s: socket.socket, option: int, frames: int) -> int:
+        """A TPACKET_V2 ring of about ``frames`` slots in 128 KiB blocks; returns the slot count."""
+        per_block = max(1, (1 << 17) // self.slot)
+        nr = max(per_block, frames // per_block * per_block)
+        s.setsockopt(SOL_PACKET, option, struct.pack("IIII", per_block * self.slot, nr // per_block, self.slot, nr))
+        return nr
 
     def _unmap(self) -> None:
         if self._mm is not None:
