@@ -1,121 +1,41 @@
 """`pymacvlan`: a thin shell over the Python API. User mistakes get one clear line and a
-non-zero exit, never a traceback."""
+non-zero exit, never a traceback.
+
+Each command lives in its own module of this package with ``register(subparsers)`` and an
+``ORDER`` (its place in ``--help``); this file only finds and dispatches them.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
+import pkgutil
 import sys
 
-from ..scenario import ScenarioError, check_expectations, diff_results, load_scenario
+from . import __path__ as _cli_path
 
 
-def _replay(args) -> int:
-    from ..backends import get_backend
-
-    try:
-        sc = load_scenario(args.scenario)
-    except ScenarioError as e:
-        print(f"pymacvlan replay: {e}", file=sys.stderr)
-        return 2
-    outputs = []
-    for name in args.backend:
-        try:
-            backend = get_backend(name)
-        except (ValueError, ImportError) as e:
-            print(f"pymacvlan replay: backend {name}: {e}", file=sys.stderr)
-            return 2
-        if name == "sim":
-            backend.trace = args.trace or len(args.backend) > 1
-        try:
-            outputs.append(backend.run(sc))
-        except PermissionError as e:
-            print(f"pymacvlan replay: backend {name} needs root (CAP_NET_ADMIN): {e}", file=sys.stderr)
-            return 2
-        except (RuntimeError, ValueError) as e:  # not available here, or a scenario it cannot run
-            print(f"pymacvlan replay: backend {name}: {e}", file=sys.stderr)
-            return 2
-    status = 0
-    if len(outputs) == 1:
-        out = outputs[0]
-        if not args.trace:
-            for r in out["results"]:
-                r.pop("trace", None)
-                r.pop("path", None)
-        json.dump(out, sys.stdout, indent=2 if args.pretty else None)
-        print()
-    else:
-        diffs = diff_results(sc["steps"], outputs[0], outputs[1])
-        if diffs:
-            print(f"{len(diffs)} step(s) differ between {args.backend[0]} and {args.backend[1]}:")
-            print("\n".join(diffs))
-            status = 1
-        else:
-            print(f"{args.backend[0]} and {args.backend[1]} agree on all {len(sc['steps'])} steps")
-    if args.check:
-        for out in outputs:
-            bad = check_expectations(sc, out)
-            if bad:
-                print(f"{out['backend']}: {len(bad)} step(s) differ from the scenario's expectations:", file=sys.stderr)
-                print("\n".join(bad), file=sys.stderr)
-                status = 1
-    return status
-
-
-def _modes(args) -> int:
-    from ..reachability import mode_table, readme_block
-
-    print(readme_block() if args.wire is None else mode_table(args.wire))
-    return 0
-
-
-def _fuzz(args) -> int:
-    from pathlib import Path
-
-    from ..backends import get_backend
-    from ..fuzz import fuzz
-
-    left = get_backend(args.base)
-    left.trace = True
-    right = get_backend(args.against)
-    if hasattr(right, "trace"):
-        right.trace = True
-    rep = fuzz(left, right, args.n, args.seed, Path(args.out), log=lambda m: print(m, flush=True),
-               stop_after=args.max_findings)
-    print(f"fuzz: {rep.runs} scenarios ({rep.invalid} invalid skipped), seed {args.seed}, "
-          f"{args.base} vs {args.against}: {len(rep.findings)} difference(s) in {rep.seconds:.1f} s")
-    return 1 if rep.findings else 0
+def _command_modules() -> list:
+    mods = []
+    for info in pkgutil.iter_modules(_cli_path):
+        if info.name.startswith("_") or info.name == "main":
+            continue
+        mod = importlib.import_module(f"{__package__}.{info.name}")
+        if hasattr(mod, "register"):
+            mods.append(mod)
+    return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pymacvlan", description="Linux macvlan and macvtap, in Python.")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("replay", help="run a scenario file on a backend (or diff two backends)")
-    r.add_argument("scenario", help="scenario JSON file (see docs/scenario-format.md)")
-    r.add_argument("--backend", action="append", choices=["sim", "kernel", "userspace"],
-                   help="backend to run on (default sim); give two to diff them")
-    r.add_argument("--trace", action="store_true", help="explain every frame's fate (sim)")
-    r.add_argument("--check", action="store_true", help="compare with the scenario's expect keys")
-    r.add_argument("-p", "--pretty", action="store_true", help="indent the JSON output")
-    r.set_defaults(func=_replay)
-    m = sub.add_parser("modes", help="print who reaches whom in each mode (computed by the engine)")
-    m.add_argument("--wire", choices=["plain", "hairpin"], help="only this wire (default both)")
-    m.set_defaults(func=_modes)
-    f = sub.add_parser("fuzz", help="differential fuzzing of two backends, shrinking any difference")
-    f.add_argument("--against", default="kernel", choices=["sim", "kernel", "userspace"])
-    f.add_argument("--base", default="sim", choices=["sim", "kernel", "userspace"])
-    f.add_argument("-n", type=int, default=200, help="number of random scenarios")
-    f.add_argument("--seed", type=int, default=1)
-    f.add_argument("--out", default="fuzz-failures", help="where shrunk scenarios are written")
-    f.add_argument("--max-findings", type=int, default=1, help="stop after this many differences")
-    f.set_defaults(func=_fuzz)
+    for mod in _command_modules():
+        mod.register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "backend", None) is None and args.command == "replay":
-        args.backend = ["sim"]
     try:
         return args.func(args)
     except KeyboardInterrupt:
