@@ -47,6 +47,7 @@ class LinkChange:
     """`ip link set NAME ...`; None means "leave as is"."""
 
     up: bool | None = None
+    kind: str | None = None  # `type macvlan|macvtap ...`: must match the link's kind (else EOPNOTSUPP)
     address: bytes | None = None
     mtu: int | None = None
     mode: Mode | None = None  # `type macvlan mode M`
@@ -70,6 +71,11 @@ class LinkDriver(Protocol):
 
     def show(self, name: str | None = None, kind: str | None = None,
              netns: str | None = None) -> list[dict]: ...
+
+    # Optional (the CLI checks with getattr): ``host_access(name, parent, routes)`` makes the
+    # bridge-mode child ``name`` the host's way to its macvlan children (addresses, routes).
+    # Drivers take ``netns=`` in their constructor (`pymacvlan -n NS link ...`): the namespace
+    # they work in; LinkRequest.netns is where a new link is moved to.
 
 
 def get_driver(backend: str, **kw) -> LinkDriver:
