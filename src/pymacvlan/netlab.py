@@ -1,0 +1,228 @@
+"""Throwaway worlds of network namespaces for the demo and the labs, and probes that run in them.
+
+Everything is created inside namespaces this module makes (names ``pmv<6 hex><role>``,
+unique per run) and removed by :meth:`Lab.close` — called from ``finally`` blocks, so also on
+errors, Ctrl-C and (with :func:`sigterm_raises`) SIGTERM. The root namespace is never
+touched: veth pairs are created with both ends directly in their namespaces.
+
+No ping binary is assumed: :func:`ping` speaks ICMP on a raw socket made inside the
+namespace, :func:`arp_probe` sends one ARP request on a packet socket and waits for the
+answer, :func:`tcp_throughput` pushes bytes over a TCP connection for a fixed time.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from .backends.userspace._sys import in_netns, write_sysctl
+
+ETH_P_ARP = 0x0806
+PACKET_OUTGOING = 4
+
+
+def live_unavailable(need_tun: bool = True) -> str | None:
+    """Why live worlds cannot be built here, or None."""
+    if os.geteuid() != 0:
+        return "not root: building namespaces, veth pairs and TAPs needs CAP_NET_ADMIN and CAP_SYS_ADMIN"
+    if need_tun and not os.path.exists("/dev/net/tun"):
+        return "no /dev/net/tun: the userspace backend's children are TAP devices (modprobe tun)"
+    if shutil.which("ip") is None:
+        return "no `ip` command (iproute2) to build the namespaces with"
+    return None
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), check=check, capture_output=True, text=True, timeout=30)
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM becomes SystemExit while a world is live, so its ``finally`` cleanup runs
+    (only in the main thread, and only if nobody else handles SIGTERM)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class Lab:
+    """The namespaces of one run; :meth:`close` deletes them (and so every link in them)."""
+
+    def __init__(self) -> None:
+        self.tag = secrets.token_hex(3)
+        self.namespaces: list[str] = []
+
+    def ns(self, role: str) -> str:
+        name = f"pmv{self.tag}{role}"
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        for key in ("all", "default"):  # no IPv6 chatter (DAD, router solicitations) in the way
+            write_sysctl(name, f"net/ipv6/conf/{key}/disable_ipv6", "1")
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    def ifname(self, role: str) -> str:
+        name = f"pmv{self.tag}{role}"
+        if len(name) > 15:
+            raise ValueError(f"interface name {name!r} is longer than 15 characters")
+        return name
+
+    def veth(self, a: str, ns_a: str, b: str, ns_b: str, mac_a: str | None = None) -> None:
+        sh("ip", "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b)
+        if mac_a:
+            sh("ip", "-n", ns_a, "link", "set", a, "address", mac_a)
+        sh("ip", "-n", ns_a, "link", "set", a, "up")
+        sh("ip", "-n", ns_b, "link", "set", b, "up")
+
+    def drop(self, ns: str) -> None:
+        if ns in self.namespaces:
+            self.namespaces.remove(ns)
+        sh("ip", "netns", "del", ns, check=False)
+
+    def close(self) -> None:
+        for name in reversed(self.namespaces):
+            sh("ip", "netns", "del", name, check=False)
+        self.namespaces.clear()
+
+
+def leftovers(tag: str) -> list[str]:
+    """Namespaces or root-namespace links carrying this run's tag (should be none)."""
+    out = sh("ip", "netns", "list").stdout.split()
+    out += sh("ip", "-o", "link").stdout.split()
+    return [w for w in out if f"pmv{tag}" in w]
+
+
+def set_neighbour(ns: str, ip: str, mac: str, dev: str) -> None:
+    """A permanent neighbour entry, as the seed article sets by hand for private mode."""
+    sh("ip", "-n", ns, "neigh", "replace", ip, "lladdr", mac, "dev", dev, "nud", "permanent")
+
+
+# -- probes ----------------------------------------------------------------------------------------
+def _checksum(data: bytes) -> int:
+    if len(data) & 1:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def ping(netns: str, dst: str, count: int = 2, timeout: float = 1.0) -> int:
+    """ICMP echo from inside ``netns``: how many of ``count`` requests were answered."""
+    with in_netns(netns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    ident = secrets.randbits(16)
+    got: set[int] = set()
+    try:
+        s.setblocking(False)
+        for seq in range(count):
+            payload = b"pmv-ping" + bytes(48)
+            hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+            s.sendto(struct.pack("!BBHHH", 8, 0, _checksum(hdr + payload), ident, seq) + payload, (dst, 0))
+        deadline = time.monotonic() + timeout
+        while len(got) < count:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([s], [], [], left)[0]:
+                break
+            data, addr = s.recvfrom(2048)
+            ihl = (data[0] & 0x0F) * 4
+            typ, _code, _c, rid, rseq = struct.unpack_from("!BBHHH", data, ihl)
+            if typ == 0 and rid == ident and addr[0] == dst:
+                got.add(rseq)
+    finally:
+        s.close()
+    return len(got)
+
+
+def arp_probe(netns: str, dev: str, src_mac: str, src_ip: str, dst_ip: str, timeout: float = 1.0) -> str | None:
+    """Broadcast one ARP request from ``dev`` and wait for the answer: the MAC that answered,
+    or None. The socket sees only frames arriving at ``dev`` (not its own transmissions)."""
+    with in_netns(netns):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    try:
+        s.bind((dev, ETH_P_ARP))
+        mac = bytes.fromhex(src_mac.replace(":", ""))
+        req = (b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP)
+               + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + socket.inet_aton(src_ip)
+               + bytes(6) + socket.inet_aton(dst_ip))
+        s.send(req)
+        want = socket.inet_aton(dst_ip)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([s], [], [], left)[0]:
+                return None
+            data, addr = s.recvfrom(2048)
+            if addr[2] == PACKET_OUTGOING or len(data) < 42:
+                continue
+            op = struct.unpack_from("!H", data, 20)[0]
+            if op == 2 and data[28:32] == want and data[32:38] == mac:
+                return data[22:28].hex(":")
+    finally:
+        s.close()
+
+
+def tcp_throughput(server_ns: str, server_ip: str, client_ns: str, seconds: float = 1.5,
+                   port: int = 5201) -> tuple[int, float]:
+    """Push bytes over TCP from ``client_ns`` to ``server_ns`` for about ``seconds``:
+    (bytes the server received, seconds from connect to the server seeing EOF)."""
+    with in_netns(server_ns):
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((server_ip, port))
+    srv.listen(1)
+    srv.settimeout(seconds + 10)
+    received = [0]
+    done = [0.0]
+
+    def serve() -> None:
+        try:
+            conn, _ = srv.accept()
+            conn.settimeout(seconds + 10)
+            with conn:
+                while True:
+                    b = conn.recv(1 << 20)
+                    if not b:
+                        break
+                    received[0] += len(b)
+            done[0] = time.monotonic()
+        except OSError:
+            pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    with in_netns(client_ns):
+        cli = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    chunk = bytes(1 << 18)
+    try:
+        cli.settimeout(seconds + 10)
+        cli.connect((server_ip, port))
+        t0 = time.monotonic()
+        end = t0 + seconds
+        while time.monotonic() < end:
+            cli.sendall(chunk)
+        cli.shutdown(socket.SHUT_WR)
+        t.join(seconds + 10)
+    finally:
+        cli.close()
+        srv.close()
+    return received[0], max(1e-9, (done[0] or time.monotonic()) - t0)
