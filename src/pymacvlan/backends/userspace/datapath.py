@@ -111,6 +111,8 @@ class Datapath:
         self._monitors: dict[str | None, LinkMonitor] = {}
         self._mc_dirty: set[str] = set()
         self.shield = None
+        #: a :class:`.daemon.FrameTracer` while someone runs `pymacvlan trace` (else None)
+        self._trace = None
         try:
             self._watch_parent()
             self._monitor(pcfg.netns)
@@ -280,6 +282,8 @@ class Datapath:
         parent = self.parent
         if parent is None:
             return
+        if self._trace is not None:
+            return self._trace.on_parent(self)
         receive = self.engine.receive
         out = self._out
         for buf in parent.drain(self.cfg.budget):
@@ -318,6 +322,8 @@ class Datapath:
         counters = self.counters
 
         def on_tap(events: int) -> None:
+            if self._trace is not None:
+                return self._trace.on_tap(self, fd, vlan)
             for _ in range(budget):
                 try:
                     buf = read(fd, READ_SIZE)
@@ -377,6 +383,8 @@ class Datapath:
 
     def _endpoint_sink(self, ep: Endpoint, buf: bytes) -> None:
         """What an endpoint's client wrote: hdr+frame from a macvtap child."""
+        if self._trace is not None:
+            return self._trace.on_endpoint(self, ep, buf)
         vlan = ep.child
         if vlan is None or vlan.deleted:
             self.counters["tx_no_child"] += 1

@@ -1,0 +1,927 @@
+"""`pymacvlan daemon`: the userspace datapath as a service, controlled over a Unix socket.
+
+Foreground and systemd-friendly: logs go to stderr, ``READY=1`` / ``STOPPING=1`` reach
+systemd through ``$NOTIFY_SOCKET`` (Type=notify), SIGTERM and SIGINT end it cleanly: every
+child is deleted (its TAP vanishes, its endpoint socket is removed) and every membership on
+every parent is released, as ``ip link del`` of each child would.
+
+One :class:`~.datapath.Datapath` (its own thread) per parent, made when the first child of
+that parent is added and closed with its last child. Parents are looked up in the
+daemon's own network namespace (run it with ``ip netns exec NS`` for another) unless
+``--netns`` names one.
+
+The control socket (default ``/run/pymacvlan/control.sock``, mode 0600) speaks JSON lines:
+one request object per line, one reply per line. Peers are checked with SO_PEERCRED: only
+root or the daemon's own uid; anyone else gets ``EPERM`` and is disconnected.
+
+===============  ========================================================================
+``op``           request keys → reply
+===============  ========================================================================
+``hello``        → ``{"ok": true, "version": 1, "pid": ...}``
+``link.add``     ``req``: a :class:`~pymacvlan.links.LinkRequest` (:func:`encode`)
+``link.set``     ``name``, ``change`` (a LinkChange), ``netns``
+``link.del``     ``name``, ``netns``
+``link.show``    ``name``, ``kind``, ``netns`` → ``links``: ip -j -d -s link show dicts
+``stats``        ``name`` (optional) → ``parents``: per parent the datapath counters,
+                 engine drops by reason and per-child stats64
+``trace``        ``mac``, ``ethertype``, ``child`` → ``{"ok": true}``, then one
+                 ``{"event": "frame", ...}`` line per matching frame until the peer closes
+===============  ========================================================================
+
+Errors are ``{"ok": false, "errno": NAME, "message": ..., "advice": ...}``
+(:meth:`KernelError.as_result`). A child's key is its name plus its namespace, as in the
+kernel, so every child can be ``eth0`` in a namespace of its own.
+
+State: after every change the children (name, namespace, MAC, mode, flags, MTU, source
+list, up/promisc/allmulticast) are written atomically to the state file (default
+``/var/lib/pymacvlan/state.json``); on start they are re-created from it. A child that
+cannot come back (its parent or namespace is gone) is logged and kept in the file, so a
+later start retries it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import errno
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...engine import WIRE
+from ...engine.device import Lower
+from ...engine.trace import PARENT, Trace
+from ...links import LinkChange, LinkRequest
+from ...model import KernelError, MacaddrMode, MacvlanFlag, Mode, mac_str, parse_mac
+from ...model.iproute import link_flags, operstate
+from ._sys import ZERO_VNET_HDR
+from .vnet import VNET_HDR_LEN
+
+log = logging.getLogger("pymacvlan.daemon")
+
+PROTOCOL_VERSION = 1
+DEFAULT_SOCKET = "/run/pymacvlan/control.sock"
+DEFAULT_STATE = "/var/lib/pymacvlan/state.json"
+MIN_BUF = VNET_HDR_LEN + 14
+#: a trace subscriber that cannot keep up loses events (counted) rather than stall the datapath
+TRACE_SNDBUF = 1 << 20
+MAX_REQUEST = 1 << 20
+
+
+# -- the wire format of LinkRequest / LinkChange -----------------------------------------------------------------
+def encode(obj: LinkRequest | LinkChange) -> dict:
+    """A LinkRequest or LinkChange as JSON: MACs as text, enums as their netlink values,
+    unset (None / empty) fields left out."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if v is None or (isinstance(v, list) and not v):
+            continue
+        if isinstance(v, (bytes, bytearray)):
+            v = mac_str(v)
+        elif isinstance(v, list):
+            v = [mac_str(m) if isinstance(m, (bytes, bytearray)) else m for m in v]
+        elif isinstance(v, enum.Enum):
+            v = int(v)
+        out[f.name] = v
+    return out
+
+
+_DECODERS = {"address": parse_mac, "macaddrs": lambda v: [parse_mac(m) for m in v], "mode": Mode,
+             "flags": MacvlanFlag, "macaddr_mode": MacaddrMode}
+
+
+def decode(cls: type, data: dict) -> Any:
+    """Inverse of :func:`encode`; an unknown key or a bad value is EINVAL, not a crash."""
+    if not isinstance(data, dict):
+        raise KernelError("EINVAL", f"expected an object for {cls.__name__}, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    kw = {}
+    for k, v in data.items():
+        if k not in names:
+            raise KernelError("EINVAL", f"unknown {cls.__name__} field {k!r}",
+                              "the client and the daemon may be different versions")
+        try:
+            kw[k] = _DECODERS[k](v) if k in _DECODERS and v is not None else v
+        except (ValueError, TypeError) as e:
+            raise KernelError("EINVAL", f"bad {k}: {e}") from None
+    try:
+        return cls(**kw)
+    except TypeError as e:
+        raise KernelError("EINVAL", str(e)) from None
+
+
+# -- systemd ---------------------------------------------------------------------------------------------
+def sd_notify(state: str) -> bool:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET (False if unset)."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr[0] == "@":
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.sendto(state.encode(), addr)
+        return True
+    except OSError as e:
+        log.warning("sd_notify(%s) failed: %s", state, e)
+        return False
+
+
+def peer_uid(conn: socket.socket) -> int:
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return uid
+
+
+def _oserror(e: OSError, what: str, advice: str = "") -> KernelError:
+    name = errno.errorcode.get(e.errno or 0, "EIO")
+    return KernelError(name, f"{what}: {e.strerror or e}", advice)
+
+
+# -- tracing -------------------------------------------------------------------------------------------------
+@dataclass
+class TraceFilter:
+    """Which frames a subscriber wants: all given conditions must hold."""
+
+    mac: bytes | None = None  # source or destination
+    ethertype: int | None = None  # outer, or inner behind one 802.1Q tag
+    child: str | None = None  # sent by, or considered for, this child (its name or key)
+
+    @classmethod
+    def from_request(cls, req: dict) -> "TraceFilter":
+        try:
+            mac = parse_mac(req["mac"]) if req.get("mac") else None
+            et = req.get("ethertype")
+            if isinstance(et, str):
+                et = int(et, 16) if et.lower().startswith("0x") else int(et, 16 if len(et) == 4 else 10)
+        except (ValueError, TypeError) as e:
+            raise KernelError("EINVAL", f"bad trace filter: {e}") from None
+        return cls(mac, et, req.get("child") or None)
+
+    def pre(self, frame: bytes) -> bool:
+        """The cheap part, before the engine sees the frame."""
+        if self.mac is not None and frame[0:6] != self.mac and frame[6:12] != self.mac:
+            return False
+        if self.ethertype is not None:
+            et = int.from_bytes(frame[12:14], "big")
+            if et != self.ethertype and not (et == 0x8100 and int.from_bytes(frame[16:18], "big") == self.ethertype):
+                return False
+        return True
+
+
+class FrameTracer:
+    """The datapath's slow path while someone traces (``Datapath._trace``).
+
+    The datapath checks ``self._trace is not None`` once per handler call and then hands
+    the whole batch here; frames matching a subscriber's filter go through the engine
+    with a :class:`Trace`, the rest exactly as on the fast path. One instance per datapath;
+    ``emit`` gets each explained frame (called on the datapath's thread).
+    """
+
+    def __init__(self, parent_name: str, filters: list[TraceFilter], emit) -> None:
+        self.parent_name = parent_name
+        self.filters = filters
+        self.emit = emit
+
+    def on_parent(self, dp) -> None:
+        """Parent → children (``Datapath._on_parent``'s slow twin)."""
+        parent = dp.parent
+        if parent is None:
+            return
+        receive = dp.engine.receive
+        for buf in parent.drain(dp.cfg.budget):
+            if len(buf) < MIN_BUF:
+                dp.counters["rx_runt"] += 1
+                continue
+            self._frames(dp, "wire", None, buf, "rx_bad_vnet_hdr", lambda f, tr, gso: receive(f, tr))
+
+    def on_tap(self, dp, fd: int, vlan) -> None:
+        """A TAP child transmits (the TAP reader's slow twin)."""
+        for _ in range(dp.cfg.budget):
+            try:
+                buf = os.read(fd, VNET_HDR_LEN + 65535 + 18)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                dp.counters[f"child_read_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+                if e.errno == errno.EBADFD:
+                    dp.unwatch(fd)
+                return
+            if len(buf) < MIN_BUF:
+                dp.counters["tx_runt"] += 1
+                continue
+            self._child_buf(dp, vlan, buf)
+
+    def on_endpoint(self, dp, ep, buf: bytes) -> None:
+        """A macvtap endpoint's client transmits (``Datapath._endpoint_sink``'s slow twin)."""
+        vlan = ep.child
+        if vlan is None or vlan.deleted:
+            dp.counters["tx_no_child"] += 1
+            return
+        if len(buf) - VNET_HDR_LEN > vlan.mtu + 18 and buf[1] == 0:
+            ep.counters["tx_oversize"] += 1
+            vlan.stats.tx_dropped += 1
+            return
+        self._child_buf(dp, vlan, buf)
+
+    def _child_buf(self, dp, vlan, buf: bytes) -> None:
+        xmit = dp.engine.xmit
+        self._frames(dp, vlan.name, vlan, buf, "tx_bad_vnet_hdr", lambda f, tr, gso: xmit(vlan, f, tr, gso))
+
+    # -- common
+    def _frames(self, dp, origin: str, vlan, buf: bytes, bad: str, decide) -> None:
+        """Unicast keeps its header (GSO crosses whole); multicast with a header is finalized
+        first, as on the fast path."""
+        frame = buf[VNET_HDR_LEN:]
+        if frame[0] & 1 and buf[:VNET_HDR_LEN] != ZERO_VNET_HDR:
+            from .gso import GSOError, finalize
+            try:
+                frames = finalize(buf)
+            except GSOError:
+                dp.counters[bad] += 1
+                return
+            for f in frames:
+                self._one(dp, origin, vlan, f, None, False, decide)
+            return
+        self._one(dp, origin, vlan, frame, buf, buf[1] != 0, decide)
+
+    def _one(self, dp, origin: str, vlan, frame: bytes, buf: bytes | None, gso: bool, decide) -> None:
+        match = [f for f in self.filters if f.pre(frame)]
+        tr = Trace() if match else None
+        if tr is not None:
+            tr.hop("frame arrives at the parent from the wire" if vlan is None else f"{origin} transmits it")
+        deliveries = decide(frame, tr, gso)
+        if tr is not None and dp.engine.bc_pending:
+            # the deferred flood (macvlan_process_broadcast), explained with the frame it carries
+            deliveries = list(deliveries) + dp.engine.process_bc_queue(tr)
+        dp._dispatch(deliveries, frame, buf)
+        if tr is None:
+            return
+        got = sorted({_target_name(t) for t, _pt, _f in deliveries})
+        names = [WIRE, PARENT] + list(dp.engine.children)
+        for f in match:
+            if f.child is not None and f.child != origin and f.child not in got and f.child not in tr.notes:
+                continue
+            self.emit({"event": "frame", "time": time.time(), "parent": self.parent_name, "from": origin,
+                       "dst": mac_str(frame[0:6]), "src": mac_str(frame[6:12]),
+                       "ethertype": f"0x{int.from_bytes(frame[12:14], 'big'):04x}", "len": len(frame),
+                       "delivered": got, "path": tr.path(),
+                       "trace": tr.summary(names, "not reached: the frame never came its way")})
+            return
+
+
+def _target_name(target) -> str:
+    """A delivery's target as the trace names it: ``@wire``, ``@parent`` or the child's key."""
+    if target is WIRE:
+        return WIRE
+    if isinstance(target, Lower):
+        return PARENT
+    return target.name
+
+
+# -- the daemon --------------------------------------------------------------------------------------------
+@dataclass
+class DaemonConfig:
+    socket: str = DEFAULT_SOCKET
+    state: str = DEFAULT_STATE
+    #: namespace the parents live in (None: the daemon's own)
+    netns: str | None = None
+    #: the eBPF tc filter keeping parents' stacks from what macvlan consumes
+    shield: bool = False
+    #: where macvtap children's QEMU stream sockets go (default: next to the control socket)
+    endpoint_dir: str | None = None
+
+
+@dataclass
+class LinkRecord:
+    """What the daemon keeps about one child (the state file holds a list of these)."""
+
+    name: str
+    parent: str
+    kind: str = "macvlan"
+    netns: str | None = None
+    mode: int = int(Mode.VEPA)
+    address: str | None = None
+    mtu: int | None = None
+    flags: int = 0
+    macaddrs: list[str] = dataclasses.field(default_factory=list)
+    bcqueuelen: int | None = None
+    bclim: int | None = None
+    up: bool = False
+    promisc: bool = False
+    allmulticast: bool = False
+    endpoint: str | None = None
+
+    @property
+    def key(self) -> str:
+        return child_key(self.name, self.netns)
+
+
+def child_key(name: str, netns: str | None) -> str:
+    """The engine's name for a child: unique per daemon, like (netns, ifname) in the kernel."""
+    return name if netns is None else f"{netns}/{name}"
+
+
+class Daemon:
+    """The service: datapaths per parent, the control socket, the state file."""
+
+    def __init__(self, cfg: DaemonConfig) -> None:
+        self.cfg = cfg
+        self.datapaths: dict[str, Any] = {}
+        self.links: dict[str, LinkRecord] = {}
+        #: children from the state file that could not come back yet
+        self.pending: list[LinkRecord] = []
+        self.sel = selectors.DefaultSelector()
+        self.listener: socket.socket | None = None
+        self._bufs: dict[socket.socket, bytearray] = {}
+        self._subs: dict[socket.socket, TraceFilter] = {}
+        self._sub_lock = threading.Lock()
+        self.counters: Counter[str] = Counter()
+        self._stop = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._lock = threading.RLock()
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def start(self) -> "Daemon":
+        """Bind the control socket, restore the children, tell systemd we are ready."""
+        path = Path(self.cfg.socket)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() or path.is_symlink():
+            if _socket_alive(str(path)):
+                raise KernelError("EADDRINUSE", f"another daemon is listening on {path}",
+                                  "stop it first, or use --socket for a second one")
+            path.unlink()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            s.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        s.listen(16)
+        s.setblocking(False)
+        self.listener = s
+        self.sel.register(s, selectors.EVENT_READ, self._accept)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        self._restore()
+        log.info("listening on %s (state %s), %d child(ren) restored, %d pending",
+                 path, self.cfg.state, len(self.links), len(self.pending))
+        sd_notify(f"READY=1\nSTATUS=listening on {path}, {len(self.links)} children")
+        return self
+
+    def serve_forever(self) -> None:
+        """The control loop; SIGTERM/SIGINT (when run in the main thread) end it."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
+            signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        try:
+            while not self._stop:
+                for key, _ev in self.sel.select(timeout=1.0):
+                    try:
+                        key.data(key.fileobj)
+                    except Exception:  # a bad client or a bug must not end the daemon
+                        log.exception("control socket handler failed")
+                        self.counters["control_error"] += 1
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.set_wakeup_fd(-1)
+            self.shutdown()
+
+    def stop(self) -> None:
+        """Ask :meth:`serve_forever` to return (any thread)."""
+        self._stop = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        log.info("%s: shutting down", signal.Signals(signum).name)
+        self._stop = True
+
+    def _on_wake(self, sock: socket.socket) -> None:
+        try:
+            while sock.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def shutdown(self) -> None:
+        """Save the state, delete every child, release every parent, remove the socket."""
+        sd_notify("STOPPING=1")
+        with self._lock:
+            if self.listener is None:
+                return
+            try:
+                self._save()
+            except OSError as e:
+                log.error("cannot write the state file %s: %s", self.cfg.state, e)
+            for conn in list(self._bufs):
+                self._drop(conn)
+            try:
+                self.sel.unregister(self.listener)
+            except (KeyError, ValueError):
+                pass
+            self.listener.close()
+            self.listener = None
+            try:
+                os.unlink(self.cfg.socket)
+            except FileNotFoundError:
+                pass
+            for name, dp in list(self.datapaths.items()):
+                try:
+                    dp.close()
+                except Exception:
+                    log.exception("closing the datapath on %s", name)
+            self.datapaths.clear()
+            self.links.clear()
+            self._wake_r.close()
+            self._wake_w.close()
+            self.sel.close()
+        log.info("stopped: every child deleted, every membership released")
+
+    # -- control socket ------------------------------------------------------------------------
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                return
+            uid = peer_uid(conn)
+            if uid not in (0, os.getuid()):
+                self.counters["peer_refused"] += 1
+                log.warning("refused a control connection from uid %d", uid)
+                try:
+                    conn.sendall(_line(KernelError(
+                        "EPERM", f"uid {uid} may not control pymacvlan",
+                        "the control socket is for root (or the daemon's own user)").as_result()))
+                except OSError:
+                    pass
+                conn.close()
+                continue
+            conn.setblocking(False)
+            self._bufs[conn] = bytearray()
+            self.sel.register(conn, selectors.EVENT_READ, self._on_conn)
+
+    def _on_conn(self, conn: socket.socket) -> None:
+        try:
+            data = conn.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(conn)
+            return
+        buf = self._bufs[conn]
+        buf += data
+        if len(buf) > MAX_REQUEST:
+            self._reply(conn, KernelError("EMSGSIZE", "request too long").as_result())
+            self._drop(conn)
+            return
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf[:] = rest
+            if conn in self._subs:
+                continue  # a subscriber only ever closes
+            reply = self._request(conn, line)
+            if reply is not None:
+                self._reply(conn, reply)
+
+    def _reply(self, conn: socket.socket, obj: dict) -> None:
+        conn.setblocking(True)
+        conn.settimeout(5)
+        try:
+            conn.sendall(_line(obj))
+        except OSError:
+            self._drop(conn)
+            return
+        finally:
+            if conn.fileno() >= 0:
+                conn.setblocking(False)
+
+    def _drop(self, conn: socket.socket) -> None:
+        self._bufs.pop(conn, None)
+        with self._sub_lock:
+            had = self._subs.pop(conn, None) is not None
+        if had:
+            self._update_tracers()
+        try:
+            self.sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+
+    def _request(self, conn: socket.socket, line: bytes) -> dict | None:
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict):
+                raise ValueError("a request is a JSON object")
+        except ValueError as e:
+            return KernelError("EINVAL", f"bad request: {e}").as_result()
+        op = req.get("op")
+        try:
+            with self._lock:
+                if op == "hello":
+                    return {"ok": True, "version": PROTOCOL_VERSION, "pid": os.getpid()}
+                if op == "link.add":
+                    return {"ok": True, "link": self.link_add(decode(LinkRequest, req.get("req")))}
+                if op == "link.set":
+                    self.link_set(req.get("name", ""), decode(LinkChange, req.get("change", {})), req.get("netns"))
+                    return {"ok": True}
+                if op == "link.del":
+                    self.link_del(req.get("name", ""), req.get("netns"))
+                    return {"ok": True}
+                if op == "link.show":
+                    return {"ok": True, "links": self.link_show(req.get("name"), req.get("kind"), req.get("netns"))}
+                if op == "stats":
+                    return {"ok": True, **self.stats(req.get("name"), req.get("netns"))}
+                if op == "trace":
+                    self.subscribe(conn, TraceFilter.from_request(req))
+                    return None  # subscribe() answered before the first event
+            return KernelError("EOPNOTSUPP", f"unknown op {op!r}",
+                               "expected hello, link.add, link.set, link.del, link.show, stats or trace").as_result()
+        except KernelError as e:
+            return e.as_result()
+        except OSError as e:
+            return _oserror(e, str(op)).as_result()
+
+    # -- links ---------------------------------------------------------------------------------
+    def _find(self, name: str, netns: str | None) -> LinkRecord:
+        rec = self.links.get(child_key(name, netns))
+        if rec is None and netns is None:
+            hits = [r for r in self.links.values() if r.name == name]
+            if len(hits) == 1:
+                rec = hits[0]
+            elif len(hits) > 1:
+                raise KernelError("ENODEV", f"{name} exists in several namespaces",
+                                  "say which: " + ", ".join(f"netns {r.netns}" for r in hits))
+        if rec is None:
+            raise KernelError("ENODEV", f'Cannot find device "{name}"',
+                              "pymacvlan link show --backend userspace lists the daemon's children")
+        return rec
+
+    def _datapath(self, parent: str):
+        dp = self.datapaths.get(parent)
+        if dp is not None:
+            return dp
+        from .datapath import Datapath, DatapathConfig
+        from .parent import ParentConfig
+
+        try:
+            dp = Datapath(DatapathConfig(ParentConfig(parent, self.cfg.netns), shield=self.cfg.shield))
+        except OSError as e:
+            if e.errno == errno.ENODEV:
+                raise KernelError("ENODEV", f'Cannot find device "{parent}"',
+                                  "the parent must exist" + (f" in namespace {self.cfg.netns}" if self.cfg.netns
+                                                             else " in the daemon's namespace")) from None
+            raise _oserror(e, f"cannot open parent {parent}") from None
+        dp.start()
+        self.datapaths[parent] = dp
+        self._update_tracers()
+        log.info("parent %s attached", parent)
+        return dp
+
+    def _release_parent_if_unused(self, parent: str) -> None:
+        if any(r.parent == parent for r in self.links.values()):
+            return
+        dp = self.datapaths.pop(parent, None)
+        if dp is not None:
+            dp.close()
+            log.info("parent %s released (no children left)", parent)
+
+    def link_add(self, req: LinkRequest, save: bool = True) -> dict:
+        key = child_key(req.name, req.netns)
+        if key in self.links:
+            raise KernelError("EEXIST", f"a device named {req.name!r} already exists"
+                              + (f" in namespace {req.netns}" if req.netns else ""))
+        if req.kind not in ("macvlan", "macvtap"):
+            raise KernelError("EOPNOTSUPP", f"unknown link type {req.kind!r}", "use macvlan or macvtap")
+        if req.kind == "macvtap" and req.netns is not None:
+            raise KernelError("EOPNOTSUPP", "a userspace macvtap is a socket, not a netdev: it has no namespace",
+                              "drop netns; QEMU connects to the socket path `link show` prints")
+        fresh = req.parent not in self.datapaths
+        dp = self._datapath(req.parent)
+        kw: dict[str, Any] = {}
+        if req.macaddrs or req.macaddr_mode in (MacaddrMode.SET, MacaddrMode.ADD):
+            if req.macaddr_mode in (MacaddrMode.DEL, MacaddrMode.FLUSH):
+                raise KernelError("EINVAL", "macaddr del/flush make no sense on a new link", "use macaddr add or set")
+            kw["macaddr"] = list(req.macaddrs)
+        if req.bcqueuelen is not None:
+            kw["bcqueuelen"] = req.bcqueuelen
+        if req.bclim is not None:
+            kw["bclim"] = req.bclim
+        try:
+            if req.kind == "macvlan":
+                # without a namespace the TAP goes where the parents are (--netns), as if the
+                # daemon ran there
+                tap_ns = req.netns if req.netns is not None else self.cfg.netns
+                info = dp.add_macvlan(key, req.mode, mac=req.address, mtu=req.mtu, netns=tap_ns,
+                                      ifname=req.name, flags=int(req.flags or 0), **kw)
+                endpoint = None
+            else:
+                from .endpoints import StreamEndpoint
+
+                endpoint = str(Path(self.cfg.endpoint_dir or Path(self.cfg.socket).parent) / f"{req.name}.sock")
+                info = dp.add_macvtap(key, StreamEndpoint(key, endpoint), req.mode, mac=req.address,
+                                      mtu=req.mtu, flags=int(req.flags or 0), up=False, **kw)
+        except OSError as e:
+            if fresh:
+                self._release_parent_if_unused(req.parent)
+            if e.errno == errno.EEXIST:
+                raise KernelError("EEXIST", f"a device named {req.name!r} already exists"
+                                  + (f" in namespace {req.netns}" if req.netns else ""),
+                                  "pick another name, or delete that device first") from None
+            if e.errno == errno.ENOENT and req.netns:
+                raise KernelError("ENOENT", f"no network namespace named {req.netns!r}",
+                                  f"create it first (ip netns add {req.netns})") from None
+            raise _oserror(e, f"cannot create {req.name}") from None
+        except KernelError:
+            if fresh:
+                self._release_parent_if_unused(req.parent)
+            raise
+        vlan = dp.engine.children[key]
+        self.links[key] = LinkRecord(req.name, req.parent, req.kind, req.netns, int(vlan.mode), mac_str(vlan.mac),
+                                     req.mtu, int(vlan.flags), [mac_str(m) for m in req.macaddrs],
+                                     req.bcqueuelen, req.bclim, endpoint=endpoint)
+        log.info("added %s %s on %s (%s, %s)%s", req.kind, req.name, req.parent, vlan.mode.name.lower(),
+                 mac_str(vlan.mac), f" in {req.netns}" if req.netns else "")
+        if save:
+            self._save()
+        return {"name": req.name, "ifindex": info.get("ifindex"), "address": mac_str(vlan.mac), "endpoint": endpoint}
+
+    def link_set(self, name: str, change: LinkChange, netns: str | None = None) -> None:
+        rec = self._find(name, netns)
+        if change.kind is not None and change.kind != rec.kind:
+            raise KernelError("EOPNOTSUPP", f"{name} is a {rec.kind}, not a {change.kind}",
+                              f"say `type {rec.kind}`")
+        dp = self.datapaths[rec.parent]
+        try:
+            dp.call(self._apply_change, dp, rec, change)
+        finally:
+            self._snapshot(rec)
+            self._save()
+
+    def _apply_change(self, dp, rec: LinkRecord, ch: LinkChange) -> None:
+        """On the datapath's thread: do_setlink()'s order (changelink, address, MTU, flags)."""
+        key, engine = rec.key, dp.engine
+        if any(v is not None for v in (ch.mode, ch.flags, ch.bcqueuelen, ch.bclim, ch.macaddr_mode)):
+            if ch.macaddr_mode in (MacaddrMode.ADD, MacaddrMode.DEL):
+                if ch.mode is not None or ch.flags is not None or ch.bcqueuelen is not None or ch.bclim is not None:
+                    engine.changelink(key, ch.mode, None if ch.flags is None else int(ch.flags), ch.bcqueuelen, ch.bclim)
+                for m in ch.macaddrs:
+                    engine.changelink(key, macaddr_op=ch.macaddr_mode, macaddrs=[m])
+            else:
+                engine.changelink(key, ch.mode, None if ch.flags is None else int(ch.flags), ch.bcqueuelen,
+                                  ch.bclim, ch.macaddr_mode, list(ch.macaddrs))
+            dp._sync_parent()
+        if ch.address is not None:
+            dp.set_address(key, ch.address)
+        if ch.mtu is not None:
+            dp.set_mtu(key, ch.mtu)
+        error = None
+        if ch.up is not None:
+            try:
+                dp.set_up(key, ch.up)
+            except KernelError as e:  # __dev_change_flags() still applies promisc/allmulti
+                error = e
+        if ch.promisc is not None:
+            dp.set_promisc(key, ch.promisc)
+        if ch.allmulticast is not None:
+            dp.set_allmulticast(key, ch.allmulticast)
+        if error is not None:
+            raise error
+
+    def link_del(self, name: str, netns: str | None = None) -> None:
+        rec = self._find(name, netns)
+        dp = self.datapaths.get(rec.parent)
+        if dp is not None:
+            dp.delete(rec.key)
+        del self.links[rec.key]
+        log.info("deleted %s", rec.key)
+        self._release_parent_if_unused(rec.parent)
+        self._save()
+
+    def link_show(self, name: str | None = None, kind: str | None = None, netns: str | None = None) -> list[dict]:
+        out = []
+        if name is not None:
+            recs = [self._find(name, netns)]
+        else:
+            recs = [r for r in self.links.values() if netns is None or r.netns == netns]
+        for rec in recs:
+            if kind is not None and rec.kind != kind:
+                continue
+            dp = self.datapaths.get(rec.parent)
+            if dp is None:
+                continue
+            d = dp.call(self._show_one, dp, rec)
+            if d is not None:
+                out.append(d)
+        return out
+
+    @staticmethod
+    def _show_one(dp, rec: LinkRecord) -> dict | None:
+        """One ``ip -j -d -s link show`` object (iproute2's keys) from the engine's state."""
+        from ..sim import child_state
+
+        vlan = dp.engine.children.get(rec.key)
+        if vlan is None:
+            return None
+        tap = dp.taps.get(rec.key)
+        d = {"ifindex": tap.ifindex if tap is not None else 0, "ifname": rec.name, "link": rec.parent}
+        st = child_state(dp.engine, vlan)
+        flags = link_flags(vlan.up, vlan.carrier, vlan.promisc_user, vlan.allmulti_user)
+        d.update({"flags": flags, "mtu": st["mtu"], "operstate": operstate(vlan.up, vlan.carrier),
+                  "link_type": "ether", "address": st["address"], "promiscuity": st["promiscuity"],
+                  "allmulti": st["allmulti"], "linkinfo": st["linkinfo"], "stats64": st["stats64"]})
+        if rec.netns is not None:
+            d["netns"] = rec.netns  # not an iproute2 key: where the child lives
+        if rec.endpoint is not None:
+            d["endpoint"] = rec.endpoint  # not an iproute2 key: the macvtap's socket
+        return d
+
+    # -- stats ------------------------------------------------------------------------------------
+    def stats(self, name: str | None = None, netns: str | None = None) -> dict:
+        """Per parent: datapath counters, engine drops by reason, the parent socket's counters
+        and per-child stats64 (with the macvtap endpoint's own counters)."""
+        want = self._find(name, netns).key if name else None
+        parents = {}
+        for pname, dp in self.datapaths.items():
+            st = dp.stats()
+            children = {}
+            for key, c in st["children"].items():
+                rec = self.links.get(key)
+                if want is not None and key != want:
+                    continue
+                c = dict(c)
+                if rec is not None:
+                    c["ifname"], c["netns"], c["kind"] = rec.name, rec.netns, rec.kind
+                children[key] = c
+            if want is not None and not children:
+                continue
+            st["children"] = children
+            parents[pname] = st
+        with self._sub_lock:
+            subs = len(self._subs)
+        return {"daemon": {**self.counters, "trace_subscribers": subs}, "parents": parents}
+
+    # -- trace ------------------------------------------------------------------------------------
+    def subscribe(self, conn: socket.socket, flt: TraceFilter) -> None:
+        if flt.child is not None and not any(flt.child in (r.name, r.key) for r in self.links.values()):
+            raise KernelError("ENODEV", f'Cannot find device "{flt.child}"',
+                              "trace --child takes the name of one of the daemon's children")
+        self._reply(conn, {"ok": True, "parents": sorted(self.datapaths)})
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TRACE_SNDBUF)
+        with self._sub_lock:
+            self._subs[conn] = flt
+        self._update_tracers()
+
+    def _update_tracers(self) -> None:
+        with self._sub_lock:
+            subs = list(self._subs.items())
+        for pname, dp in self.datapaths.items():
+            if not subs:
+                dp.call(setattr, dp, "_trace", None)
+                continue
+            flts = []
+            for _conn, f in subs:
+                if f.child is not None:  # the engine knows the child by its key
+                    rec = next((r for r in self.links.values() if f.child in (r.name, r.key)), None)
+                    f = dataclasses.replace(f, child=rec.key if rec is not None else f.child)
+                flts.append(f)
+            dp.call(setattr, dp, "_trace", FrameTracer(pname, flts, self._emit))
+
+    def _emit(self, event: dict) -> None:
+        """On a datapath thread: send to every subscriber; never block (drop and count)."""
+        data = _line(event)
+        with self._sub_lock:
+            subs = list(self._subs)
+        for conn in subs:
+            try:
+                conn.send(data, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                self.counters["trace_events_dropped"] += 1
+            except OSError:
+                self.counters["trace_send_error"] += 1
+
+    # -- state file ---------------------------------------------------------------------------------
+    def _snapshot(self, rec: LinkRecord) -> None:
+        """Copy the child's live state (which the user may also change inside its namespace)."""
+        dp = self.datapaths.get(rec.parent)
+        if dp is None:
+            return
+
+        def read() -> None:
+            vlan = dp.engine.children.get(rec.key)
+            if vlan is None:
+                return
+            rec.mode, rec.flags, rec.address, rec.mtu = int(vlan.mode), int(vlan.flags), mac_str(vlan.mac), vlan.mtu
+            rec.up, rec.promisc, rec.allmulticast = vlan.up, vlan.promisc_user, vlan.allmulti_user
+            rec.macaddrs = [mac_str(m) for m in dp.engine.port.source_dump(vlan)] if vlan.mode == Mode.SOURCE else []
+            if dp.engine.port is not None:
+                rec.bcqueuelen = vlan.bc_queue_len_req
+                rec.bclim = dp.engine.port.bc_cutoff
+
+        dp.call(read)
+
+    def _save(self) -> None:
+        live = [k for k in list(self.links)]
+        for key in live:
+            rec = self.links.get(key)
+            if rec is not None:
+                try:
+                    self._snapshot(rec)
+                except Exception:
+                    log.exception("reading %s for the state file", key)
+        data = {"version": PROTOCOL_VERSION,
+                "links": [dataclasses.asdict(r) for r in list(self.links.values()) + self.pending]}
+        write_atomic(self.cfg.state, json.dumps(data, indent=1) + "\n")
+
+    def _restore(self) -> None:
+        path = Path(self.cfg.state)
+        if not path.exists():
+            return
+        try:
+            data = json.loads(path.read_text())
+            recs = [LinkRecord(**d) for d in data.get("links", [])]
+        except (ValueError, TypeError, OSError) as e:
+            bad = path.with_name(path.name + ".bad")
+            log.error("state file %s unreadable (%s); moved to %s, starting empty", path, e, bad)
+            os.replace(path, bad)
+            return
+        # a passthru child must come back first (alone) and source lists need their parent's port
+        for rec in recs:
+            req = LinkRequest(rec.parent, rec.name, rec.kind, Mode(rec.mode),
+                              parse_mac(rec.address) if rec.address else None, rec.mtu,
+                              MacvlanFlag(rec.flags), MacaddrMode.SET if rec.macaddrs else None,
+                              [parse_mac(m) for m in rec.macaddrs], rec.bcqueuelen,
+                              rec.bclim if rec.bclim not in (None, 1) else None, rec.netns)
+            try:
+                self.link_add(req, save=False)
+                change = LinkChange(up=rec.up or None, promisc=rec.promisc or None,
+                                    allmulticast=rec.allmulticast or None)
+                if rec.up or rec.promisc or rec.allmulticast:
+                    self.link_set(rec.name, change, rec.netns)
+            except (KernelError, OSError) as e:
+                log.warning("cannot restore %s on %s: %s (kept in the state file)", rec.key, rec.parent, e)
+                self.pending.append(rec)
+        self._save()
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write via a temporary file in the same directory, fsync, rename: never a torn file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, p)
+    try:
+        dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _line(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+def _socket_alive(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def run(cfg: DaemonConfig) -> int:
+    """`pymacvlan daemon`: start, serve until SIGTERM/SIGINT, clean up."""
+    d = Daemon(cfg)
+    d.start()
+    d.serve_forever()
+    return 0
