@@ -677,17 +677,15 @@ class Daemon:
 
     def _apply_change(self, dp, rec: LinkRecord, ch: LinkChange) -> None:
         """On the datapath's thread: do_setlink()'s order (changelink, address, MTU, flags)."""
-        key, engine = rec.key, dp.engine
-        if any(v is not None for v in (ch.mode, ch.flags, ch.bcqueuelen, ch.bclim, ch.macaddr_mode)):
-            if ch.macaddr_mode in (MacaddrMode.ADD, MacaddrMode.DEL):
-                if ch.mode is not None or ch.flags is not None or ch.bcqueuelen is not None or ch.bclim is not None:
-                    engine.changelink(key, ch.mode, None if ch.flags is None else int(ch.flags), ch.bcqueuelen, ch.bclim)
-                for m in ch.macaddrs:
-                    engine.changelink(key, macaddr_op=ch.macaddr_mode, macaddrs=[m])
-            else:
-                engine.changelink(key, ch.mode, None if ch.flags is None else int(ch.flags), ch.bcqueuelen,
-                                  ch.bclim, ch.macaddr_mode, list(ch.macaddrs))
-            dp._sync_parent()
+        key = rec.key
+        flags = None if ch.flags is None else int(ch.flags)
+        if ch.macaddr_mode in (MacaddrMode.ADD, MacaddrMode.DEL):
+            if any(v is not None for v in (ch.mode, flags, ch.bcqueuelen, ch.bclim)):
+                dp.change(key, ch.mode, flags, ch.bcqueuelen, ch.bclim)
+            for m in ch.macaddrs:  # one IFLA_MACVLAN_MACADDR per request, as iproute2 sends them
+                dp.change(key, macaddr_op=ch.macaddr_mode, macaddrs=[m])
+        elif any(v is not None for v in (ch.mode, flags, ch.bcqueuelen, ch.bclim, ch.macaddr_mode)):
+            dp.change(key, ch.mode, flags, ch.bcqueuelen, ch.bclim, ch.macaddr_mode, list(ch.macaddrs))
         if ch.address is not None:
             dp.set_address(key, ch.address)
         if ch.mtu is not None:
