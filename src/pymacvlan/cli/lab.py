@@ -1,0 +1,83 @@
+"""`pymacvlan lab NAME`: the seed articles' experiments, told step by step and checked."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+ORDER = 40
+
+
+def _wrap(text: str, indent: str = "") -> str:
+    return textwrap.fill(text, width=100, initial_indent=indent, subsequent_indent=indent)
+
+
+def _lab(args) -> int:
+    from .. import labs
+    from ..backends import get_backend
+
+    if args.list or not args.name:
+        for n in labs.names():
+            print(f"{n:18} {labs.raw(n).get('description', '').split('. ')[0]}")
+        if not args.list:
+            print("\nrun one with: pymacvlan lab NAME [--backend sim|kernel|userspace]", file=sys.stderr)
+        return 0
+    try:
+        labs.path_of(args.name)
+    except KeyError:
+        print(f"pymacvlan lab: no lab named {args.name!r}; known: {', '.join(labs.names())}", file=sys.stderr)
+        return 2
+    try:
+        backend = get_backend(args.backend)
+    except (ValueError, ImportError) as e:
+        print(f"pymacvlan lab: backend {args.backend}: {e}", file=sys.stderr)
+        return 2
+    try:
+        run = labs.run(args.name, backend)
+    except PermissionError as e:
+        print(f"pymacvlan lab: backend {args.backend} needs root (CAP_NET_ADMIN): {e}", file=sys.stderr)
+        return 2
+    except (RuntimeError, ValueError) as e:
+        print(f"pymacvlan lab: backend {args.backend}: {e}", file=sys.stderr)
+        return 2
+    sc = labs.raw(args.name)
+    print(f"lab {run.name} on the {run.backend} backend (kernel {run.kernel}), {sc.get('wire', 'plain')} wire")
+    print(_wrap(sc.get("description", "")))
+    print()
+    for s in run.steps:
+        if s.step["do"] in ("add", "set") and not s.checked and s.result.get("ok"):
+            if not args.verbose:
+                continue
+        mark = "" if not s.checked else ("  ok" if not s.diffs else "  DIFFERS")
+        print(f"{s.index:2}. {labs.describe_step(s.step)}{mark}")
+        if s.comment:
+            print(_wrap(s.comment, "    "))
+        if s.step["do"] == "inject" or not s.result.get("ok"):
+            print(f"    got: {labs.summarize(s.result)}")
+        for d in s.diffs:
+            print(f"    {d}")
+    setup = sum(1 for s in run.steps if s.step["do"] in ("add", "set") and not s.checked and s.result.get("ok"))
+    print()
+    if setup and not args.verbose:
+        print(f"({setup} setup steps not shown; -v shows them)")
+    if sc.get("note"):
+        print(_wrap("Takeaway: " + sc["note"]))
+    bad = run.failed
+    if bad:
+        print(f"{len(bad)} of {run.checked} checked steps differ from the lab's expectations")
+        return 1
+    print(f"all {run.checked} checked steps behaved as expected")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("lab", help="the seed articles' experiments, step by step, on any backend",
+                       description="Runs a lab (a scenario file shipped with pymacvlan, or a path), tells what "
+                                   "each step shows and what happened, and checks it against the lab's "
+                                   "expectations (exit 1 on a difference).")
+    p.add_argument("name", nargs="?", help="lab name (see --list) or a scenario .json file")
+    p.add_argument("--backend", choices=["sim", "kernel", "userspace"], default="sim",
+                   help="sim (default, no privileges), kernel (root: the real driver), userspace")
+    p.add_argument("--list", action="store_true", help="list the labs")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the setup steps too")
+    p.set_defaults(func=_lab)
