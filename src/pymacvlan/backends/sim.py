@@ -154,7 +154,7 @@ class Simulation:
                                   "dropped on arrival", "the station must send smaller frames")
             if tr is not None:
                 tr.hop("frame arrives at the parent from the wire")
-            self._arrive(frame, pending, tr)
+            self._arrive(frame, obs, pending, tr)
         elif at == "parent":
             lower = e.lower
             if lower.deleted:
@@ -191,14 +191,15 @@ class Simulation:
                 result["salted"] = sorted(tr.salted)
         return result
 
-    def _arrive(self, frame: bytes, pending: deque, tr) -> None:
-        """A frame reaches the parent from the wire (veth: the parent must be up)."""
+    def _arrive(self, frame: bytes, obs: "Observation", pending: deque, tr) -> None:
+        """A frame reaches the parent from the wire (veth: the parent must be up). Received
+        here, not queued with the reflections, so the trace does not call it one."""
         lower = self.engine.lower
         if lower.deleted or not lower.carrier:
             if tr is not None:
                 tr.note(PARENT, False, "never arrives: the parent is down or has no carrier")
             return
-        pending.append(frame)
+        self._record(self.engine.receive(frame, tr), obs, pending, tr)
 
     def _record(self, deliveries, obs: "Observation", pending: deque, tr) -> None:
         for target, pkttype, frame in deliveries:

@@ -1,0 +1,185 @@
+"""`pymacvlan stats`: per-child counters, and the drops by reason nothing else counts.
+
+* ``userspace``: from the daemon: each child's stats64 (and its macvtap endpoint's
+  counters), the datapath's own counters (runts, bad vnet headers, parent re-attached,
+  child namespace gone ...), the engine's drops by reason and the parent socket's.
+* ``sim``: the links of `pymacvlan link --backend sim`, or a scenario file replayed
+  (``--scenario``): stats64 and the engine's drops by reason.
+* ``kernel``: each macvlan/macvtap child's stats64 over rtnetlink (the kernel keeps no
+  reasons; rx_dropped/tx_dropped are all it says).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..model import KernelError
+
+ORDER = 33
+
+
+def _child_row(name: str, s: dict) -> str:
+    rx, tx = s.get("rx", {}), s.get("tx", {})
+    return (f"  {name:<20} {rx.get('packets', 0):>9} {rx.get('bytes', 0):>11} {rx.get('dropped', 0):>7} "
+            f"{rx.get('errors', 0):>6} {rx.get('multicast', 0):>7}   {tx.get('packets', 0):>9} "
+            f"{tx.get('bytes', 0):>11} {tx.get('dropped', 0):>7}")
+
+
+HEADER = (f"  {'child':<20} {'rx pkts':>9} {'rx bytes':>11} {'dropped':>7} {'errors':>6} {'mcast':>7}   "
+          f"{'tx pkts':>9} {'tx bytes':>11} {'dropped':>7}")
+
+
+def _reasons(title: str, counts: dict | None) -> list[str]:
+    counts = {k: v for k, v in (counts or {}).items() if v}
+    if not counts:
+        return [f"  {title}: none"]
+    return [f"  {title}:"] + [f"    {k:<28} {v}" for k, v in sorted(counts.items())]
+
+
+def format_stats(report: dict) -> str:
+    """Text for the dict :func:`collect` returns."""
+    lines = []
+    for pname, p in report["parents"].items():
+        lines.append(f"{pname} ({report['backend']})")
+        lines.append(HEADER)
+        for cname, c in p["children"].items():
+            lines.append(_child_row(c.get("ifname", cname) + (f" ({c['netns']})" if c.get("netns") else ""), c))
+            ep = c.get("endpoint")
+            if ep:
+                lines.append(f"    endpoint {ep.get('kind')}: {'connected' if ep.get('connected') else 'no client'}, "
+                             f"{ep.get('queued', 0)} queued" + "".join(f", {k} {v}" for k, v in sorted(ep.get("counters", {}).items()) if v))
+        if "engine_drops" in p:
+            lines += _reasons("drops by reason (engine)", p["engine_drops"])
+        if "datapath" in p:
+            lines += _reasons("datapath", p["datapath"])
+        par = p.get("parent_socket")
+        if par:
+            lines += _reasons("parent socket drops", par.get("drops"))
+        lines.append("")
+    if not report["parents"]:
+        lines.append(f"no children on the {report['backend']} backend")
+    return "\n".join(lines).rstrip()
+
+
+def collect(args) -> dict:
+    """{"backend", "parents": {parent: {"children": {name: stats64...}, "engine_drops"...}}}."""
+    if args.backend == "userspace":
+        from ..links.userspace import Driver
+
+        raw = Driver(args.socket, netns=args.netns).stats(args.name)
+        parents = {}
+        for pname, st in raw["parents"].items():
+            children = {}
+            for key, c in st["children"].items():
+                row = {"rx": c["rx"], "tx": c["tx"], "ifname": c.get("ifname", key), "netns": c.get("netns"),
+                       "kind": c.get("kind"), "mode": c.get("mode"), "up": c.get("up")}
+                if "endpoint" in c:
+                    row["endpoint"] = c["endpoint"]
+                children[key] = row
+            par = st.get("parent") or {}
+            parents[pname] = {"children": children, "engine_drops": st.get("engine_drops", {}),
+                              "datapath": st.get("datapath", {}), "lower": st.get("lower"),
+                              "parent_socket": {k: par.get(k) for k in ("drops", "rx_frames", "tx_frames",
+                                                                         "kernel_drops") if k in par}}
+        return {"backend": "userspace", "daemon": raw.get("daemon", {}), "parents": parents}
+    if args.backend == "sim":
+        return _sim(args)
+    return _kernel(args)
+
+
+def _kernel(args) -> dict:
+    """stats64 of the kernel's macvlan/macvtap links in one namespace, over rtnetlink."""
+    from pyroute2 import IPRoute
+
+    from ..backends.kernel.nl import link_state
+    from ..backends.userspace._sys import in_netns
+
+    try:
+        with in_netns(args.netns):
+            ipr = IPRoute()
+    except FileNotFoundError:
+        raise KernelError("ENOENT", f"no network namespace named {args.netns!r}", "see `ip netns list`") from None
+    try:
+        msgs = list(ipr.get_links())
+    finally:
+        ipr.close()
+    names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
+    parents: dict = {}
+    for m in msgs:
+        name = m.get_attr("IFLA_IFNAME")
+        st = link_state(m)
+        if "linkinfo" not in st or args.name not in (None, name):
+            continue
+        link = m.get_attr("IFLA_LINK")
+        pname = names.get(link, f"if{link}") if m.get_attr("IFLA_LINK_NETNSID") is None else f"if{link}"
+        row = {**st.get("stats64", {}), "mode": st["linkinfo"]["info_data"]["mode"],
+               "kind": st["linkinfo"]["info_kind"], "up": "UP" in st["flags"]}
+        parents.setdefault(pname, {"children": {}})["children"][name] = row
+    if args.name and not parents:
+        raise KernelError("ENODEV", f'Cannot find device "{args.name}"',
+                          "it must be a macvlan or macvtap" + (f" in namespace {args.netns}" if args.netns else ""))
+    return {"backend": "kernel", "parents": parents}
+
+
+def _sim(args) -> dict:
+    if args.scenario:
+        from ..backends.sim import Simulation
+        from ..scenario import ScenarioError, load_scenario
+
+        try:
+            sc = load_scenario(args.scenario)
+        except ScenarioError as e:
+            raise KernelError("EINVAL", f"{args.scenario}: {e}") from None
+        sim = Simulation(sc)
+        for st in sc["steps"]:
+            sim.step(st)
+        engines = {"parent": sim.engine}
+    else:
+        from ..links import get_driver
+
+        world = get_driver("sim", **({"state": args.state} if args.state else {}), netns=args.netns).world()
+        engines = {name: p.engine for name, p in world.parents.items()}
+    parents = {}
+    for pname, e in engines.items():
+        children = {n: {**v.stats.as_stats64(), "mode": v.mode.name.lower(), "up": v.up, "kind": v.kind}
+                    for n, v in e.children.items() if args.name in (None, n)}
+        if args.name and not children:
+            continue
+        parents[pname] = {"children": children, "engine_drops": dict(e.drops),
+                          "lower": {"rx_dropped": e.lower.rx_dropped, "carrier": e.lower.carrier}}
+    if args.name and not parents:
+        raise KernelError("ENODEV", f'Cannot find device "{args.name}"', "see `pymacvlan link show --backend sim`")
+    return {"backend": "sim", "parents": parents}
+
+
+def _stats(args) -> int:
+    try:
+        report = collect(args)
+    except KernelError as e:
+        print(f"pymacvlan stats: {e.errno_name}: {e.message}" + (f" ({e.advice})" if e.advice else ""), file=sys.stderr)
+        return 2 if e.errno_name == "EINVAL" else 1
+    except PermissionError as e:
+        print(f"pymacvlan stats: EPERM: {e} (run as root)", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(report, sys.stdout, indent=2 if args.pretty else None)
+        print()
+    else:
+        print(format_stats(report))
+    return 0
+
+
+def register(sub) -> None:
+    s = sub.add_parser("stats", help="per-child counters and drops by reason",
+                       description="Per-child counters (stats64) and every drop counted by reason: the "
+                       "engine's, the userspace datapath's, the parent socket's.")
+    s.add_argument("name", nargs="?", help="only this child")
+    s.add_argument("--backend", choices=["sim", "userspace", "kernel"], default="sim")
+    s.add_argument("-n", "--netns", help="the namespace the children are in")
+    s.add_argument("--socket", help="the daemon's control socket (userspace)")
+    s.add_argument("--state", help="the sim link state file (sim)")
+    s.add_argument("--scenario", help="replay this scenario on the sim and report its counters (sim)")
+    s.add_argument("-j", "--json", action="store_true")
+    s.add_argument("-p", "--pretty", action="store_true")
+    s.set_defaults(func=_stats)

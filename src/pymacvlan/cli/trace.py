@@ -1,0 +1,218 @@
+"""`pymacvlan trace`: why a frame went where it went.
+
+* ``--backend userspace``: live, from the running daemon: every frame matching the filter
+  (``--mac``, ``--ethertype``, ``--child``) with, for each device that could have had it,
+  whether it did and the kernel rule that decided (the engine's :class:`Trace`).
+* ``--backend sim``: one injected frame (``--frame HEX`` or ``--dst/--src/--ethertype``)
+  against the sim links of `pymacvlan link --backend sim` (or a scenario file's setup,
+  ``--scenario``), explained the same way. Nothing is changed by it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..model import KernelError, parse_mac
+
+ORDER = 32
+STATION_MAC = "02:00:00:00:00:ee"
+
+
+# -- output ------------------------------------------------------------------------------------
+def format_event(ev: dict) -> str:
+    """One explained frame as text: a header, the journey, then device by device."""
+    src = ev.get("from", "?")
+    head = (f"{ev['src']} > {ev['dst']} ethertype {ev['ethertype']} length {ev['len']}: "
+            f"from {src}" + (f" on {ev['parent']}" if ev.get("parent") else ""))
+    lines = [head]
+    lines += [f"    {h}" for h in ev.get("path", [])]
+    width = max([len(t["device"]) for t in ev.get("trace", [])] + [6])
+    for t in ev.get("trace", []):
+        got = "got it" if t["received"] else "no"
+        if t["received"] > 1:
+            got = f"got it x{t['received']}"
+        rules = t["rules"]
+        lines.append(f"  {t['device']:<{width}}  {got:<9} {rules[0]}")
+        lines += [f"  {'':<{width}}  {'':<9} {r}" for r in rules[1:]]
+    lines.append("  delivered to: " + (", ".join(ev.get("delivered", [])) or "nobody"))
+    return "\n".join(lines)
+
+
+def _print(ev: dict, as_json: bool) -> None:
+    print(json.dumps(ev) if as_json else format_event(ev) + "\n", flush=True)
+
+
+# -- frames given on the command line --------------------------------------------------------------
+def _ethertype(text: str) -> int:
+    try:
+        v = int(text, 16) if text.lower().startswith("0x") or len(text) == 4 else int(text)
+    except ValueError:
+        raise KernelError("EINVAL", f"{text!r} is not an ethertype", "give it in hex, like 0x0806 or 88b5") from None
+    if not 0 <= v <= 0xFFFF:
+        raise KernelError("EINVAL", f"ethertype {text} is out of range", "it is 16 bits")
+    return v
+
+
+def build_frame(args, default_src: bytes) -> bytes:
+    """--frame HEX, or dst/src/ethertype (+ zero payload to the 60-byte minimum)."""
+    if args.frame:
+        try:
+            frame = bytes.fromhex(args.frame.replace(":", "").replace(" ", ""))
+        except ValueError:
+            raise KernelError("EINVAL", "--frame is not hex", "give the frame's bytes in hex, from the destination MAC on") from None
+        if len(frame) < 14:
+            raise KernelError("EINVAL", f"a {len(frame)}-byte frame has no Ethernet header", "at least 14 bytes")
+        return frame
+    if not args.dst:
+        raise KernelError("EINVAL", "which frame?", "give --frame HEX or at least --dst MAC (and --src, --ethertype)")
+    try:
+        dst = parse_mac(args.dst)
+        src = parse_mac(args.src) if args.src else default_src
+    except ValueError as e:
+        raise KernelError("EINVAL", str(e)) from None
+    et = _ethertype(args.ethertype or "0x88b5")
+    frame = dst + src + et.to_bytes(2, "big")
+    return frame + bytes(max(0, 60 - len(frame)))
+
+
+# -- sim --------------------------------------------------------------------------------------------
+def _sim_engines(args) -> tuple[dict, str]:
+    """Engines by parent name, and the wire: from a scenario's setup or the sim link state."""
+    from ..backends.sim import Simulation
+
+    if args.scenario:
+        from ..scenario import ScenarioError, load_scenario
+
+        try:
+            sc = load_scenario(args.scenario)
+        except ScenarioError as e:
+            raise KernelError("EINVAL", f"{args.scenario}: {e}") from None
+        sim = Simulation(sc)
+        for st in sc["steps"]:
+            if st["do"] != "inject":  # the setup only: the frame to explain is ours
+                sim.step(st)
+        return {"parent": sim.engine}, sc["wire"]
+    from ..links import get_driver
+
+    drv = get_driver("sim", **({"state": args.state} if args.state else {}))
+    world = drv.world()
+    return {name: p.engine for name, p in world.parents.items()}, args.wire
+
+
+def _trace_sim(args) -> int:
+    from ..backends.sim import Simulation
+
+    engines, wire = _sim_engines(args)
+    if not engines:
+        raise KernelError("ENODEV", "no sim links to trace through",
+                          "add some first (pymacvlan link add ... --backend sim) or give --scenario FILE")
+    if args.parent:
+        if args.parent not in engines:
+            raise KernelError("ENODEV", f'Cannot find device "{args.parent}"',
+                              f"sim parents: {', '.join(engines)}")
+        pname = args.parent
+    elif args.at not in ("wire", "parent"):
+        hits = [n for n, e in engines.items() if args.at in e.children]
+        if not hits:
+            raise KernelError("ENODEV", f'Cannot find device "{args.at}"',
+                              "--at takes wire, parent or a child's name")
+        pname = hits[0]
+    elif len(engines) == 1:
+        pname = next(iter(engines))
+    else:
+        raise KernelError("EINVAL", f"several sim parents ({', '.join(engines)})", "say which with --parent")
+    engine = engines[pname]
+    if args.at == "wire":
+        default_src = parse_mac(STATION_MAC)
+    elif args.at == "parent":
+        default_src = engine.lower.mac
+    else:
+        default_src = engine.child(args.at).mac
+    frame = build_frame(args, default_src)
+    # the scenario runner's injection, on this engine (nothing is saved)
+    sim = Simulation.__new__(Simulation)
+    sim.engine, sim.hairpin, sim.trace = engine, wire == "hairpin", True
+    at = args.at if args.at in ("wire", "parent") else f"child:{args.at}"
+    res = sim.step({"do": "inject", "at": at, "frame": frame.hex()})
+    if not res.get("ok"):
+        raise KernelError(res["errno"], res["message"], res.get("advice", ""))
+    obs = res["observed"]
+    delivered = sorted([n for n, v in obs["children"].items() if v] + (["@parent"] if obs["parent"] else [])
+                       + (["@wire"] if obs["wire"] else []))
+    ev = {"event": "frame", "parent": pname, "from": args.at, "dst": frame[0:6].hex(":"),
+          "src": frame[6:12].hex(":"), "ethertype": f"0x{int.from_bytes(frame[12:14], 'big'):04x}",
+          "len": len(frame), "delivered": delivered, "path": res["path"], "trace": res["trace"],
+          "wire": wire}
+    if res.get("salted"):
+        ev["salted"] = res["salted"]
+    _print(ev, args.json)
+    return 0
+
+
+# -- userspace --------------------------------------------------------------------------------------
+def _trace_userspace(args) -> int:
+    from ..links.userspace import Driver
+
+    if args.frame or args.dst or args.scenario:
+        raise KernelError("EINVAL", "on the userspace backend trace watches real frames",
+                          "drop --frame/--dst/--scenario and send traffic; or use --backend sim to inject one")
+    et = f"0x{_ethertype(args.ethertype):04x}" if args.ethertype else None
+    if args.mac:
+        try:
+            parse_mac(args.mac)
+        except ValueError as e:
+            raise KernelError("EINVAL", str(e)) from None
+    drv = Driver(args.socket)
+    n = 0
+    events = drv.trace(mac=args.mac, ethertype=et, child=args.child)
+    try:
+        if not args.json:
+            what = ", ".join(f"{k} {v}" for k, v in (("mac", args.mac), ("ethertype", et), ("child", args.child)) if v)
+            print(f"tracing {what or 'every frame'} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        for ev in events:
+            _print(ev, args.json)
+            n += 1
+            if args.count and n >= args.count:
+                break
+    finally:
+        events.close()
+    return 0
+
+
+def _trace(args) -> int:
+    try:
+        if args.backend == "userspace":
+            return _trace_userspace(args)
+        if args.backend == "sim":
+            return _trace_sim(args)
+        raise KernelError("EOPNOTSUPP", "the kernel does not explain its macvlan decisions",
+                          "trace the same setup on --backend sim (injected frame) or --backend userspace (live)")
+    except KernelError as e:
+        print(f"pymacvlan trace: {e.errno_name}: {e.message}" + (f" ({e.advice})" if e.advice else ""), file=sys.stderr)
+        return 2 if e.errno_name == "EINVAL" else 1
+
+
+def register(sub) -> None:
+    t = sub.add_parser("trace", help="explain where frames go and why (live on userspace, injected on sim)",
+                       description="Explain macvlan's decisions frame by frame: for every device that could "
+                       "have had the frame, whether it did and which kernel rule decided.")
+    t.add_argument("--backend", choices=["sim", "userspace", "kernel"], default="sim")
+    flt = t.add_argument_group("filter (userspace; --ethertype also builds the sim frame)")
+    flt.add_argument("--mac", help="frames from or to this MAC")
+    flt.add_argument("--ethertype", help="frames of this ethertype (hex: 0x0806), also behind a VLAN tag")
+    flt.add_argument("--child", help="frames a child sends or is offered")
+    flt.add_argument("--count", type=int, default=0, help="stop after N frames (default: until Ctrl-C)")
+    flt.add_argument("--socket", help="the daemon's control socket (default $PYMACVLAN_SOCKET or /run/pymacvlan/control.sock)")
+    inj = t.add_argument_group("injected frame (sim)")
+    inj.add_argument("--at", default="wire", help="where it enters: wire (default), parent or a child's name")
+    inj.add_argument("--frame", help="the whole frame in hex (from the destination MAC on)")
+    inj.add_argument("--dst", help="destination MAC")
+    inj.add_argument("--src", help="source MAC (default: the sender's own)")
+    inj.add_argument("--parent", help="which sim parent (when there are several)")
+    inj.add_argument("--wire", choices=["plain", "hairpin"], default="plain",
+                     help="what is on the other end of the parent (default plain)")
+    inj.add_argument("--scenario", help="take the setup (not the frames) from this scenario file instead")
+    inj.add_argument("--state", help="the sim link state file (default as `link --backend sim`)")
+    t.add_argument("-j", "--json", action="store_true", help="one JSON object per frame")
+    t.set_defaults(func=_trace)
