@@ -1,0 +1,525 @@
+"""`pymacvlan [-j] [-p] [-d] [-s] [-br] [-n NS] [--backend B] link add|set|del|show ...`.
+
+iproute2's `ip link` grammar for macvlan/macvtap, over any backend's LinkDriver. Words may be
+abbreviated where iproute2 allows it (``matches()``: ``a`` for add, ``sh`` for show, ``dev``
+optional before a name). Output and errors are iproute2's (``RTNETLINK answers: File exists``),
+and a KernelError's advice follows on one line starting with ``hint:``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+
+from ..links import BACKENDS, LinkChange, LinkRequest, get_driver
+from ..links.format import Options, render
+from ..model import KernelError, MacaddrMode, MacvlanFlag, Mode, parse_mac
+
+ORDER = 20
+MODE_WORDS = ("private", "vepa", "bridge", "passthru", "source")
+
+
+class UsageError(Exception):
+    """A command line iproute2 would refuse before talking to the kernel: its words, its exit code."""
+
+    def __init__(self, message: str, code: int = 1, hint: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.hint = hint
+
+
+def matches(word: str, keyword: str) -> bool:
+    """iproute2's matches(): ``word`` is a non-empty prefix of ``keyword``."""
+    return 0 < len(word) <= len(keyword) and keyword.startswith(word)
+
+
+class Tokens:
+    def __init__(self, words: list[str]) -> None:
+        self.words = list(words)
+        self.i = 0
+
+    def __bool__(self) -> bool:
+        return self.i < len(self.words)
+
+    def peek(self) -> str:
+        return self.words[self.i]
+
+    def take(self) -> str:
+        w = self.words[self.i]
+        self.i += 1
+        return w
+
+    def next_arg(self) -> str:
+        """NEXT_ARG(): the keyword's value, or iproute2's complaint."""
+        if self.i >= len(self.words):
+            raise UsageError('Command line is not complete. Try option "help"', 255)
+        return self.take()
+
+
+# -- value parsers, with iproute2's messages -------------------------------------------------------
+def _mac(text: str) -> bytes:
+    try:
+        return parse_mac(text)
+    except ValueError:
+        raise UsageError(f'"{text}" is invalid lladdr.') from None
+
+
+def _mtu(text: str) -> int:
+    try:
+        v = int(text, 0)
+        if v < 0 or v > 0xFFFFFFFF:
+            raise ValueError
+        return v
+    except ValueError:
+        raise UsageError(f'Error: argument "{text}" is wrong: Invalid "mtu" value\n', 255) from None
+
+
+def _on_off(key: str, text: str) -> bool:
+    if text not in ("on", "off"):
+        raise UsageError(f'Error: argument of "{key}" must be "on" or "off", not "{text}"')
+    return text == "on"
+
+
+def _mode(text: str) -> Mode:
+    if text not in MODE_WORDS:
+        raise UsageError('Error: argument of "mode" must be "private", "vepa", "bridge", "passthru" or '
+                         f'"source", not "{text}"')
+    return Mode[text.upper()]
+
+
+@dataclass
+class MacvlanOpts:
+    """What follows ``type macvlan`` (iplink_macvlan.c macvlan_parse_opt)."""
+
+    mode: Mode | None = None
+    flags: MacvlanFlag | None = None
+    macaddr_mode: MacaddrMode | None = None
+    macaddrs: list[bytes] = field(default_factory=list)
+    bcqueuelen: int | None = None
+    bclim: int | None = None
+
+
+def parse_macvlan_word(kind: str, word: str, t: Tokens, o: MacvlanOpts) -> bool:
+    """Consume one macvlan option (and its values); False if ``word`` is not one."""
+    if matches(word, "mode"):
+        o.mode = _mode(t.next_arg())
+    elif matches(word, "flag"):
+        f = t.next_arg()
+        if f not in ("nopromisc", "nodst", "null"):
+            raise UsageError(f'Error: argument of "flag" must be "nopromisc", "nodst" or "null", not "{f}"')
+        o.flags = (o.flags or MacvlanFlag(0)) | {"nopromisc": MacvlanFlag.NOPROMISC, "nodst": MacvlanFlag.NODST,
+                                                 "null": MacvlanFlag(0)}[f]
+    elif matches(word, "nopromisc"):
+        o.flags = (o.flags or MacvlanFlag(0)) | MacvlanFlag.NOPROMISC
+    elif matches(word, "macaddr"):
+        op = t.next_arg()
+        if op not in ("add", "del", "set", "flush"):
+            raise UsageError(f'{kind}: macaddr takes add, del, set or flush, not "{op}"')
+        o.macaddr_mode = MacaddrMode[op.upper()]
+        if op in ("add", "del"):
+            o.macaddrs = [_mac(t.next_arg())]
+        elif op == "set":
+            o.macaddrs = []
+            while t:
+                try:
+                    o.macaddrs.append(parse_mac(t.peek()))
+                except ValueError:
+                    break
+                t.take()
+    elif matches(word, "bcqueuelen"):
+        v = t.next_arg()
+        try:
+            o.bcqueuelen = int(v, 0)
+            if not 0 <= o.bcqueuelen <= 0xFFFFFFFF:
+                raise ValueError
+        except ValueError:
+            raise UsageError('Error: argument of "bcqueuelen" must be a positive integer [0-4294967295], '
+                             f'not "{v}"') from None
+    elif word == "bclim":
+        v = t.next_arg()
+        try:
+            o.bclim = int(v, 0)
+            if not -(2 ** 31) <= o.bclim < 2 ** 31:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f'Error: illegal value for "bclim": "{v}"') from None
+    else:
+        return False
+    return True
+
+
+def _check_flags(kind: str, o: MacvlanOpts) -> None:
+    if o.flags is not None and o.flags & MacvlanFlag.NOPROMISC and o.mode != Mode.PASSTHRU:
+        raise UsageError(f"{kind}: nopromisc flag only valid in passthru mode",
+                         hint="add `mode passthru` to the same command (nopromisc means nothing elsewhere)")
+
+
+# -- add -------------------------------------------------------------------------------------------
+@dataclass
+class AddCommand:
+    req: LinkRequest
+    up: bool = False
+    host_access: bool = False
+    routes: list[str] = field(default_factory=list)
+
+
+def parse_add(words: list[str]) -> AddCommand:
+    t = Tokens(words)
+    parent = name = kind = netns = None
+    address = mtu = None
+    up = host = False
+    routes: list[str] = []
+    o = MacvlanOpts()
+
+    def general(w: str) -> bool:
+        nonlocal parent, name, netns, address, mtu, up, host
+        if w == "up":
+            up = True
+        elif w == "down":
+            up = False
+        elif w == "name":
+            name = t.next_arg()
+        elif w == "link":
+            parent = t.next_arg()
+        elif matches(w, "address"):
+            address = _mac(t.next_arg())
+        elif w == "mtu":
+            mtu = _mtu(t.next_arg())
+        elif w == "netns":
+            netns = t.next_arg()
+        elif w == "host-access":
+            host = True
+        elif w == "route" and host:
+            routes.append(t.next_arg())
+        else:
+            return False
+        return True
+
+    while t:
+        w = t.take()
+        if kind is not None:
+            if parse_macvlan_word(kind, w, t, o) or general(w):
+                continue
+            if matches(w, "help"):
+                raise UsageError(USAGE, 255)
+            raise UsageError(f'{kind}: unknown option "{w}"?')
+        if w == "type":
+            kind = t.next_arg()
+            if kind not in ("macvlan", "macvtap"):
+                raise UsageError("Error: Unknown device type.", 2,
+                                 hint=f"pymacvlan makes macvlan and macvtap links, not {kind}")
+        elif general(w):
+            continue
+        elif w == "dev" or name is None:
+            if w == "dev":
+                w = t.next_arg()
+            if name is not None:
+                raise UsageError(f'Error: either "dev" is duplicate, or "{w}" is a garbage.', 255)
+            name = w
+        else:
+            raise UsageError(f'Error: either "dev" is duplicate, or "{w}" is a garbage.', 255)
+    if kind is None:
+        raise UsageError('Not enough information: "type" argument is required')
+    _check_flags(kind, o)
+    if host:
+        if o.mode not in (None, Mode.BRIDGE):
+            raise UsageError("host-access needs mode bridge",
+                             hint="the host's child must be in bridge mode to reach bridge-mode siblings locally")
+        o.mode = Mode.BRIDGE
+        up = True
+    req = LinkRequest(parent=parent or "", name=name or "", kind=kind, mode=o.mode, address=address, mtu=mtu,
+                      flags=o.flags, macaddr_mode=o.macaddr_mode, macaddrs=o.macaddrs,
+                      bcqueuelen=o.bcqueuelen, bclim=o.bclim, netns=netns)
+    return AddCommand(req, up, host, routes)
+
+
+# -- set -------------------------------------------------------------------------------------------
+def parse_set(words: list[str]) -> tuple[str, LinkChange]:
+    t = Tokens(words)
+    name = None
+    ch = LinkChange()
+    o = MacvlanOpts()
+    while t:
+        w = t.take()
+        if ch.kind is not None and parse_macvlan_word(ch.kind, w, t, o):
+            continue
+        if w == "up":
+            ch.up = True
+        elif w == "down":
+            ch.up = False
+        elif matches(w, "address"):
+            ch.address = _mac(t.next_arg())
+        elif w == "mtu":
+            ch.mtu = _mtu(t.next_arg())
+        elif matches(w, "allmulticast"):
+            ch.allmulticast = _on_off("allmulticast", t.next_arg())
+        elif matches(w, "promisc"):
+            ch.promisc = _on_off("promisc", t.next_arg())
+        elif w == "type":
+            ch.kind = t.next_arg()
+            if ch.kind not in ("macvlan", "macvtap"):
+                raise UsageError("Error: Unknown device type.", 2,
+                                 hint=f"pymacvlan changes macvlan and macvtap links, not {ch.kind}")
+        elif w in ("name", "netns", "master", "nomaster", "txqueuelen", "qlen", "alias", "group"):
+            raise UsageError(f'pymacvlan link set: "{w}" is not supported here', 255,
+                             hint="supported: up, down, address, mtu, allmulticast, promisc, type macvlan|macvtap ...")
+        elif matches(w, "help"):
+            raise UsageError(USAGE, 255)
+        elif ch.kind is not None:
+            raise UsageError(f'{ch.kind}: unknown option "{w}"?')
+        elif w == "dev" or name is None:
+            if w == "dev":
+                w = t.next_arg()
+            if name is not None:
+                raise UsageError(f'Error: either "dev" is duplicate, or "{w}" is a garbage.', 255)
+            name = w
+        else:
+            raise UsageError(f'Error: either "dev" is duplicate, or "{w}" is a garbage.', 255)
+    if name is None:
+        raise UsageError('Not enough of information: "dev" argument is required.', 255)
+    if ch.kind is not None:
+        _check_flags(ch.kind, o)
+    ch.mode, ch.flags, ch.macaddr_mode, ch.macaddrs = o.mode, o.flags, o.macaddr_mode, o.macaddrs
+    ch.bcqueuelen, ch.bclim = o.bcqueuelen, o.bclim
+    return name, ch
+
+
+def parse_name_only(words: list[str], verb: str) -> tuple[str | None, str | None, bool]:
+    """`del [dev] NAME [type K]` and `show [dev] NAME [type K] [up]`: (name, kind, only_up)."""
+    t = Tokens(words)
+    name = kind = None
+    only_up = False
+    while t:
+        w = t.take()
+        if w == "type":
+            kind = t.next_arg()
+        elif w == "up" and verb == "show":
+            only_up = True
+        elif w == "dev" or name is None:
+            if w == "dev":
+                w = t.next_arg()
+            if name is not None:
+                raise UsageError(f'Error: either "dev" is duplicate, or "{w}" is a garbage.', 255)
+            name = w
+        else:
+            raise UsageError(f'Error: either "dev" is duplicate, or "{w}" is a garbage.', 255)
+    return name, kind, only_up
+
+
+USAGE = """Usage: pymacvlan [-j] [-p] [-d] [-s] [-br] [-n NS] [--backend sim|kernel|userspace] link COMMAND
+  link add link PARENT name NAME type { macvlan | macvtap } [ mode { private | vepa | bridge | passthru | source } ]
+           [ address MAC ] [ mtu N ] [ flag { nopromisc | nodst | null } ] [ bcqueuelen N ] [ bclim N ]
+           [ macaddr { { add | del } MAC | set [ MAC ... ] | flush } ] [ netns NS ] [ up ]
+           [ host-access [ route PREFIX ]... ]
+  link set [dev] NAME [ up | down ] [ address MAC ] [ mtu N ] [ allmulticast on|off ] [ promisc on|off ]
+           [ type { macvlan | macvtap } MACVLAN-OPTIONS ]
+  link del [dev] NAME
+  link show [ [dev] NAME ] [ type { macvlan | macvtap } ] [ up ]"""
+
+
+# -- global options --------------------------------------------------------------------------------
+GLOBAL_FLAGS = {
+    "-j": "json", "-json": "json", "-p": "pretty", "-pretty": "pretty", "-d": "details", "-details": "details",
+    "-s": "stats", "-stats": "stats", "-statistics": "stats", "-br": "brief", "-brief": "brief",
+}
+
+
+def add_global_options(container) -> None:
+    """iproute2's options before the object (``pymacvlan -j -d link show``), on the main parser.
+
+    ``container`` is the group the subcommands live in; it adds to the main parser's own
+    option table. Options some other command already put there are left alone."""
+    taken = getattr(container, "_option_string_actions", {})
+
+    def add(*names, **kw):
+        names = [n for n in names if n not in taken]
+        if names:
+            container.add_argument(*names, **kw)
+
+    add("-j", "-json", dest="pmv_json", action="store_true", help="link: JSON output (iproute2's keys)")
+    add("-p", "-pretty", dest="pmv_pretty", action="store_true", help="link: pretty JSON")
+    add("-d", "-details", dest="pmv_details", action="store_true", help="link: details (macvlan mode ...)")
+    add("-s", "-stats", "-statistics", dest="pmv_stats", action="count", default=0, help="link: counters")
+    add("-br", "-brief", dest="pmv_brief", action="store_true", help="link: one line per link")
+    add("-n", "-netns", dest="pmv_netns", metavar="NS", help="link/apply: work inside network namespace NS")
+    add("--backend", dest="pmv_backend", choices=list(BACKENDS), help="link/apply: backend (default sim)")
+    add("--state", dest="pmv_state", metavar="FILE",
+        help="sim backend: state file (default $PMV_SIM_STATE or $XDG_STATE_HOME/pymacvlan/sim.json)")
+
+
+@dataclass
+class Globals:
+    opts: Options = field(default_factory=Options)
+    backend: str = "sim"
+    netns: str | None = None
+    state: str | None = None
+
+
+def split_globals(args, words: list[str]) -> tuple[Globals, list[str]]:
+    """Globals from the main parser, then those given after `link` (before the verb, or
+    ``--backend``/``--state`` anywhere); returns the rest."""
+    g = Globals(Options(json=bool(getattr(args, "pmv_json", False)), pretty=bool(getattr(args, "pmv_pretty", False)),
+                        details=bool(getattr(args, "pmv_details", False)), stats=getattr(args, "pmv_stats", 0) or 0,
+                        brief=bool(getattr(args, "pmv_brief", False))),
+                getattr(args, "pmv_backend", None) or "sim", getattr(args, "pmv_netns", None),
+                getattr(args, "pmv_state", None))
+    rest: list[str] = []
+    t = Tokens(words)
+    leading = True
+    while t:
+        w = t.take()
+        if w.startswith("--backend") or w.startswith("--state"):
+            key, eq, val = w.partition("=")
+            if key not in ("--backend", "--state"):
+                raise UsageError(f'Option "{w}" is unknown, try "pymacvlan link help".', 255)
+            val = val if eq else t.next_arg()
+            if key == "--backend":
+                if val not in BACKENDS:
+                    raise UsageError(f"pymacvlan: unknown backend {val!r}; expected one of {', '.join(BACKENDS)}", 2)
+                g.backend = val
+            else:
+                g.state = val
+            continue
+        if leading and w.startswith("-") and w not in ("-",):
+            if w in GLOBAL_FLAGS:
+                attr = GLOBAL_FLAGS[w]
+                if attr == "stats":
+                    g.opts.stats += 1
+                else:
+                    setattr(g.opts, attr, True)
+                continue
+            if w in ("-n", "-netns"):
+                g.netns = t.next_arg()
+                continue
+            raise UsageError(f'Option "{w}" is unknown, try "pymacvlan link help".', 255)
+        leading = False
+        rest.append(w)
+    if g.opts.pretty:
+        g.opts.json = g.opts.json or False
+    return g, rest
+
+
+def make_driver(g: Globals):
+    kw = {}
+    if g.backend == "sim" and g.state:
+        kw["state"] = g.state
+    if g.netns is not None:
+        kw["netns"] = g.netns
+    try:
+        return get_driver(g.backend, **kw)
+    except ImportError as e:
+        raise UsageError(f"pymacvlan: the {g.backend} backend is not available here: {e}", 2) from None
+    except TypeError:
+        raise UsageError(f"pymacvlan: the {g.backend} backend does not take -n/--state", 2) from None
+
+
+# -- errors ----------------------------------------------------------------------------------------
+def kernel_error_lines(e: KernelError, verb: str) -> tuple[list[str], int]:
+    """iproute2's words for a refused request, then the advice."""
+    msg = e.message
+    if e.errno_name == "ENODEV" and (msg.startswith("Cannot find device") or msg.startswith("Device ")):
+        lines, code = [msg], 1
+    else:
+        lines, code = [f"RTNETLINK answers: {os.strerror(e.errno)}"], 2
+        if msg and msg != os.strerror(e.errno):
+            lines.append(f"hint: {msg}" + (f"; {e.advice}" if e.advice else ""))
+            return lines, code
+    if e.advice:
+        lines.append(f"hint: {e.advice}")
+    return lines, code
+
+
+def report(e: Exception) -> int:
+    if isinstance(e, UsageError):
+        print(str(e).rstrip("\n") if not str(e).endswith("\n\n") else str(e), file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return e.code
+    lines, code = kernel_error_lines(e, "")
+    print("\n".join(lines), file=sys.stderr)
+    return code
+
+
+# -- the command -----------------------------------------------------------------------------------
+def free_name(driver, kind: str) -> str:
+    """The kernel's ``macvlan%d`` for an unnamed link."""
+    taken = {d["ifname"] for d in driver.show()}
+    i = 0
+    while f"{kind}{i}" in taken:
+        i += 1
+    return f"{kind}{i}"
+
+
+def run_link(g: Globals, words: list[str], out=None) -> int:
+    out = out or sys.stdout
+    verb = words[0] if words else "show"
+    rest = words[1:]
+    if matches(verb, "help"):
+        print(USAGE, file=out)
+        return 0
+    if not (matches(verb, "add") or matches(verb, "set") or matches(verb, "change") or matches(verb, "delete")
+            or matches(verb, "show") or matches(verb, "lst") or matches(verb, "list")):
+        raise UsageError(f'Command "{verb}" is unknown, try "pymacvlan link help".', 255)
+    if matches(verb, "add"):
+        cmd = parse_add(rest)
+        driver = make_driver(g)
+        if not cmd.req.name:
+            cmd.req.name = free_name(driver, cmd.req.kind)
+        driver.add(cmd.req)
+        if cmd.up:
+            driver.set(cmd.req.name, LinkChange(up=True), netns=cmd.req.netns)
+        if cmd.host_access:
+            hook = getattr(driver, "host_access", None)
+            if hook is None:
+                print(f"host-access: the {g.backend} backend has no host stack; {cmd.req.name} was created "
+                      "in bridge mode and up, without addresses or routes", file=sys.stderr)
+            else:
+                for line in hook(cmd.req.name, cmd.req.parent, cmd.routes) or ():
+                    print(line, file=out)
+        return 0
+    if matches(verb, "set") or matches(verb, "change"):
+        name, ch = parse_set(rest)
+        make_driver(g).set(name, ch)
+        return 0
+    if matches(verb, "delete"):
+        name, kind, _ = parse_name_only(rest, "del")
+        if name is None:
+            raise UsageError('Not enough of information: "dev" argument is required.', 255)
+        driver = make_driver(g)
+        if kind is not None:
+            driver.show(name, None)  # not found: the kernel's words
+            if not driver.show(name, kind):
+                raise KernelError("EOPNOTSUPP", f"{name} is not a {kind}")
+        driver.delete(name)
+        return 0
+    name, kind, only_up = parse_name_only(rest, "show")
+    links = make_driver(g).show(name, kind)
+    if only_up:
+        links = [d for d in links if "UP" in d["flags"]]
+    text = render(links, g.opts)
+    if text or g.opts.json:
+        print(text, file=out)
+    return 0
+
+
+def _link(args) -> int:
+    try:
+        g, words = split_globals(args, args.words)
+        return run_link(g, words)
+    except (UsageError, KernelError) as e:
+        return report(e)
+    except PermissionError as e:
+        print(f"pymacvlan link: the {getattr(args, 'pmv_backend', None) or 'chosen'} backend needs root "
+              f"(CAP_NET_ADMIN): {e}", file=sys.stderr)
+        return 2
+
+
+def register(sub) -> None:
+    add_global_options(sub.container)
+    p = sub.add_parser("link", help="ip-link compatible: add/set/del/show macvlan and macvtap links",
+                       description=USAGE, add_help=False, prefix_chars="\x00",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("words", nargs=argparse.REMAINDER, help="iproute2-style words (see `pymacvlan link help`)")
+    p.set_defaults(func=_link)

@@ -1,0 +1,410 @@
+"""`pymacvlan --backend sim link ...`: an Engine per parent, kept between commands.
+
+The state file holds a journal of the control operations asked for, not a snapshot: the
+engine is deterministic (parent MACs and engine seeds derive from the parent's name), so
+replaying the journal rebuilds exactly the same ports, filters, random child MACs and ifindexes,
+and an operation the kernel refuses halfway (changelink has no rollback) leaves exactly the
+state it left the first time. Errors come from the engine's control ops, i.e. are the kernel's.
+
+Parents are created on first use, by name, as veth-like devices (up, carrier, MTU 1500, no
+unicast filter). Namespaces are labels: a link lives in one, ``show`` lists one, and a child
+whose parent lives elsewhere shows as ``mac0@ifN`` with ``link_netnsid`` as iproute2 prints it.
+Child names are unique per parent (the engine's table) and per namespace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..engine import Engine
+from ..engine.device import MacvlanDev
+from ..model import KernelError, MacaddrMode, Mode, mac_str
+from ..model.iproute import link_flags, operstate
+from . import LinkChange, LinkRequest
+
+STATE_ENV = "PMV_SIM_STATE"
+JOURNAL_VERSION = 1
+#: what a veth-backed macvlan reports on this kernel for the fields macvlan does not model
+_OFFLOAD_DETAILS = {"inet6_addr_gen_mode": "eui64", "num_tx_queues": 1, "num_rx_queues": 1,
+                    "gso_max_size": 65536, "gso_max_segs": 65535, "tso_max_size": 524280,
+                    "tso_max_segs": 65535, "gro_max_size": 65536}
+
+
+def default_state_path() -> Path:
+    if os.environ.get(STATE_ENV):
+        return Path(os.environ[STATE_ENV])
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "pymacvlan" / "sim.json"
+
+
+def parent_mac(name: str) -> bytes:
+    """A locally administered unicast MAC derived from the parent's name (stable across runs)."""
+    raw = bytearray(hashlib.sha256(b"pmv-sim-parent:" + name.encode()).digest()[:6])
+    raw[0] = (raw[0] & 0xFE) | 0x02
+    return bytes(raw)
+
+
+def _seed(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(b"pmv-sim-seed:" + name.encode()).digest()[:4], "big")
+
+
+# -- journal encoding ------------------------------------------------------------------------------
+def _encode(obj) -> dict:
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, bytes):
+            v = v.hex()
+        elif isinstance(v, list):
+            v = [x.hex() if isinstance(x, bytes) else x for x in v]
+        elif isinstance(v, (Mode, MacaddrMode)) or isinstance(v, int) and not isinstance(v, bool):
+            v = int(v)
+        out[f.name] = v
+    return out
+
+
+def _decode(cls, d: dict):
+    kw = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        v = d[f.name]
+        if f.name in ("address",) and v is not None:
+            v = bytes.fromhex(v)
+        elif f.name == "macaddrs":
+            v = [bytes.fromhex(x) for x in v]
+        elif f.name == "mode" and v is not None:
+            v = Mode(v)
+        elif f.name == "macaddr_mode" and v is not None:
+            v = MacaddrMode(v)
+        kw[f.name] = v
+    return cls(**kw)
+
+
+@dataclasses.dataclass
+class _Parent:
+    engine: Engine
+    ifindex: int
+    netns: str | None
+
+
+@dataclasses.dataclass
+class _Child:
+    parent: str
+    ifindex: int
+    netns: str | None
+
+
+class World:
+    """Every sim parent and child; the deterministic machine the journal drives."""
+
+    def __init__(self) -> None:
+        self.parents: dict[str, _Parent] = {}
+        self.children: dict[tuple[str | None, str], _Child] = {}
+        self.next_ifindex = 2  # 1 is every namespace's lo
+
+    # -- lookup ------------------------------------------------------------------------------
+    def _find(self, name: str, ns: str | None):
+        key = (ns, name)
+        if key in self.children:
+            return "child", self.children[key]
+        p = self.parents.get(name)
+        if p is not None and p.netns == ns:
+            return "parent", p
+        return None, None
+
+    def _need(self, name: str, ns: str | None):
+        kind, rec = self._find(name, ns)
+        if kind is None:
+            raise KernelError("ENODEV", f'Cannot find device "{name}"',
+                              f"no link named {name} in {_ns_words(ns)}; see `pymacvlan link show`")
+        return kind, rec
+
+    def _alloc(self) -> int:
+        i = self.next_ifindex
+        self.next_ifindex += 1
+        return i
+
+    # -- operations --------------------------------------------------------------------------------
+    def add(self, ns: str | None, req: LinkRequest) -> None:
+        if not req.parent:
+            raise KernelError("EINVAL", "a macvlan needs a parent", "say `link PARENT`")
+        target = req.netns if req.netns is not None else ns
+        if self._find(req.name, target)[0] is not None:
+            raise KernelError("EEXIST", f"a link named {req.name} already exists in {_ns_words(target)}",
+                              "pick another name, or delete it first")
+        kind, rec = self._find(req.parent, ns)
+        if kind == "child":  # macvlan on a macvlan: the kernel uses the lower's lower
+            parent_name = rec.parent
+        elif kind == "parent":
+            parent_name = req.parent
+        elif req.parent in self.parents:
+            raise KernelError("ENODEV", f'Cannot find device "{req.parent}"',
+                              f"{req.parent} lives in {_ns_words(self.parents[req.parent].netns)}")
+        else:
+            parent_name = req.parent
+            self.parents[req.parent] = _Parent(Engine(req.parent, parent_mac(req.parent), seed=_seed(req.parent)),
+                                               self._alloc(), ns)
+        engine = self.parents[parent_name].engine
+        macs = None
+        if req.macaddr_mode is not None:
+            macs = list(req.macaddrs) if req.macaddr_mode in (MacaddrMode.ADD, MacaddrMode.SET) else []
+        engine.add(req.name, req.kind, req.mode, int(req.flags or 0), req.address, req.mtu, macs,
+                   req.bcqueuelen, req.bclim)
+        self.children[(target, req.name)] = _Child(parent_name, self._alloc(), target)
+
+    def set(self, ns: str | None, name: str, ch: LinkChange) -> None:
+        kind, rec = self._need(name, ns)
+        if kind == "parent":
+            self._set_parent(name, rec, ch)
+            return
+        e = self.parents[rec.parent].engine
+        v = e.child(name)
+        if ch.kind is not None and ch.kind != v.kind:
+            raise KernelError("EOPNOTSUPP", f"{name} is a {v.kind}, not a {ch.kind}",
+                              f"say `type {v.kind}` to change its settings")
+        if any(x is not None for x in (ch.mode, ch.flags, ch.bcqueuelen, ch.bclim, ch.macaddr_mode)):
+            e.changelink(name, ch.mode, None if ch.flags is None else int(ch.flags), ch.bcqueuelen, ch.bclim,
+                         ch.macaddr_mode, list(ch.macaddrs))
+        if ch.address is not None:
+            e.set_mac(name, ch.address)
+        if ch.mtu is not None:
+            e.set_mtu(name, ch.mtu)
+        error = None
+        if ch.up is not None:
+            try:
+                e.set_up(name, ch.up)
+            except KernelError as err:  # __dev_change_flags() still applies promisc/allmulti
+                error = err
+        if ch.promisc is not None:
+            e.set_promisc(name, ch.promisc)
+        if ch.allmulticast is not None:
+            e.set_allmulticast(name, ch.allmulticast)
+        if error is not None:
+            raise error
+
+    def _set_parent(self, name: str, rec: _Parent, ch: LinkChange) -> None:
+        e = rec.engine
+        if ch.kind is not None or any(x is not None for x in (ch.mode, ch.flags, ch.bcqueuelen, ch.bclim,
+                                                               ch.macaddr_mode)):
+            raise KernelError("EOPNOTSUPP", f"{name} is a veth, not a {ch.kind or 'macvlan'}",
+                              "macvlan settings belong to its children")
+        if ch.address is not None:
+            e.set_parent_mac(ch.address)
+        if ch.mtu is not None:
+            e.set_parent_mtu(ch.mtu)
+        if ch.up is not None:
+            e.set_parent_up(ch.up)
+        lower = e.lower
+        if ch.promisc is not None and ch.promisc != lower.promisc_user:
+            lower.promisc_user = ch.promisc
+            e._lower_promiscuity(1 if ch.promisc else -1)
+        if ch.allmulticast is not None and ch.allmulticast != lower.allmulti_user:
+            lower.allmulti_user = ch.allmulticast
+            e._lower_allmulti(1 if ch.allmulticast else -1)
+
+    def delete(self, ns: str | None, name: str) -> None:
+        kind, rec = self._need(name, ns)
+        if kind == "child":
+            self.parents[rec.parent].engine.delete(name)
+            del self.children[(ns, name)]
+            return
+        rec.engine.delete_parent()  # unregistering the lower takes every child with it
+        for key in [k for k, c in self.children.items() if c.parent == name]:
+            del self.children[key]
+        del self.parents[name]
+
+    # -- show ---------------------------------------------------------------------------------
+    def show(self, ns: str | None) -> list[dict]:
+        links = [self._parent_dict(n, p) for n, p in self.parents.items() if p.netns == ns]
+        links += [self._child_dict(n, c) for (cns, n), c in self.children.items() if cns == ns]
+        return sorted(links, key=lambda d: d["ifindex"])
+
+    def _netnsid(self, ns: str | None, other: str | None) -> int:
+        """A stable id for namespace ``other`` as seen from ``ns`` (the kernel's are per pair)."""
+        known = sorted({p.netns or "" for p in self.parents.values()} |
+                       {c.netns or "" for c in self.children.values()} - {ns or ""})
+        return known.index(other or "")
+
+    def _parent_dict(self, name: str, p: _Parent) -> dict:
+        lower = p.engine.lower
+        d = {"ifindex": p.ifindex, "ifname": name,
+             "flags": link_flags(lower.up, lower.carrier, lower.promisc_user, lower.allmulti_user),
+             "mtu": lower.mtu, "qdisc": "noqueue" if lower.up else "noop",
+             "operstate": operstate(lower.up, lower.carrier), "linkmode": "DEFAULT", "group": "default",
+             "txqlen": 1000, "link_type": "ether", "address": mac_str(lower.mac),
+             "broadcast": "ff:ff:ff:ff:ff:ff", "promiscuity": lower.promiscuity, "allmulti": lower.allmulti,
+             "min_mtu": 68, "max_mtu": lower.max_mtu, "linkinfo": {"info_kind": "veth"}}
+        d.update(_OFFLOAD_DETAILS)
+        return d
+
+    def _child_dict(self, name: str, c: _Child) -> dict:
+        p = self.parents[c.parent]
+        e = p.engine
+        v: MacvlanDev = e.children[name]
+        same_ns = p.netns == c.netns
+        flags = link_flags(v.up, v.carrier, v.promisc_user, v.allmulti_user)
+        if same_ns and not e.lower.up:
+            flags.append("M-DOWN")
+        d: dict = {"ifindex": c.ifindex}
+        if same_ns:
+            d["link"] = c.parent
+        else:
+            d["link_index"] = p.ifindex
+        d.update({"ifname": name, "flags": flags, "mtu": v.mtu, "qdisc": "noqueue" if v.up else "noop",
+                  "operstate": operstate(v.up, v.carrier, same_ns), "linkmode": "DEFAULT", "group": "default",
+                  "txqlen": 500 if v.kind == "macvtap" else 1000, "link_type": "ether",
+                  "address": mac_str(v.mac), "broadcast": "ff:ff:ff:ff:ff:ff"})
+        if not same_ns:
+            d["link_netnsid"] = self._netnsid(c.netns, p.netns)
+        d.update({"promiscuity": v.promiscuity, "allmulti": v.allmulti, "min_mtu": 68,
+                  "max_mtu": e.lower.max_mtu,
+                  "linkinfo": {"info_kind": v.kind, "info_data": info_data(e, v)}})
+        d.update(_OFFLOAD_DETAILS)
+        st = v.stats.as_stats64()
+        rx, tx = st["rx"], st["tx"]
+        d["stats64"] = {
+            "rx": {"bytes": rx["bytes"], "packets": rx["packets"], "errors": rx["errors"],
+                   "dropped": rx["dropped"], "over_errors": 0, "multicast": rx["multicast"],
+                   "length_errors": 0, "crc_errors": 0, "frame_errors": 0, "fifo_errors": 0, "missed_errors": 0},
+            "tx": {"bytes": tx["bytes"], "packets": tx["packets"], "errors": 0, "dropped": tx["dropped"],
+                   "carrier_errors": 0, "collisions": 0, "aborted_errors": 0, "fifo_errors": 0,
+                   "window_errors": 0, "heartbeat_errors": 0},
+        }
+        return d
+
+
+def info_data(e: Engine, v: MacvlanDev) -> dict:
+    """macvlan_fill_info() as iproute2 prints it (bclim only when not the default 1)."""
+    port = e.port
+    d: dict = {"mode": v.mode.name.lower()}
+    if v.flags & 1:
+        d["nopromisc"] = True
+    if v.flags & 2:
+        d["nodst"] = True
+    d["bcqueuelen"] = v.bc_queue_len_req
+    d["usedbcqueuelen"] = port.bc_queue_len_used
+    if port.bc_cutoff != 1:
+        d["bclim"] = port.bc_cutoff
+    if v.mode == Mode.SOURCE:
+        d["macaddr_count"] = v.macaddr_count
+        if v.macaddr_count:
+            d["macaddr_data"] = [mac_str(m) for m in port.source_dump(v)]
+    return d
+
+
+def _ns_words(ns: str | None) -> str:
+    return "the default namespace" if ns is None else f"namespace {ns}"
+
+
+class Driver:
+    """The sim's LinkDriver: every call loads the journal, replays it and (for changes) appends."""
+
+    backend = "sim"
+
+    def __init__(self, state: str | os.PathLike | None = None, netns: str | None = None) -> None:
+        self.path = Path(state) if state else default_state_path()
+        self.netns = netns
+
+    # -- journal -------------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self, write: bool):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(str(self.path) + ".lock", "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+            yield
+        finally:
+            lock.close()
+
+    def _load(self) -> tuple[World, list]:
+        world = World()
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return world, []
+        except (OSError, ValueError) as e:
+            raise KernelError("EINVAL", f"cannot read the sim state {self.path}: {e}",
+                              f"remove it (rm {self.path}) to start from nothing") from None
+        if data.get("version") != JOURNAL_VERSION:
+            raise KernelError("EINVAL", f"{self.path} is not a pymacvlan sim journal (version {data.get('version')})",
+                              f"remove it (rm {self.path}) to start from nothing")
+        journal = data["journal"]
+        for entry in journal:
+            try:
+                _apply(world, entry)
+            except KernelError:
+                pass  # it failed the first time too, having done exactly this much
+        return world, journal
+
+    def _do(self, entry: dict) -> None:
+        with self._locked(write=True):
+            world, journal = self._load()
+            try:
+                _apply(world, entry)
+            except KernelError:
+                if _touches(entry):  # a partial change stays, as in the kernel
+                    self._save(journal + [entry])
+                raise
+            self._save(journal + [entry])
+
+    def _save(self, journal: list) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"version": JOURNAL_VERSION, "journal": journal}, indent=0))
+        os.replace(tmp, self.path)
+
+    def world(self) -> World:
+        """The current state (read-only use: e.g. to inject frames into a parent's engine)."""
+        with self._locked(write=False):
+            return self._load()[0]
+
+    # -- LinkDriver ------------------------------------------------------------------------------
+    def add(self, req: LinkRequest) -> None:
+        self._do({"op": "add", "ns": self.netns, "req": _encode(req)})
+
+    def set(self, name: str, change: LinkChange, netns: str | None = None) -> None:
+        self._do({"op": "set", "ns": netns if netns is not None else self.netns, "name": name,
+                  "change": _encode(change)})
+
+    def delete(self, name: str, netns: str | None = None) -> None:
+        self._do({"op": "del", "ns": netns if netns is not None else self.netns, "name": name})
+
+    def show(self, name: str | None = None, kind: str | None = None, netns: str | None = None) -> list[dict]:
+        ns = netns if netns is not None else self.netns
+        links = self.world().show(ns)
+        if name is not None:
+            links = [d for d in links if d["ifname"] == name]
+            if not links:
+                raise KernelError("ENODEV", f'Device "{name}" does not exist.')
+        if kind is not None:
+            links = [d for d in links if d.get("linkinfo", {}).get("info_kind") == kind]
+        return links
+
+    def reset(self) -> None:
+        """Forget everything (the state file is removed)."""
+        with self._locked(write=True):
+            self.path.unlink(missing_ok=True)
+
+
+def _apply(world: World, entry: dict) -> None:
+    op, ns = entry["op"], entry.get("ns")
+    if op == "add":
+        world.add(ns, _decode(LinkRequest, entry["req"]))
+    elif op == "set":
+        world.set(ns, entry["name"], _decode(LinkChange, entry["change"]))
+    elif op == "del":
+        world.delete(ns, entry["name"])
+    else:
+        raise ValueError(f"unknown journal op {op!r}")
+
+
+def _touches(entry: dict) -> bool:
+    """Can this failed operation have changed something? (changelink applies in order, without
+    rollback; `set ... up` still applies promisc/allmulti.) Failed adds and deletes change nothing."""
+    return entry["op"] == "set"
