@@ -30,9 +30,10 @@ class UsageError(Exception):
         self.hint = hint
 
 
-def matches(word: str, keyword: str) -> bool:
-    """iproute2's matches(): ``word`` is a non-empty prefix of ``keyword``."""
-    return 0 < len(word) <= len(keyword) and keyword.startswith(word)
+def matches(word: str, keyword: str, least: int = 1) -> bool:
+    """iproute2's matches(): ``word`` is a prefix of ``keyword`` (at least ``least`` letters:
+    iproute2 takes `ip link set a up` as `address up`; here short link names stay names)."""
+    return least <= len(word) <= len(keyword) and keyword.startswith(word)
 
 
 class Tokens:
@@ -183,7 +184,7 @@ def parse_add(words: list[str]) -> AddCommand:
             name = t.next_arg()
         elif w == "link":
             parent = t.next_arg()
-        elif matches(w, "address"):
+        elif matches(w, "address", 4):
             address = _mac(t.next_arg())
         elif w == "mtu":
             mtu = _mtu(t.next_arg())
@@ -249,13 +250,13 @@ def parse_set(words: list[str]) -> tuple[str, LinkChange]:
             ch.up = True
         elif w == "down":
             ch.up = False
-        elif matches(w, "address"):
+        elif matches(w, "address", 4):
             ch.address = _mac(t.next_arg())
         elif w == "mtu":
             ch.mtu = _mtu(t.next_arg())
-        elif matches(w, "allmulticast"):
+        elif matches(w, "allmulticast", 5):
             ch.allmulticast = _on_off("allmulticast", t.next_arg())
-        elif matches(w, "promisc"):
+        elif matches(w, "promisc", 4):
             ch.promisc = _on_off("promisc", t.next_arg())
         elif w == "type":
             ch.kind = t.next_arg()
@@ -419,8 +420,8 @@ def make_driver(g: Globals):
 def kernel_error_lines(e: KernelError, verb: str) -> tuple[list[str], int]:
     """iproute2's words for a refused request, then the advice."""
     msg = e.message
-    if e.errno_name == "ENODEV" and (msg.startswith("Cannot find device") or msg.startswith("Device ")):
-        lines, code = [msg], 1
+    if msg.startswith(("Cannot find device", "Device ", "Cannot open network namespace")):
+        lines, code = [msg], 1 if e.errno_name == "ENODEV" else 255
     else:
         lines, code = [f"RTNETLINK answers: {os.strerror(e.errno)}"], 2
         if msg and msg != os.strerror(e.errno):

@@ -1,0 +1,105 @@
+"""`pymacvlan apply FILE.toml` and `pymacvlan down FILE.toml`: declarative parents and children.
+
+Both print their plan (``+ add``, ``~ set``, ``- del``) before doing it; ``--dry-run`` stops
+there. Applying twice changes nothing the second time ("nothing to change").
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..links import LinkChange
+from ..links.config import ConfigError, Step, load, plan_apply, plan_down
+from ..model import KernelError
+from .link import Globals, UsageError, kernel_error_lines, make_driver
+
+ORDER = 21
+
+
+def _globals(args, setup) -> Globals:
+    g = Globals()
+    g.backend = args.backend or getattr(args, "pmv_backend", None) or setup.backend or "sim"
+    g.netns = args.netns or getattr(args, "pmv_netns", None) or setup.netns
+    g.state = args.state or getattr(args, "pmv_state", None)
+    return g
+
+
+def _run(args, down: bool) -> int:
+    try:
+        setup = load(args.file)
+    except ConfigError as e:
+        print(f"pymacvlan {'down' if down else 'apply'}: {e}", file=sys.stderr)
+        return 2
+    g = _globals(args, setup)
+    try:
+        driver = make_driver(g)
+        steps = plan_down(setup, driver, remove_parents=g.backend == "sim") if down else \
+            plan_apply(setup, driver, prune=args.prune)
+    except UsageError as e:
+        print(str(e), file=sys.stderr)
+        return e.code
+    except KernelError as e:
+        print("\n".join(kernel_error_lines(e, "")[0]), file=sys.stderr)
+        return 2
+    except PermissionError as e:
+        print(f"pymacvlan: the {g.backend} backend needs root (CAP_NET_ADMIN): {e}", file=sys.stderr)
+        return 2
+    if not steps:
+        print(f"{setup.path}: nothing to change ({g.backend})")
+        return 0
+    for s in steps:
+        print(s.text)
+    if args.dry_run:
+        print(f"(dry run: {len(steps)} change(s) not made)")
+        return 0
+    for i, s in enumerate(steps):
+        try:
+            _execute(driver, s)
+        except KernelError as e:
+            lines, _ = kernel_error_lines(e, s.op)
+            print(f"failed at: {s.text}", file=sys.stderr)
+            print("\n".join(lines), file=sys.stderr)
+            if i:
+                print(f"the {i} change(s) before it were made; fix the file and apply again", file=sys.stderr)
+            return 2
+    print(f"{len(steps)} change(s) made ({g.backend})")
+    return 0
+
+
+def _execute(driver, s: Step) -> None:
+    if s.op == "add":
+        driver.add(s.request)
+        if s.up:
+            driver.set(s.name, LinkChange(up=True), netns=s.netns)
+        if s.host_access and hasattr(driver, "host_access"):
+            for line in driver.host_access(s.name, s.request.parent, []) or ():
+                print(line)
+    elif s.op == "set":
+        driver.set(s.name, s.change, netns=s.netns)
+    elif s.op == "del":
+        driver.delete(s.name, netns=s.netns)
+
+
+def _apply(args) -> int:
+    return _run(args, down=False)
+
+
+def _down(args) -> int:
+    return _run(args, down=True)
+
+
+def register(sub) -> None:
+    for name, func, text in (("apply", _apply, "make the links of a TOML setup exist (idempotent)"),
+                             ("down", _down, "delete the children (and sim parents) of a TOML setup")):
+        p = sub.add_parser(name, help=text, description=(__doc__ or "").splitlines()[0])
+        p.add_argument("file", help="setup file (see examples/lab.toml)")
+        p.add_argument("--backend", choices=["sim", "kernel", "userspace"], help="default: the file's, else sim")
+        p.add_argument("-n", "--netns", help="work inside this network namespace (the parents' namespace)")
+        p.add_argument("--state", help="sim backend: state file")
+        p.add_argument("--dry-run", action="store_true", help="print the plan only")
+        if name == "apply":
+            p.add_argument("--prune", action="store_true",
+                           help="also delete macvlan/macvtap children of the named parents the file does not list")
+        else:
+            p.set_defaults(prune=False)
+        p.set_defaults(func=func)
