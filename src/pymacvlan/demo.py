@@ -74,7 +74,7 @@ def predict(mode: str, wire: str = "plain") -> dict[tuple[str, str], Outcome]:
 
     out = {}
     for s, d in pairs(mode):
-        (u_sd, b_sd), (u_ds, _b) = r(s, d), r(d, s)
+        (u_sd, b_sd), (u_ds, _) = r(s, d), r(d, s)
         out[(s, d)] = Outcome(arp=b_sd and u_ds, ping=u_sd and u_ds)
     return out
 

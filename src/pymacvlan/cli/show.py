@@ -1,0 +1,73 @@
+"""`pymacvlan show --graph FILE.svg`: a picture of parents, children, modes and who reaches whom."""
+
+from __future__ import annotations
+
+import sys
+
+ORDER = 25
+
+
+def _topology(args):
+    from ..graph import from_links, load_topology
+
+    if args.source:
+        return load_topology(args.source)
+    from ..links import get_driver
+
+    kw = {"state": args.state} if args.backend == "sim" and args.state else {}
+    return from_links(get_driver(args.backend, **kw).show(netns=args.netns))
+
+
+def _show(args) -> int:
+    from ..graph import PARENT, WIRE, reach_matrix, render, to_dot
+    from ..model.errors import KernelError
+    from ..scenario import ScenarioError
+
+    if args.source is None and args.backend is None:
+        args.backend = "sim"
+    try:
+        parents = _topology(args)
+        if not parents:
+            where = args.source or f"the {args.backend} backend" + (f" (namespace {args.netns})" if args.netns else "")
+            print(f"pymacvlan show: no macvlan/macvtap children in {where}: nothing to draw", file=sys.stderr)
+            return 1
+        dot = to_dot(parents)
+    except KernelError as e:
+        print(f"pymacvlan show: {e.errno_name}: {e}", file=sys.stderr)
+        return 2
+    except (ScenarioError, ValueError, OSError) as e:
+        print(f"pymacvlan show: {e}", file=sys.stderr)
+        return 2
+    if args.dot:
+        sys.stdout.write(dot)
+    if args.graph:
+        try:
+            render(dot, args.graph)
+        except RuntimeError as e:
+            print(f"pymacvlan show: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.graph}: {sum(len(p.children) for p in parents)} children on "
+              f"{len(parents)} parent(s)", file=sys.stderr)
+    if not args.dot and not args.graph:
+        name = {PARENT: "parent's stack", WIRE: "wire station"}
+        for p in parents:
+            print(f"{p.name} ({p.wire} wire): " + ", ".join(f"{c.name} {c.mode}" + ("" if c.up else " (down)")
+                                                         for c in p.children))
+            for (s, r), (u, b) in sorted(reach_matrix(p).items()):
+                what = "unicast and broadcast" if u and b else "unicast only" if u else "broadcast only" if b else None
+                if what:
+                    print(f"  {name.get(s, s)} -> {name.get(r, r)}: {what}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("show", help="draw parents, children, modes and who reaches whom (--graph FILE.svg)",
+                       description="Reads a scenario (.json), a config (.toml) or a backend's current links, "
+                                   "computes who reaches whom with the engine and draws it with graphviz.")
+    p.add_argument("source", nargs="?", help="scenario .json or config .toml (default: the backend's links)")
+    p.add_argument("--graph", metavar="FILE", help="write the picture (format from the suffix: svg, png, pdf)")
+    p.add_argument("--dot", action="store_true", help="print the DOT text")
+    p.add_argument("--backend", choices=["sim", "kernel", "userspace"], help="read the links of this backend")
+    p.add_argument("--netns", help="the namespace to read the links from (kernel)")
+    p.add_argument("--state", help="sim backend: its state file")
+    p.set_defaults(func=_show)
