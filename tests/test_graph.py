@@ -138,3 +138,13 @@ def test_from_the_kernel_backend(capsys):
     finally:
         lab.close()
         assert not leftovers(lab.tag)
+
+
+def test_the_apply_example_config():
+    ps = {p.name: p for p in graph.load_topology(str(ROOT / "examples" / "lab.toml"))}
+    kids = {c.name: c for c in ps["eth0"].children}
+    assert kids["vm0"].kind == "macvtap" and kids["sniff"].macaddr == ["02:00:00:00:0a:01", "02:00:00:00:0a:02"]
+    m = reach_matrix(ps["eth0"])
+    assert m[("web", "vm0")] == (True, True)
+    assert m[("@wire", "sniff")] == (False, False)  # the station is not on sniff's source list
+    assert [c.mode for c in ps["eth1"].children] == ["passthru"]

@@ -31,6 +31,7 @@ class Child:
     mac: str | None = None
     up: bool = True
     macaddr: list[str] = field(default_factory=list)  # source mode list
+    flags: list[str] = field(default_factory=list)  # nopromisc, nodst
 
 
 @dataclass
@@ -57,6 +58,8 @@ def reach_matrix(p: Parent) -> dict[tuple[str, str], tuple[bool, bool]]:
             add["mac"] = c.mac or f"02:00:00:00:{(i + 16) >> 8:02x}:{(i + 16) & 0xFF:02x}"
         if c.mode == "source":
             add["macaddr"] = c.macaddr or [STATION_MAC]
+        if c.flags:
+            add["flags"] = list(c.flags)
         steps.append(add)
     steps += [{"do": "set", "name": c.name, "up": True} for c in p.children if c.up]
     sc = load_scenario({"parent": {"mac": pmac}, "wire": p.wire, "steps": steps})
@@ -151,16 +154,17 @@ def from_links(links: list[dict]) -> list[Parent]:
 
 
 def from_toml(data: dict) -> list[Parent]:
-    """From a ``pymacvlan apply`` TOML document. Read generously: any table with a ``mode`` or
-    ``type = "macvlan"|"macvtap"`` is a child; its parent is its ``link``/``parent`` key or
-    the table it sits in; a parent table may give ``mac`` and ``wire``."""
+    """From a ``pymacvlan apply`` TOML document (examples/lab.toml: ``[parents.P.children.C]``
+    with ``mode``, ``kind``, ``mac``, ``source``, ``flags``). Read generously: any table with a
+    ``mode`` or ``type``/``kind`` = macvlan|macvtap is a child; its parent is its ``link`` or
+    ``parent`` key or the table it sits in; a parent table may give ``mac`` and ``wire``."""
     parents: dict[str, Parent] = {}
 
     def parent(name: str) -> Parent:
         return parents.setdefault(name, Parent(name))
 
     def is_child(t: dict) -> bool:
-        return isinstance(t, dict) and ("mode" in t or t.get("type") in ("macvlan", "macvtap"))
+        return isinstance(t, dict) and ("mode" in t or t.get("type", t.get("kind")) in ("macvlan", "macvtap"))
 
     def walk(obj, key: str | None, outer: str | None) -> None:
         if isinstance(obj, list):
@@ -174,11 +178,13 @@ def from_toml(data: dict) -> list[Parent]:
             if not pname:
                 raise ValueError(f"child {obj.get('name') or key!r} names no parent (link = \"eth0\")")
             parent(pname).children.append(Child(
-                obj.get("name") or key or "?", obj.get("mode", "vepa"), obj.get("type", "macvlan"),
-                obj.get("address") or obj.get("mac"), obj.get("up", True), list(obj.get("macaddr", []))))
+                obj.get("name") or key or "?", obj.get("mode", "vepa"), obj.get("type", obj.get("kind", "macvlan")),
+                obj.get("address") or obj.get("mac"), obj.get("up", True),
+                list(obj.get("macaddr", obj.get("source", []))), list(obj.get("flags", []))))
             return
         here = outer
-        if key not in (None, "parent", "parents", "children", "child", "links", "link") or "name" in obj:
+        if outer is None and key not in (None, "parent", "parents", "children", "child", "links", "link") \
+                or "name" in obj:
             here = obj.get("name") or key
             if any(k in obj for k in ("mac", "wire", "address")) and here:
                 p = parent(here)
@@ -193,7 +199,6 @@ def from_toml(data: dict) -> list[Parent]:
 
 def load_topology(path: str) -> list[Parent]:
     """A scenario (.json) or a config (.toml) file."""
-    import json
     import tomllib
 
     f = Path(path)
