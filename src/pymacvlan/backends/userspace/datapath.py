@@ -592,6 +592,9 @@ class Datapath:
         engine.set_wire_carrier(bool(ev.flags & IFF_LOWER_UP))
         if ev.mtu and ev.mtu != engine.lower.mtu:
             engine.set_parent_mtu(ev.mtu)
+        if ev.mtu and self.parent is not None and ev.mtu != self.parent.mtu:
+            # the socket's oversize check follows the device (it was sized at open)
+            self.parent.mtu, self.parent.frame_max = ev.mtu, ev.mtu + 14 + 4
         if ev.mac and len(ev.mac) == 6 and ev.mac != engine.lower.mac:
             engine.set_parent_mac(ev.mac)
         self._carrier_to_children()
