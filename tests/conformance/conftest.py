@@ -16,7 +16,7 @@ import pytest
 from pymacvlan.fuzz import random_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = ["kernel"]
+BACKENDS = ["kernel", "userspace"]
 GENERATED = int(os.environ.get("PMV_CONFORMANCE_GENERATED", "150"))
 
 
@@ -38,6 +38,9 @@ def backend_cannot_run(backend: str, sc: dict) -> str | None:
     if backend == "kernel":
         from pymacvlan.backends.kernel import unsupported_reason
         return unsupported_reason(sc)
+    if backend == "userspace":
+        from pymacvlan.backends.userspace.backend import unsupported_reason as userspace_reason
+        return userspace_reason(sc)
     return None
 
 

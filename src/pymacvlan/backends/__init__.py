@@ -16,10 +16,6 @@ def get_backend(name: str):
         from .kernel import KernelBackend
         return KernelBackend()
     if name == "userspace":
-        try:
-            from .userspace import UserspaceBackend  # type: ignore[attr-defined]
-        except ImportError:
-            raise ValueError("the userspace datapath cannot replay scenarios yet; "
-                             "use --backend sim or --backend kernel") from None
+        from .userspace.backend import UserspaceBackend
         return UserspaceBackend()
     raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")

@@ -306,6 +306,17 @@ class Topology:
         self.children[name] = child
         return child
 
+    def add_netns(self) -> str:
+        """A fresh namespace of this run (IPv6 off), removed by :meth:`drop_netns` or
+        :meth:`teardown`, for devices a caller creates itself (the userspace backend's TAPs)."""
+        self._serial += 1
+        name = f"{self.prefix}c{self._serial}"
+        self._new_netns(name)
+        return name
+
+    def drop_netns(self, name: str) -> None:
+        self._drop_netns(name)
+
     def del_child(self, name: str) -> None:
         child = self.children[name]
         child.ipr.link("del", index=child.index)

@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
+import fcntl
 import os
 import select
+import struct
 import threading
 import time
 from collections import Counter
@@ -44,8 +46,9 @@ from typing import Any, Callable
 
 from ...engine import WIRE, Engine
 from ...engine.device import STACK_GROUPS, MacvlanDev
-from ...model import KernelError, Mode, mode_from_name
-from ._sys import IFF_ALLMULTI, IFF_LOWER_UP, IFF_PROMISC, IFF_UP, ZERO_VNET_HDR, read_proc_net
+from ...model import KernelError, MacaddrMode, Mode, mode_from_name
+from ._sys import (IFF_ALLMULTI, IFF_LOWER_UP, IFF_PROMISC, IFF_UP, ZERO_VNET_HDR, NetdevCtl, ifreq,
+                   read_proc_net)
 from .endpoints import Endpoint
 from .gso import GSOError, finalize
 from .netlink import LinkEvent, LinkMonitor
@@ -59,8 +62,31 @@ EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 READ_SIZE = VNET_HDR_LEN + 65535 + 18
 MIN_BUF = VNET_HDR_LEN + 14
 #: IGMP and MLD report destinations: a child that sends one has just changed its groups
+SIOCADDMULTI, SIOCDELMULTI = 0x8931, 0x8932
+AF_UNSPEC = 0
 _REPORT_DSTS = {bytes.fromhex("01005e000016"), bytes.fromhex("01005e000002"), bytes.fromhex("333300000016"),
                 bytes.fromhex("333300000002")}
+
+
+class EndpointReaderQueue:
+    """What the engine takes for a macvtap's reader ring when the reader is an endpoint.
+
+    A userspace macvtap always has a reader: its endpoint. Without one the engine would
+    model the kernel's reader-less macvtap, whose own stack drops (and counts) protocols it
+    has no handler for. A real ring would fill up, since the datapath never pops it; this
+    one is always empty, and the endpoint's own 500-frame queue does the ring's work (its
+    overflow counted in the child's rx_errors, as tap_handle_frame counts it)."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return 0
+
+    def append(self, frame: bytes) -> None:
+        pass
+
+    def popleft(self) -> bytes | None:
+        return None
 
 
 @dataclass
@@ -389,6 +415,9 @@ class Datapath:
         if vlan is None or vlan.deleted:
             self.counters["tx_no_child"] += 1
             return
+        if not vlan.up:  # __dev_queue_xmit() on a down macvtap drops it and counts tx_dropped
+            vlan.stats.tx_dropped += 1
+            return
         frame = buf[VNET_HDR_LEN:]
         if len(frame) > vlan.mtu + 18 and buf[1] == 0:  # not GSO: bigger than the child's MTU allows
             ep.counters["tx_oversize"] += 1
@@ -455,6 +484,7 @@ class Datapath:
         mode = mode_from_name(mode) if isinstance(mode, str) else mode
         vlan = self.engine.add(name, "macvtap", mode, flags, mac, mtu, **engine_kw)
         endpoint.child = vlan
+        vlan.tap = EndpointReaderQueue()  # the endpoint is the macvtap's reader
         self.endpoints[name] = endpoint
         endpoint.attach(self, self._endpoint_sink)
         self._out[vlan] = endpoint.deliver
@@ -470,10 +500,12 @@ class Datapath:
         self.call(self._set_up, name, up)
 
     def _set_up(self, name: str, up: bool) -> None:
+        # the engine first: a refused open (EADDRINUSE) must leave the TAP down
+        self._engine_set_up(name, up)
         tap = self.taps.get(name)
         if tap is not None:
             tap.set_admin_up(up)
-        self._engine_set_up(name, up)
+            self._absorb_own_events(tap)
 
     def _engine_set_up(self, name: str, up: bool) -> None:
         self.engine.set_up(name, up)
@@ -518,6 +550,126 @@ class Datapath:
                 "shield": self.shield.rules() if self.shield is not None else None,
                 "children": children}
 
+    # -- control plane (shared by the replay backend and the daemon) --------------------------------
+    # One method per kernel operation, run on the loop thread (through call()). Each asks the
+    # engine first, so a refusal raises the kernel's KernelError and leaves every device as it
+    # was; then it applies the engine's result to the real devices (the TAP, and the parent
+    # where macvlan changes it: passthru addresses), re-syncs the parent's memberships and
+    # shield, and absorbs the link events its own TAP change caused: mirrored back later, a
+    # stale one (say the old MTU, seen after a newer change) would undo what was just done.
+
+    def set_address(self, name: str, mac: bytes) -> None:
+        """`ip link set NAME address MAC` (macvlan_set_mac_address)."""
+        self.call(self._control, self.engine.set_mac, name, mac)
+
+    def set_mtu(self, name: str, mtu: int) -> None:
+        """`ip link set NAME mtu N` (macvlan_change_mtu)."""
+        self.call(self._control, self.engine.set_mtu, name, mtu)
+
+    def set_promisc(self, name: str, on: bool) -> None:
+        """`ip link set NAME promisc on|off`: the engine's count, and IFF_PROMISC on the TAP."""
+        self.call(self._control, self.engine.set_promisc, name, on, flag=(IFF_PROMISC, on))
+
+    def set_allmulticast(self, name: str, on: bool) -> None:
+        """`ip link set NAME allmulticast on|off`."""
+        self.call(self._control, self.engine.set_allmulticast, name, on, flag=(IFF_ALLMULTI, on))
+
+    def change(self, name: str, mode: Mode | None = None, flags: int | None = None, bcqueuelen: int | None = None,
+               bclim: int | None = None, macaddr_op: MacaddrMode | None = None, macaddrs: list[bytes] = ()) -> None:
+        """`ip link set NAME type macvlan ...` (macvlan_changelink, in the kernel's order)."""
+        self.call(self._control, self.engine.changelink, name, mode, flags, bcqueuelen, bclim, macaddr_op,
+                  list(macaddrs))
+
+    def join(self, name: str, group: bytes) -> None:
+        """`ip maddr add GROUP dev NAME`: the engine's list, and the TAP's (SIOCADDMULTI)."""
+        self.call(self._control, self.engine.join, name, group, maddr=(SIOCADDMULTI, group))
+
+    def leave(self, name: str, group: bytes) -> None:
+        """`ip maddr del GROUP dev NAME`."""
+        self.call(self._control, self.engine.leave, name, group, maddr=(SIOCDELMULTI, group))
+
+    def delete_parent(self) -> None:
+        """`ip link del PARENT` as the kernel treats it (NETDEV_UNREGISTER): every child goes,
+        memberships and shield are released. The caller deletes the device itself. (A parent
+        that merely vanishes is followed differently: see :meth:`_parent_event`.)"""
+        self.call(self._delete_parent)
+
+    def sync(self) -> None:
+        """Follow every device change the kernel has reported so far, now: a caller that just
+        changed a device (the parent's carrier, say) knows the datapath has caught up."""
+        self.call(self._sync_devices)
+
+    def _control(self, op: Callable, name: str, *args: Any, flag: tuple[int, bool] | None = None,
+                 maddr: tuple[int, bytes] | None = None) -> None:
+        op(name, *args)
+        tap = self.taps.get(name)
+        if tap is not None:
+            if flag is not None:
+                bit, on = flag
+                tap.ctl.set_flags(tap.name, set_bits=bit if on else 0, clear_bits=0 if on else bit)
+            if maddr is not None:
+                req = ifreq(tap.name, struct.pack("H6s", AF_UNSPEC, maddr[1]))
+                try:
+                    fcntl.ioctl(tap.ctl.sock.fileno(), maddr[0], req)
+                except OSError as e:  # the engine has it: housekeeping reconciles, count it
+                    self.counters[f"child_maddr_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+        self._apply_to_devices()
+        self._sync_parent()
+
+    def _apply_to_devices(self) -> None:
+        """Make the real devices carry the engine's addresses and MTUs (macvlan changes them
+        beyond the device asked: a parent MTU clamps children, passthru shares the parent's
+        MAC both ways, a passthru port gives the parent its permanent address back)."""
+        lower = self.engine.lower
+        if self.parent is not None and not lower.deleted and lower.mac != self.parent.mac:
+            ctl = NetdevCtl(self.cfg.parent.netns)
+            try:
+                ctl.set_mac(self.parent.base, lower.mac)
+                self.parent.mac = lower.mac
+            except OSError:
+                self.counters["parent_mac_error"] += 1
+            finally:
+                ctl.close()
+        for name, tap in self.taps.items():
+            vlan = self.engine.children.get(name)
+            if vlan is None:
+                continue
+            try:
+                if tap.mac() != vlan.mac:
+                    tap.set_mac(vlan.mac)
+                if tap.ctl.get_mtu(tap.name) != vlan.mtu:
+                    tap.set_mtu(vlan.mtu)
+            except OSError:
+                self.counters["child_apply_error"] += 1
+            self._absorb_own_events(tap)
+
+    def _absorb_own_events(self, tap: Tap) -> None:
+        """Drop the pending events of ``tap`` (our own changes, already in the engine);
+        handle everything else its namespace's monitor reported."""
+        mon = self._monitors.get(tap.netns)
+        if mon is None:
+            return
+        for ev in mon.read():
+            if ev.ifindex == tap.ifindex and ev.kind == "new":
+                continue
+            self._link_event(mon, ev)
+
+    def _delete_parent(self) -> None:
+        for name in list(self.taps) + list(self.endpoints):
+            self._delete_child(name)
+        self.engine.delete_parent()
+        if self.shield is not None:
+            self.shield.close()
+            self.shield = None
+        if self.parent is not None:
+            self.unwatch(self.parent.fd)
+            self.parent.close()
+            self.parent = None
+
+    def _sync_devices(self) -> None:
+        for mon in list(self._monitors.values()):
+            self._on_link_events(mon)
+
     # -- the parent's filters ------------------------------------------------------------------------------
     def _sync_parent(self) -> None:
         """Memberships (and shield rules) from the engine's view of L: what dev_uc_add(),
@@ -539,20 +691,22 @@ class Datapath:
         self.watch(mon.fd, lambda ev, mon=mon: self._on_link_events(mon))
 
     def _on_link_events(self, mon: LinkMonitor) -> None:
-        pcfg = self.cfg.parent
         for ev in mon.read():
-            if mon.netns == pcfg.netns and self._is_parent(ev):
-                self._parent_event(ev)
-                continue
-            for name, tap in list(self.taps.items()):
-                if tap.netns == mon.netns and tap.ifindex == ev.ifindex:
-                    if ev.kind == "del":
-                        self.counters["child_link_deleted"] += 1
-                        self._delete_child(name)
-                    elif ev.kind == "addr":
-                        self._mc_dirty.add(name)
-                    else:
-                        self._child_event(name, ev)
+            self._link_event(mon, ev)
+
+    def _link_event(self, mon: LinkMonitor, ev: LinkEvent) -> None:
+        if mon.netns == self.cfg.parent.netns and self._is_parent(ev):
+            self._parent_event(ev)
+            return
+        for name, tap in list(self.taps.items()):
+            if tap.netns == mon.netns and tap.ifindex == ev.ifindex:
+                if ev.kind == "del":
+                    self.counters["child_link_deleted"] += 1
+                    self._delete_child(name)
+                elif ev.kind == "addr":
+                    self._mc_dirty.add(name)
+                else:
+                    self._child_event(name, ev)
 
     def _is_parent(self, ev: LinkEvent) -> bool:
         p = self.parent
@@ -561,7 +715,7 @@ class Datapath:
         return ev.kind == "new" and ev.name == self._parent_base
 
     def _parent_event(self, ev: LinkEvent) -> None:
-        if ev.kind == "addr":
+        if ev.kind == "addr" or self.engine.lower.deleted:  # deleted: see delete_parent()
             return
         if ev.kind == "del":
             self.counters["parent_deleted"] += 1
@@ -598,6 +752,8 @@ class Datapath:
         if ev.mac and len(ev.mac) == 6 and ev.mac != engine.lower.mac:
             engine.set_parent_mac(ev.mac)
         self._carrier_to_children()
+        self._apply_to_devices()  # NETDEV_CHANGEMTU clamps children; passthru follows the MAC
+        self._sync_parent()
 
     def _carrier_to_children(self) -> None:
         carrier = self.engine.lower.carrier
@@ -669,12 +825,16 @@ class Datapath:
             text = read_proc_net(tap.netns, "dev_mcast")
         except OSError:
             return
-        groups = set()
+        want = set()
         for line in text.splitlines():
+            # ifindex name users global address. Every group counts (an application's IGMP
+            # join too, as dev_mc_sync copies it) except the stack's own, unless `global`
+            # says the user joined that one as well (`ip maddr add`: dev_mc_add_global)
             f = line.split()
             if len(f) >= 5 and f[0] == str(tap.ifindex):
-                groups.add(bytes.fromhex(f[4]))
-        want = groups - set(STACK_GROUPS)
+                g = bytes.fromhex(f[4])
+                if g not in STACK_GROUPS or f[3] != "0":
+                    want.add(g)
         have = set(vlan.user_groups)
         if want == have:
             return

@@ -118,8 +118,8 @@ def _program(map_fd: int) -> bytes:
     #   ldx_w r7,[r0]; jset r7,4 -> DROP; jset r7,2 -> MC_CHECK; ja DST
     #   MC_CHECK: ldx_b r7,[fp-8]; jset r7,1 -> DROP
     # DST: ldx_b r7,[fp-8]; jset r7,1 -> PASS
-    #   b_dst; jne r0,0 -> DROP
-    #   b_all; jne r0,0 -> DROP
+    #   b_dst; jeq r0,0 -> ALL; ldx_w r7,[r0]; jset r7,1 -> DROP
+    #   ALL: b_all; jne r0,0 -> DROP
     # PASS; DROP
     seq: list[tuple[str, object]] = []
     def emit(x: bytes) -> None: seq.append(("i", x))
@@ -142,7 +142,12 @@ def _program(map_fd: int) -> bytes:
     emit(ldx_b(R7, R10, -8))
     jump("jset", R7, 1, "PASS")
     for x in b_dst: emit(x)
-    jump("jne", R0, 0, "DROP")
+    # a destination entry may only say "multicast from it" or "everything from it" (a
+    # source child's MAC, a nodst-listed sender): consume unicast to it only with bit 1
+    jump("jeq", R0, 0, "ALL")
+    emit(ldx_w(R7, R0, 0))
+    jump("jset", R7, CONSUME_UNICAST_TO, "DROP")
+    label("ALL")
     for x in b_all: emit(x)
     jump("jne", R0, 0, "DROP")
     label("PASS")

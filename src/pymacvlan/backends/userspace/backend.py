@@ -1,0 +1,428 @@
+"""The userspace backend of ``pymacvlan replay``: the scenario runs on the userspace datapath.
+
+The world is the kernel backend's (:mod:`..kernel.topology`): namespace P holds the parent, one
+end of a veth pair; W holds the other end, bare or the only port of a hairpin bridge, where
+stations inject. No kernel macvlan is created: a :class:`~.datapath.Datapath` on the parent
+(AF_PACKET rings, the eBPF shield on) is the macvlan driver, and its children are its own
+real devices, each in a namespace of its own:
+
+- a **macvlan** child is the datapath's TAP, named as the scenario names it; frames are
+  injected and captured on it exactly as on a kernel macvlan (packet sockets);
+- a **macvtap** child is a TAP-fd endpoint (``-netdev tap,fd=N``): the backend connects to its
+  handover socket and holds the fd as a VM would. It writes injected frames there, and reads
+  (discards) what arrives after each step unless the scenario attached a ``reader`` that
+  never reads, in which case tun's 500-frame queue fills as macvtap's ring does. What the
+  child received is captured where the datapath hands frames to the endpoint's TAP (outgoing,
+  before tun queues or drops them), minus tun's drops.
+
+Control steps go through the datapath's control plane (engine first, then the devices);
+parent steps change the real veth, which the datapath follows through rtnetlink, as it
+would under a daemon. After every control step the backend settles linkwatch and waits until
+the datapath has followed (:meth:`Datapath.sync`); after every frame, until every tap has
+been quiet for ``quiet`` seconds (at most ``cap``), as the kernel backend does.
+
+What cannot be the kernel's output is never made up: each result names, under
+``"inherent"``, the differences of docs/userspace-differences.md that apply to it, and
+:mod:`pymacvlan.scenario.compare` tolerates exactly those.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import platform
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ...model import KernelError, MacaddrMode, PacketType, flags_from_names, mode_from_name, parse_mac
+from ..kernel import _sigterm_raises, unsupported_reason as kernel_unsupported_reason
+from ..kernel.capture import ETH_P_ALL, Capture, Tap as CaptureTap, _packet_socket, ethertype_chain
+from ..kernel.nl import error_result, link_state
+from ..kernel.steps import StepDispatcher
+from ..kernel.topology import Topology, valid_ifname
+from ..sim import child_state
+from ._sys import ZERO_VNET_HDR
+from .datapath import Datapath, DatapathConfig
+from .endpoints import TapFdEndpoint, recv_fd
+from .parent import ParentConfig
+
+__all__ = ["UserspaceBackend", "unavailable_reason", "unsupported_reason", "INHERENT"]
+
+#: The named differences a result may carry under "inherent" (docs/userspace-differences.md).
+INHERENT = {
+    "parent_memberships": "the parent's promiscuity and allmulti count the datapath's packet-socket "
+                          "memberships (one of each at most), not every child's reference",
+    "macvtap_reader": "a macvtap's reader is its endpoint: it has no stack of its own that would drop "
+                      "protocols without a handler (rx_dropped)",
+    "macvtap_write": "frames a macvtap sends are written by its reader (the VM's path): the kernel "
+                     "backend sends them from the macvtap's own stack, whose ENETDOWN/EMSGSIZE checks "
+                     "a reader's write does not have",
+    "parent_unshielded": "without the eBPF shield the parent's stack also sees what macvlan consumes",
+    "pkttype_by_device": "a child's receipts carry the pkt_type its own device gives them (eth_type_trans "
+                         "against its MAC): a TAP cannot be handed macvlan's (HOST for any unicast to a "
+                         "passthru child, the parent's classification for source-mode copies)",
+}
+#: a TapFd TAP must never be what limits a frame to the VM: macvlan does not check rx sizes
+_ENDPOINT_TAP_MTU = 65521  # tun max_mtu: 65535 - ETH_HLEN
+_PKTTYPE_NAME = {t.value: t.name for t in PacketType}
+
+
+def unavailable_reason() -> str | None:
+    """Why this machine cannot run the userspace backend, or None when it can."""
+    if os.geteuid() != 0:
+        return "the userspace backend needs root (network namespaces, TAP devices, AF_PACKET)"
+    if not os.path.exists("/dev/net/tun"):
+        return "this machine has no /dev/net/tun (TAP children)"
+    if not os.path.exists("/proc/self/ns/net"):
+        return "this kernel has no network namespaces"
+    return None
+
+
+def unsupported_reason(scenario: dict) -> str | None:
+    """Why this backend cannot run ``scenario`` faithfully, or None. Its world is the kernel
+    backend's (a veth parent, this machine's kernel), so it cannot run what that cannot."""
+    return kernel_unsupported_reason(scenario)
+
+
+def eth_pkttype(frame: bytes, mac: bytes) -> str:
+    """eth_type_trans(): how a device with address ``mac`` classifies ``frame``."""
+    dst = frame[:6]
+    if dst[0] & 1:
+        return "BROADCAST" if dst == b"\xff" * 6 else "MULTICAST"
+    return "HOST" if dst == mac else "OTHERHOST"
+
+
+@dataclass
+class _Child:
+    name: str
+    kind: str  # macvlan | macvtap
+    ns: str
+    ifname: str  # the TAP (macvlan) or the endpoint's TAP (macvtap)
+    ifindex: int
+    fd: int | None = None  # macvtap: the handed-over TAP fd the backend holds as the VM
+    stalled: bool = False  # macvtap: a reader that never reads (scenario "reader": true)
+
+
+class EndpointTap(CaptureTap):
+    """What a macvtap endpoint's reader is handed: frames the datapath transmits on the
+    endpoint's TAP (PACKET_OUTGOING there), classified as the reader's stack would."""
+
+    mac_of: Any = None  # () -> the child's current MAC
+
+    def read(self) -> list[tuple[bytes, int]]:
+        frames: list[tuple[bytes, int]] = []
+        while True:
+            try:
+                data, _anc, _flags, addr = self.sock.recvmsg(1 << 16, 64)
+            except BlockingIOError:
+                return frames
+            except OSError:
+                return frames
+            if addr[2] != PacketType.OUTGOING or addr[0] != self.ifname:
+                continue
+            kind = eth_pkttype(data, self.mac_of())
+            frames.append((data, PacketType[kind].value))
+
+
+class UserspaceSteps(StepDispatcher):
+    """Scenario steps on the datapath (control) and on real devices (frames, the parent)."""
+
+    def __init__(self, topo: Topology, capture: Capture, dp: Datapath, sockdir: str) -> None:
+        super().__init__(topo, capture)
+        self.dp = dp
+        self.sockdir = sockdir
+        self.children: dict[str, _Child] = {}
+
+    def run(self, step: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result = getattr(self, f"do_{step['do']}")(step)
+        except KernelError as exc:
+            result = exc.as_result()
+        except NetlinkError as exc:
+            result = error_result(exc)
+        if step["do"] not in ("inject", "show"):
+            self.settle()
+        return result
+
+    def settle(self) -> None:
+        """linkwatch applied (see Topology.settle), and the datapath caught up with it."""
+        self.topo.settle()
+        if self.topo.parent_index is not None:
+            self.dp.sync()
+
+    def _child(self, name: str) -> _Child:  # type: ignore[override]
+        try:
+            return self.children[name]
+        except KeyError:
+            raise KernelError("ENODEV", f"no device {name!r}") from None
+
+    # ---------------------------------------------------------------- control steps
+
+    def do_add(self, step: dict[str, Any]) -> dict[str, Any]:
+        name, kind = step["name"], step.get("type", "macvlan")
+        if name in self.children:
+            raise KernelError("EEXIST", f"{name!r} exists")
+        if self.topo.parent_index is None:
+            raise KernelError("ENODEV", "the parent was deleted")
+        kw: dict[str, Any] = {
+            "mac": parse_mac(step["mac"]) if "mac" in step else None, "mtu": step.get("mtu"),
+            "flags": int(flags_from_names(step.get("flags", []))),
+            "macaddr": [parse_mac(m) for m in step["macaddr"]] if "macaddr" in step else None,
+            "bcqueuelen": step.get("bcqueuelen"), "bclim": step.get("bclim"),
+        }
+        ns = self.topo.add_netns()
+        ifname = name if valid_ifname(name) and not name.startswith(self.topo.prefix) else ns
+        try:
+            if kind == "macvlan":
+                info = self.dp.add_macvlan(name, step.get("mode"), netns=ns, ifname=ifname, up=False, **kw)
+                child = _Child(name, kind, ns, info["ifname"], info["ifindex"])
+                self.capture.open_child(name, ns, child.ifname)
+            else:
+                child = self._add_macvtap(name, step.get("mode"), ns, ifname, kw)
+        except BaseException:
+            if name in self.dp.engine.children and name not in self.children:
+                self.dp.delete(name)
+            self.topo.drop_netns(ns)
+            raise
+        self.children[name] = child
+        return {"ok": True}
+
+    def _add_macvtap(self, name: str, mode: str | None, ns: str, ifname: str, kw: dict) -> _Child:
+        path = os.path.join(self.sockdir, f"{len(os.listdir(self.sockdir))}.sock")
+        ep = TapFdEndpoint(name, ifname, path, netns=ns, mtu=_ENDPOINT_TAP_MTU)
+        try:
+            self.dp.add_macvtap(name, ep, mode, up=False, **kw)
+        except BaseException:
+            ep.close()
+            raise
+        child = _Child(name, "macvtap", ns, ep.tap.name, ep.tap.ifindex)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:  # as QEMU gets it
+            s.settimeout(10)
+            s.connect(path)
+            child.fd, _ = recv_fd(s)
+        os.set_blocking(child.fd, False)
+        tap = EndpointTap(name, child.ifname, _packet_socket(ns, child.ifname, ETH_P_ALL))
+        tap.mac_of = lambda: self.dp.engine.children[name].mac
+        self.capture.taps.append(tap)
+        return child
+
+    def do_set(self, step: dict[str, Any]) -> dict[str, Any]:
+        """One `ip link set`: changelink, then address, MTU, flags (do_setlink's order)."""
+        dp, name = self.dp, step["name"]
+        child = self._child(name)
+        op = step.get("macaddr")
+        if any(k in step for k in ("mode", "flags", "bcqueuelen", "bclim", "macaddr")):
+            dp.change(name, mode_from_name(step["mode"]) if "mode" in step else None,
+                      int(flags_from_names(step["flags"])) if "flags" in step else None,
+                      step.get("bcqueuelen"), step.get("bclim"),
+                      MacaddrMode[op["op"].upper()] if op and op["op"] in ("set", "flush") else None,
+                      [parse_mac(m) for m in op["macs"]] if op and op["op"] == "set" else ())
+            if op and op["op"] in ("add", "del"):
+                for m in op["macs"]:
+                    dp.change(name, macaddr_op=MacaddrMode[op["op"].upper()], macaddrs=[parse_mac(m)])
+        if "mac" in step:
+            dp.set_address(name, parse_mac(step["mac"]))
+        if "mtu" in step:
+            dp.set_mtu(name, step["mtu"])
+        error = None
+        if "up" in step:
+            try:
+                dp.set_up(name, step["up"])
+            except KernelError as exc:  # __dev_change_flags() still applies promisc/allmulti
+                error = exc
+        if "promisc" in step:
+            dp.set_promisc(name, step["promisc"])
+        if "allmulticast" in step:
+            dp.set_allmulticast(name, step["allmulticast"])
+        if "reader" in step:
+            if child.kind != "macvtap":
+                raise KernelError("EOPNOTSUPP", f"{name} is a macvlan: only a macvtap has a reader")
+            if not step["reader"]:
+                self._drain_reader(child)  # closing /dev/tapN frees its ring
+            child.stalled = bool(step["reader"])
+        if error is not None:
+            raise error
+        return {"ok": True}
+
+    def do_join(self, step: dict[str, Any]) -> dict[str, Any]:
+        self._child(step["name"])
+        self.dp.join(step["name"], parse_mac(step["group"]))
+        return {"ok": True}
+
+    def do_leave(self, step: dict[str, Any]) -> dict[str, Any]:
+        self._child(step["name"])
+        self.dp.leave(step["name"], parse_mac(step["group"]))
+        return {"ok": True}
+
+    def do_del(self, step: dict[str, Any]) -> dict[str, Any]:
+        name = step["name"]
+        if name == "@parent":
+            self._parent_index()
+            self.dp.delete_parent()  # NETDEV_UNREGISTER: the children go with it
+            for child in list(self.children.values()):
+                self._forget(child)
+            self.topo.del_parent()
+            self.capture.close("parent")
+            self.capture.close("wire")
+        else:
+            child = self._child(name)
+            self.dp.delete(name)
+            self._forget(child)
+        return {"ok": True}
+
+    def _forget(self, child: _Child) -> None:
+        self.capture.close(child.name)
+        if child.fd is not None:
+            os.close(child.fd)
+            child.fd = None
+        self.children.pop(child.name, None)
+        self.topo.drop_netns(child.ns)
+
+    def _drain_reader(self, child: _Child) -> None:
+        while child.fd is not None:
+            try:
+                os.read(child.fd, 1 << 17)
+            except (BlockingIOError, OSError):
+                return
+
+    # ---------------------------------------------------------------- frames and state
+
+    def do_inject(self, step: dict[str, Any]) -> dict[str, Any]:
+        frame = bytes.fromhex(step["frame"])
+        at: str = step["at"]
+        child = None
+        if at == "wire":
+            if not self.topo.wire_up():
+                return self._observed({})
+        elif at == "parent":
+            self._parent_index()
+        else:
+            child = self._child(at.removeprefix("child:"))
+            at = child.name
+        if len(frame) < 14:
+            return error_result(OSError(errno.EINVAL, "a frame needs a 14-byte Ethernet header"))
+        stalled = {c.name: self._tx_dropped(c) for c in self.children.values() if c.stalled}
+        self.capture.drain()
+        try:
+            if child is not None and child.kind == "macvtap":
+                os.write(child.fd, ZERO_VNET_HDR + frame)
+            else:
+                self.capture.send(at, frame)
+        except OSError as exc:
+            return error_result(exc)
+        seen = self.capture.collect(frame)
+        self.dp.call(lambda: None)  # one more loop pass: nothing it was handed is left half done
+        for c in self.children.values():
+            if c.stalled:  # tun's queue was full: the reader never got these
+                del seen.get(c.name, [])[:self._tx_dropped(c) - stalled.get(c.name, 0)]
+            else:
+                self._drain_reader(c)
+        result = self._observed(seen)
+        inherent: dict[str, list[str]] = {}
+        if self.children:
+            inherent["pkttype_by_device"] = list(self.children)
+        if child is not None and child.kind == "macvtap":
+            inherent["macvtap_write"] = [child.name]
+        if self.dp.shield is None:
+            inherent["parent_unshielded"] = ["@parent"]
+        if inherent:
+            result["inherent"] = inherent
+        return result
+
+    def _tx_dropped(self, child: _Child) -> int:
+        return self.topo.dump(child.ns, child.ifindex).get_attr("IFLA_STATS64")["tx_dropped"]
+
+    def _observed(self, seen: dict[str, list[dict]]) -> dict[str, Any]:
+        return {"ok": True, "observed": {
+            "wire": seen.get("wire", []),
+            "parent": seen.get("parent", []),
+            "children": {name: seen.get(name, []) for name in self.children},
+        }}
+
+    def do_show(self, step: dict[str, Any]) -> dict[str, Any]:
+        """Devices as `ip -j -d link` shows them: the parent and the TAPs from netlink; what
+        only macvlan knows (linkinfo, counters) and macvtaps (no netdev here) from the
+        datapath, read on its loop thread."""
+        topo, dp = self.topo, self.dp
+        parent = None
+        if topo.parent_index is not None:
+            parent = link_state(topo.dump(topo.ns_parent, topo.parent_index))
+        engine = dp.engine
+        snapshot = dp.call(lambda: {n: child_state(engine, v) for n, v in engine.children.items()})
+        children: dict[str, Any] = {}
+        for name, child in self.children.items():
+            st = snapshot[name]
+            if child.kind == "macvlan":
+                dev = link_state(topo.dump(child.ns, child.ifindex))
+                st.update({k: dev[k] for k in ("address", "mtu", "operstate", "flags", "promiscuity", "allmulti")})
+            elif child.stalled or self._tx_dropped(child):
+                lost = self._tx_dropped(child)  # tun's full queue: tap_handle_frame's rx_errors
+                st["stats64"]["rx"]["errors"] += lost
+                st["stats64"]["rx"]["dropped"] += lost
+            children[name] = st
+        result: dict[str, Any] = {"ok": True, "state": {"parent": parent, "children": children}}
+        inherent: dict[str, list[str]] = {}
+        if parent is not None:
+            inherent["parent_memberships"] = ["@parent"]
+        macvtaps = [n for n, c in self.children.items() if c.kind == "macvtap"]
+        if macvtaps:
+            inherent["macvtap_reader"] = macvtaps
+        if inherent:
+            result["inherent"] = inherent
+        return result
+
+
+class UserspaceBackend:
+    """Replays a validated, normalized scenario on the userspace datapath."""
+
+    name = "userspace"
+
+    def __init__(self, quiet: float = 0.05, cap: float = 1.0, shield: bool = True) -> None:
+        self.quiet = quiet
+        self.cap = cap
+        self.shield = shield
+        self.last_prefix: str | None = None  # name prefix of the latest run's namespaces/links
+
+    def run(self, scenario: dict) -> dict:
+        reason = unavailable_reason()
+        if reason:
+            raise RuntimeError(reason)
+        reason = unsupported_reason(scenario)
+        if reason:
+            from ..kernel import UnsupportedScenario
+            raise UnsupportedScenario(reason)
+        parent = scenario.get("parent") or {}
+        topo = Topology(wire=scenario.get("wire", "plain"), parent_mac=parent.get("mac"),
+                        parent_mtu=parent.get("mtu") or 1500)
+        self.last_prefix = topo.prefix
+        capture = Capture(quiet=self.quiet, cap=self.cap)
+        ethertypes = {t for s in scenario["steps"] if s["do"] == "inject"
+                      for t in ethertype_chain(bytes.fromhex(s["frame"]))}
+        dp: Datapath | None = None
+        steps: UserspaceSteps | None = None
+        sockdir = tempfile.mkdtemp(prefix="pmv")
+        with _sigterm_raises():
+            try:
+                topo.create()
+                capture.open_wire(topo.ns_wire, topo.wire_ifname)
+                capture.open_parent(topo.ns_parent, topo.parent_ifname, ethertypes)
+                dp = Datapath(DatapathConfig(ParentConfig(topo.parent_ifname, netns=topo.ns_parent),
+                                             shield=self.shield)).start()
+                steps = UserspaceSteps(topo, capture, dp, sockdir)
+                results = [steps.run(step) for step in scenario["steps"]]
+            finally:
+                if steps is not None:
+                    for child in steps.children.values():
+                        if child.fd is not None:
+                            os.close(child.fd)
+                if dp is not None:
+                    dp.close()  # its TAPs and sockets pin their namespaces: first
+                capture.close()
+                topo.teardown()
+                shutil.rmtree(sockdir, ignore_errors=True)
+        return {"backend": self.name, "kernel": f"{platform.release()} (userspace datapath)", "results": results}
