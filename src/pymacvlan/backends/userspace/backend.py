@@ -41,7 +41,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ...model import KernelError, MacaddrMode, PacketType, flags_from_names, mode_from_name, parse_mac
 from ..kernel import _sigterm_raises, unsupported_reason as kernel_unsupported_reason
-from ..kernel.capture import ETH_P_ALL, Capture, Tap as CaptureTap, _packet_socket, ethertype_chain
+from ..kernel.capture import (ETH_P_ALL, Capture, Tap as CaptureTap, _packet_socket, ethertype_chain,
+                              ipv4_fragment_key)
 from ..kernel.nl import error_result, link_state
 from ..kernel.steps import StepDispatcher
 from ..kernel.topology import Topology, valid_ifname
@@ -66,6 +67,10 @@ INHERENT = {
     "pkttype_by_device": "a child's receipts carry the pkt_type its own device gives them (eth_type_trans "
                          "against its MAC): a TAP cannot be handed macvlan's (HOST for any unicast to a "
                          "passthru child, the parent's classification for source-mode copies)",
+    "parent_defrag": "the parent's stack gets IPv4 multicast fragments as they arrive: only the datapath's "
+                     "copies are reassembled, by the engine",
+    "tap_no_carrier": "a TAP without carrier drops what its stack sends at its own (noop) qdisc, before "
+                      "the datapath sees it, and counts nothing: the kernel's macvlan counts tx_dropped",
 }
 #: a TapFd TAP must never be what limits a frame to the VM: macvlan does not check rx sizes
 _ENDPOINT_TAP_MTU = 65521  # tun max_mtu: 65535 - ETH_HLEN
@@ -330,6 +335,10 @@ class UserspaceSteps(StepDispatcher):
             inherent["macvtap_write"] = [child.name]
         if self.dp.shield is None:
             inherent["parent_unshielded"] = ["@parent"]
+        if frame[0] & 1 and ipv4_fragment_key(frame) is not None:
+            inherent["parent_defrag"] = ["@parent"]
+        if child is not None and child.kind == "macvlan" and not self.dp.engine.lower.carrier:
+            inherent["tap_no_carrier"] = [child.name]
         if inherent:
             result["inherent"] = inherent
         return result

@@ -468,6 +468,7 @@ class Datapath:
         if up:
             tap.set_admin_up(True)
             self._engine_set_up(name, True)
+        self._sync_parent()  # a source list (nodst) changes the shield even while down
         return {"name": name, "ifname": tap.name, "ifindex": tap.ifindex, "netns": netns,
                 "mac": vlan.mac.hex(":"), "mtu": vlan.mtu, "mode": vlan.mode.name.lower()}
 
@@ -493,6 +494,7 @@ class Datapath:
             self._flushers.append(fl)
         if up:
             self._engine_set_up(name, True)
+        self._sync_parent()
         return {"name": name, "kind": endpoint.kind, "mac": vlan.mac.hex(":"), "mtu": vlan.mtu,
                 "mode": vlan.mode.name.lower()}
 
@@ -512,7 +514,7 @@ class Datapath:
         self._sync_parent()
 
     def delete(self, name: str) -> None:
-        self.call(self._delete_child, name)
+        self.call(self._control, self._delete_child, name)  # the last passthru child gives L its MAC back
 
     def _delete_child(self, name: str) -> None:
         vlan = self.engine.children.get(name)

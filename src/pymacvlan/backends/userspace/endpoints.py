@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import array
 import errno
+import fcntl
 import os
 import socket
 import stat
@@ -32,7 +33,7 @@ import struct
 from collections import Counter, deque
 from typing import Callable, Protocol
 
-from ._sys import IFF_NOARP, IFF_UP, ZERO_VNET_HDR, write_sysctl
+from ._sys import IFF_NOARP, IFF_UP, ZERO_VNET_HDR, ifreq, write_sysctl
 from .gso import GSOError, finalize
 from .parent import Parent, ParentConfig
 from .tap import Tap, TapConfig
@@ -42,6 +43,7 @@ __all__ = ["Endpoint", "StreamEndpoint", "DgramEndpoint", "TapFdEndpoint", "READ
            "STREAM_MAX_FRAME", "send_fd", "recv_fd"]
 
 READER_QUEUE_LEN = 500
+SIOCSIFTXQLEN = 0x8943
 #: QEMU's NET_BUFSIZE (4096 + 65536): no stream frame can be longer; a longer length is garbage
 STREAM_MAX_FRAME = 4096 + 65536
 _LEN = struct.Struct("!I")
@@ -458,6 +460,9 @@ class TapFdEndpoint(Endpoint):
             write_sysctl(netns, f"net/ipv4/conf/{self.tap.name}/arp_ignore", "8")
             self.tap.ctl.set_flags(self.tap.name, set_bits=IFF_UP | IFF_NOARP)
             self.tap.set_carrier(True)
+            # tun's queue to the fd is the reader queue: tx_queue_len slots (1000 by default)
+            fcntl.ioctl(self.tap.ctl.sock.fileno(), SIOCSIFTXQLEN,
+                        ifreq(self.tap.name, struct.pack("i", READER_QUEUE_LEN)))
             self.port = Parent(ParentConfig(self.tap.name, netns, rx="v2", tx="send", rx_frames=512,
                                             rcvbuf=8 << 20, sndbuf=8 << 20))
             _unix_path_ready(handover_path)
