@@ -68,9 +68,9 @@ UDP_PAYLOAD = 18  # 60-byte frames (64 with the FCS)
 # -- the datapath process -------------------------------------------------------------------------
 def serve_datapath(argv: list[str]) -> None:
     """``compare.py --serve-datapath P parent A B``: a pymacvlan datapath in this process."""
-    from pymacvlan.backends.userspace import Datapath, ParentConfig
-    P, parent, A, B = argv
-    dp = Datapath(ParentConfig(parent, P))
+    from pymacvlan.backends.userspace import Datapath, DatapathConfig, ParentConfig
+    P, parent, A, B, config = argv
+    dp = Datapath(DatapathConfig(ParentConfig(parent, P), **json.loads(config)))
 
     def stop(*_a) -> None:
         raise SystemExit(0)
@@ -122,6 +122,8 @@ class Bench:
         self.setups: list[Setup] = []
         self.ping_bin = shutil.which("ping")
         self.verbose = False
+        #: DatapathConfig fields of the main pymacvlan setups
+        self.datapath_config: dict = {}
 
     # -- building --------------------------------------------------------------------------------
     def _spawn(self, cmd: list[str], **kw) -> subprocess.Popen:
@@ -177,32 +179,49 @@ class Bench:
             sh("ip", "-n", ns, "link", "set", "tap" + role, "name", "eth0")
         return A, B, sw
 
-    def _pymacvlan(self, tag: str) -> tuple[str, str, str, subprocess.Popen]:
+    def _pymacvlan(self, tag: str, config: dict) -> tuple[str, str, str, subprocess.Popen]:
         lab = self.lab
         P, W, A, B = (lab.ns(tag + r) for r in "PWAB")
         parent, wire = lab.ifname(tag + "p"), lab.ifname(tag + "w")
         lab.veth(parent, P, wire, W)
         self._addr(W, wire, IP_W)
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-        dp = self._spawn([sys.executable, str(Path(__file__).resolve()), "--serve-datapath", P, parent, A, B],
+        dp = self._spawn([sys.executable, str(Path(__file__).resolve()), "--serve-datapath", P, parent, A, B,
+                          json.dumps(config)],
                          stdout=subprocess.PIPE, text=True, env=env)
         line = dp.stdout.readline().strip()
         if line != "ready":
             raise RuntimeError(f"the pymacvlan datapath did not start ({line!r})")
         return W, A, B, dp
 
-    def build(self) -> None:
+    def build(self, only: set[str] | None = None, variants: dict[str, dict] | None = None) -> None:
+        """Every setup (or those named in ``only``), plus one pymacvlan setup per variant
+        (DatapathConfig fields), for A/B comparisons of the datapath's options."""
         self.cleanup_paths: list[str] = []
-        W, A, B = self._kernel_macvlan("k")
-        self.setups.append(Setup("kernel-macvlan", A, B, IP_B))
-        self.setups.append(Setup("kernel-macvlan-wire", W, A, IP_A))
-        A, B = self._bridge("b")
-        self.setups.append(Setup("bridge-veth", A, B, IP_B))
-        A, B, sw = self._vde("v")
-        self.setups.append(Setup("vde", A, B, IP_B, datapath=sw))
-        W, A, B, dp = self._pymacvlan("u")
-        self.setups.append(Setup("pymacvlan", A, B, IP_B, datapath=dp))
-        self.setups.append(Setup("pymacvlan-wire", W, A, IP_A, datapath=dp))
+
+        def want(*names: str) -> bool:
+            return only is None or any(n in only for n in names)
+
+        if want("kernel-macvlan", "kernel-macvlan-wire"):
+            W, A, B = self._kernel_macvlan("k")
+            self.setups.append(Setup("kernel-macvlan", A, B, IP_B))
+            if want("kernel-macvlan-wire"):
+                self.setups.append(Setup("kernel-macvlan-wire", W, A, IP_A))
+        if want("bridge-veth"):
+            A, B = self._bridge("b")
+            self.setups.append(Setup("bridge-veth", A, B, IP_B))
+        if want("vde"):
+            A, B, sw = self._vde("v")
+            if self.datapath_config.get("nice") is not None:  # the same priority for both userspace switches
+                os.setpriority(os.PRIO_PROCESS, sw.pid, self.datapath_config["nice"])
+            self.setups.append(Setup("vde", A, B, IP_B, datapath=sw))
+        pmv = {"": self.datapath_config} if want("pymacvlan", "pymacvlan-wire") else {}
+        for i, (name, config) in enumerate({**pmv, **(variants or {})}.items()):
+            W, A, B, dp = self._pymacvlan(f"u{i}", config)
+            suffix = f"[{name}]" if name else ""
+            self.setups.append(Setup("pymacvlan" + suffix, A, B, IP_B, datapath=dp))
+            if want("pymacvlan-wire"):
+                self.setups.append(Setup("pymacvlan-wire" + suffix, W, A, IP_A, datapath=dp))
         for s in self.setups:
             if s.name.endswith("-wire"):
                 continue
@@ -361,14 +380,14 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def table(setups: list[Setup]) -> str:
     by = {s.name: s for s in setups}
-    k, v = by["kernel-macvlan"], by["vde"]
+    k, v = by.get("kernel-macvlan", Setup("", "", "", "")), by.get("vde", Setup("", "", "", ""))
     rows = ["| setup | TCP Gbit/s | ×kmv | 64 B kpps | ×kmv | ×VDE | RTT µs | +µs vs kmv | datapath CPU % | CPU/GB ×kmv |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in setups:
         tcp, udp, rtt = med(s, "tcp_gbit"), med(s, "udp_kpps"), med(s, "rtt_us")
         krtt = med(k, "rtt_us")
         rows.append(" | ".join([
-            f"| {LABELS.get(s.name, s.name)}", fmt(tcp, ".2f"), ratio(tcp, med(k, "tcp_gbit")),
+            f"| {LABELS.get(s.name, s.name.replace('[', ' [') )}", fmt(tcp, ".2f"), ratio(tcp, med(k, "tcp_gbit")),
             fmt(udp, ".0f"), ratio(udp, med(k, "udp_kpps")), ratio(udp, med(v, "udp_kpps")),
             fmt(rtt, ".0f"), "—" if rtt is None or krtt is None else f"{rtt - krtt:+.0f}",
             fmt(med(s, "dp_cpu_pct"), ".0f"), ratio(med(s, "cpu_s_per_gb"), med(k, "cpu_s_per_gb")),
@@ -398,6 +417,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--pings", type=int, default=300)
     ap.add_argument("--results", help="also write the table, command and machine load to this markdown file")
+    ap.add_argument("--only", help="comma-separated setups to build (default: all): " + ", ".join(LABELS))
+    ap.add_argument("--datapath", default="{}", metavar="JSON",
+                    help="DatapathConfig fields for the pymacvlan setups, e.g. '{\"nice\": -5}'")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                    help="an extra pymacvlan setup with these DatapathConfig fields (repeatable)")
     ap.add_argument("-v", "--verbose", action="store_true", help="name each test as it starts (stderr)")
     ap.add_argument("--json", help="also write every raw sample to this JSON file")
     args = ap.parse_args()
@@ -411,6 +435,12 @@ def main() -> None:
     command = "python3 bench/compare.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     bench = Bench(args.seconds, args.pings)
     bench.verbose = args.verbose
+    bench.datapath_config = json.loads(args.datapath)
+    variants = {}
+    for v in args.variant:
+        name, _, config = v.partition("=")
+        variants[name] = json.loads(config or "{}")
+    only = set(args.only.split(",")) if args.only else None
 
     def on_signal(signum, _frame) -> None:
         raise SystemExit(128 + signum)
@@ -418,7 +448,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_signal)
     load0, busy0, t0 = loadavg(), busy_fraction(), time.monotonic()
     try:
-        bench.build()
+        bench.build(only, variants)
         bench.run(args.rounds)
     finally:
         bench.close()

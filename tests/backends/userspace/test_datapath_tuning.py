@@ -1,0 +1,102 @@
+"""The datapath's latency and scheduling options (busy polling, nice) on real TAPs.
+
+They change when the loop sleeps and how the scheduler treats it, never what it decides:
+traffic must cross exactly as without them, the counters must add up, and the loop must
+still stop promptly and run its housekeeping while it spins.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from pymacvlan.backends.userspace import Datapath, DatapathConfig, ParentConfig
+
+from .netlab import Lab, leftovers, live_unavailable, ping, sh, tcp_transfer
+
+_REASON = live_unavailable()
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true",
+                       reason=f"{_REASON}; under CI=true these tests run (and fail) instead of skipping"),
+]
+
+MAC_A, MAC_B = bytes.fromhex("02000000001a"), bytes.fromhex("02000000001b")
+
+
+def _thread_nice(tid: int) -> int:
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+
+@pytest.fixture
+def lab():
+    lab = Lab()
+    try:
+        yield lab
+    finally:
+        lab.close()
+        assert not leftovers(lab.tag), f"leftover namespaces or links: {leftovers(lab.tag)}"
+
+
+def test_busy_poll_and_nice_change_scheduling_not_decisions(lab: Lab) -> None:
+    P, W = lab.ns("P"), lab.ns("W")
+    parent, wire = lab.ifname("p"), lab.ifname("w")
+    lab.veth(parent, P, wire, W)
+    sh("ip", "-n", W, "addr", "add", "10.79.0.100/24", "dev", wire)
+    # a positive nice needs no privilege and cannot starve anything else on the machine
+    own = _thread_nice(threading.get_native_id())
+    dp = Datapath(DatapathConfig(ParentConfig(parent, P), busy_poll_us=2000, nice=own + 5)).start()
+    try:
+        assert _thread_nice(dp._thread.native_id) == own + 5
+        assert _thread_nice(threading.get_native_id()) == own  # only the loop's thread moved
+        names = {}
+        for role, mac, ip in (("A", MAC_A, "10.79.0.1"), ("B", MAC_B, "10.79.0.2")):
+            ns = lab.ns(role)
+            dp.add_macvlan(role.lower(), "bridge", netns=ns, ifname="eth0", mac=mac)
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            names[role] = ns
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not all(
+                dp.call(lambda n=n: dp.engine.child(n).up) for n in "ab"):
+            time.sleep(0.01)
+        assert ping(names["A"], "10.79.0.2", count=5) == 5
+        assert ping(names["A"], "10.79.0.100", count=5) == 5
+        n, _ = tcp_transfer(names["B"], "10.79.0.2", names["A"], 8 << 20)
+        assert n == 8 << 20
+        st = dp.stats()
+        a, b = st["children"]["a"], st["children"]["b"]
+        # everything a sent to b is what b received (bridge mode: local, never the wire)
+        assert a["tx"]["packets"] >= b["rx"]["packets"] > 0
+        assert not st["datapath"].get("nice_refused")
+        assert not any(k.startswith("handler_error") for k in st["datapath"]), st["datapath"]
+        t0 = time.monotonic()
+    finally:
+        dp.close()
+    assert time.monotonic() - t0 < 2.0, "a spinning loop must still stop promptly"
+
+
+def test_busy_poll_spins_only_after_traffic(lab: Lab) -> None:
+    """An idle datapath sleeps in epoll_wait whatever busy_poll_us says (no CPU burnt)."""
+    P, W = lab.ns("P"), lab.ns("W")
+    parent, wire = lab.ifname("p"), lab.ifname("w")
+    lab.veth(parent, P, wire, W)
+    dp = Datapath(DatapathConfig(ParentConfig(parent, P), busy_poll_us=50_000)).start()
+    try:
+        tid = dp._thread.native_id
+
+        def cpu() -> float:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+        time.sleep(0.2)
+        c0 = cpu()
+        time.sleep(1.0)
+        assert cpu() - c0 < 0.2, "the loop spins with no traffic"
+    finally:
+        dp.close()
