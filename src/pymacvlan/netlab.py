@@ -16,15 +16,13 @@ import os
 import secrets
 import select
 import shutil
-import signal
 import socket
 import struct
 import subprocess
 import threading
 import time
-from contextlib import contextmanager
-from typing import Any, Iterator
 
+from ._signals import sigterm_raises  # noqa: F401  (re-exported for the demo)
 from .backends.userspace._sys import in_netns, write_sysctl
 
 ETH_P_ARP = 0x0806
@@ -44,24 +42,6 @@ def live_unavailable(need_tun: bool = True) -> str | None:
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), check=check, capture_output=True, text=True, timeout=30)
-
-
-@contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """SIGTERM becomes SystemExit while a world is live, so its ``finally`` cleanup runs
-    (only in the main thread, and only if nobody else handles SIGTERM)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-
-    def handler(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class Lab:
@@ -86,10 +66,13 @@ class Lab:
             raise ValueError(f"interface name {name!r} is longer than 15 characters")
         return name
 
-    def veth(self, a: str, ns_a: str, b: str, ns_b: str, mac_a: str | None = None) -> None:
+    def veth(self, a: str, ns_a: str, b: str, ns_b: str, mac_a: str | None = None,
+             mac_b: str | None = None) -> None:
         sh("ip", "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b)
         if mac_a:
             sh("ip", "-n", ns_a, "link", "set", a, "address", mac_a)
+        if mac_b:
+            sh("ip", "-n", ns_b, "link", "set", b, "address", mac_b)
         sh("ip", "-n", ns_a, "link", "set", a, "up")
         sh("ip", "-n", ns_b, "link", "set", b, "up")
 
@@ -126,28 +109,36 @@ def _checksum(data: bytes) -> int:
     return ~s & 0xFFFF
 
 
-def ping(netns: str, dst: str, count: int = 2, timeout: float = 1.0) -> int:
-    """ICMP echo from inside ``netns``: how many of ``count`` requests were answered."""
+def ping(netns: str, dst: str, count: int = 2, timeout: float = 1.0, interval: float = 0.05) -> int:
+    """ICMP echo from inside ``netns``: how many of ``count`` requests were answered.
+
+    Requests are paced: each waits for its reply up to its share of ``timeout`` (at least
+    ``interval``), so a first request lost to ARP resolution does not sink the rest."""
     with in_netns(netns):
         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     ident = secrets.randbits(16)
     got: set[int] = set()
-    try:
-        s.setblocking(False)
-        for seq in range(count):
-            payload = b"pmv-ping" + bytes(48)
-            hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-            s.sendto(struct.pack("!BBHHH", 8, 0, _checksum(hdr + payload), ident, seq) + payload, (dst, 0))
-        deadline = time.monotonic() + timeout
-        while len(got) < count:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([s], [], [], left)[0]:
-                break
+
+    def wait(until: float, want_seq: int | None) -> None:
+        while time.monotonic() < until and (want_seq not in got if want_seq is not None else len(got) < count):
+            if not select.select([s], [], [], max(0.0, until - time.monotonic()))[0]:
+                return
             data, addr = s.recvfrom(2048)
             ihl = (data[0] & 0x0F) * 4
             typ, _code, _c, rid, rseq = struct.unpack_from("!BBHHH", data, ihl)
             if typ == 0 and rid == ident and addr[0] == dst:
                 got.add(rseq)
+
+    try:
+        s.setblocking(False)
+        deadline = time.monotonic() + timeout
+        for seq in range(count):
+            payload = b"pmv-ping" + bytes(48)
+            hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+            s.sendto(struct.pack("!BBHHH", 8, 0, _checksum(hdr + payload), ident, seq) + payload, (dst, 0))
+            share = max(interval, (deadline - time.monotonic()) / (count - seq))
+            wait(min(deadline, time.monotonic() + share), seq)
+        wait(deadline, None)
     finally:
         s.close()
     return len(got)

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
-import threading
-from contextlib import contextmanager
-from typing import Any, Iterator
 
+from ..._signals import sigterm_raises as _sigterm_raises
 from .capture import Capture, ethertype_chain
 from .steps import StepDispatcher
 from .topology import Topology
@@ -46,26 +43,6 @@ def unsupported_reason(scenario: dict) -> str | None:
     return None
 
 
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit while a run is live, so its finally-cleanup runs.
-
-    Only when we are the main thread and nobody else handles SIGTERM.
-    """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-
-    def handler(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 class KernelBackend:
     """Replays a validated, normalized scenario on the kernel's own macvlan/macvtap."""
 
@@ -78,10 +55,10 @@ class KernelBackend:
         self.last_prefix: str | None = None  # name prefix of the latest run's namespaces/links
 
     def run(self, scenario: dict) -> dict:
-        reason = unavailable_reason()
+        reason = self.unavailable()
         if reason:
             raise RuntimeError(reason)
-        reason = unsupported_reason(scenario)
+        reason = self.unsupported(scenario)
         if reason:
             raise UnsupportedScenario(reason)
         parent = scenario.get("parent") or {}
@@ -96,9 +73,26 @@ class KernelBackend:
                 topo.create()
                 capture.open_wire(topo.ns_wire, topo.wire_ifname)
                 capture.open_parent(topo.ns_parent, topo.parent_ifname, ethertypes)
-                dispatcher = StepDispatcher(topo, capture)
-                results = [dispatcher.run(step) for step in scenario["steps"]]
+                results = self.replay(topo, capture, scenario["steps"])
             finally:
-                capture.close()  # sockets pin their namespaces: close them first
+                self.release()  # what the replay holds may pin namespaces: first
+                capture.close()  # sockets pin their namespaces too
                 topo.teardown()
-        return {"backend": self.name, "kernel": platform.release(), "results": results}
+        return {"backend": self.name, "kernel": self.kernel_label(), "results": results}
+
+    # -- what a backend on the same world overrides (the userspace backend does) -------------
+    def unavailable(self) -> str | None:
+        return unavailable_reason()
+
+    def unsupported(self, scenario: dict) -> str | None:
+        return unsupported_reason(scenario)
+
+    def replay(self, topo: Topology, capture: Capture, steps: list[dict]) -> list[dict]:
+        dispatcher = StepDispatcher(topo, capture)
+        return [dispatcher.run(step) for step in steps]
+
+    def release(self) -> None:
+        """Drop what :meth:`replay` holds (nothing here); runs even when it raised."""
+
+    def kernel_label(self) -> str:
+        return platform.release()

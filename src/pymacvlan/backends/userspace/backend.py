@@ -40,8 +40,8 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ...model import KernelError, MacaddrMode, PacketType, flags_from_names, mode_from_name, parse_mac
-from ..kernel import _sigterm_raises, unsupported_reason as kernel_unsupported_reason
-from ..kernel.capture import (ETH_P_ALL, Capture, Tap as CaptureTap, _packet_socket, ethertype_chain,
+from ..kernel import KernelBackend, unsupported_reason as kernel_unsupported_reason
+from ..kernel.capture import (ETH_P_ALL, Capture, Tap as CaptureTap, _packet_socket,
                               ipv4_fragment_key)
 from ..kernel.nl import error_result, link_state
 from ..kernel.steps import StepDispatcher
@@ -386,52 +386,42 @@ class UserspaceSteps(StepDispatcher):
         return result
 
 
-class UserspaceBackend:
-    """Replays a validated, normalized scenario on the userspace datapath."""
+class UserspaceBackend(KernelBackend):
+    """Replays a validated, normalized scenario on the userspace datapath: the kernel
+    backend's world and captures, with a :class:`Datapath` instead of kernel macvlans."""
 
     name = "userspace"
 
     def __init__(self, quiet: float = 0.05, cap: float = 1.0, shield: bool = True) -> None:
-        self.quiet = quiet
-        self.cap = cap
+        super().__init__(quiet=quiet, cap=cap)
         self.shield = shield
-        self.last_prefix: str | None = None  # name prefix of the latest run's namespaces/links
+        self._dp: Datapath | None = None
+        self._steps: UserspaceSteps | None = None
+        self._sockdir: str | None = None
 
-    def run(self, scenario: dict) -> dict:
-        reason = unavailable_reason()
-        if reason:
-            raise RuntimeError(reason)
-        reason = unsupported_reason(scenario)
-        if reason:
-            from ..kernel import UnsupportedScenario
-            raise UnsupportedScenario(reason)
-        parent = scenario.get("parent") or {}
-        topo = Topology(wire=scenario.get("wire", "plain"), parent_mac=parent.get("mac"),
-                        parent_mtu=parent.get("mtu") or 1500)
-        self.last_prefix = topo.prefix
-        capture = Capture(quiet=self.quiet, cap=self.cap)
-        ethertypes = {t for s in scenario["steps"] if s["do"] == "inject"
-                      for t in ethertype_chain(bytes.fromhex(s["frame"]))}
-        dp: Datapath | None = None
-        steps: UserspaceSteps | None = None
-        sockdir = tempfile.mkdtemp(prefix="pmv")
-        with _sigterm_raises():
-            try:
-                topo.create()
-                capture.open_wire(topo.ns_wire, topo.wire_ifname)
-                capture.open_parent(topo.ns_parent, topo.parent_ifname, ethertypes)
-                dp = Datapath(DatapathConfig(ParentConfig(topo.parent_ifname, netns=topo.ns_parent),
-                                             shield=self.shield)).start()
-                steps = UserspaceSteps(topo, capture, dp, sockdir)
-                results = [steps.run(step) for step in scenario["steps"]]
-            finally:
-                if steps is not None:
-                    for child in steps.children.values():
-                        if child.fd is not None:
-                            os.close(child.fd)
-                if dp is not None:
-                    dp.close()  # its TAPs and sockets pin their namespaces: first
-                capture.close()
-                topo.teardown()
-                shutil.rmtree(sockdir, ignore_errors=True)
-        return {"backend": self.name, "kernel": f"{platform.release()} (userspace datapath)", "results": results}
+    def unavailable(self) -> str | None:
+        return unavailable_reason()
+
+    def unsupported(self, scenario: dict) -> str | None:
+        return unsupported_reason(scenario)
+
+    def replay(self, topo: Topology, capture: Capture, steps: list[dict]) -> list[dict]:
+        self._sockdir = tempfile.mkdtemp(prefix="pmv")
+        self._dp = Datapath(DatapathConfig(ParentConfig(topo.parent_ifname, netns=topo.ns_parent),
+                                           shield=self.shield)).start()
+        self._steps = UserspaceSteps(topo, capture, self._dp, self._sockdir)
+        return [self._steps.run(step) for step in steps]
+
+    def release(self) -> None:
+        if self._steps is not None:
+            for child in self._steps.children.values():
+                if child.fd is not None:
+                    os.close(child.fd)
+        if self._dp is not None:
+            self._dp.close()  # its TAPs and sockets pin their namespaces
+        if self._sockdir is not None:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
+        self._dp = self._steps = self._sockdir = None
+
+    def kernel_label(self) -> str:
+        return f"{platform.release()} (userspace datapath)"
