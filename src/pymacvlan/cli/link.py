@@ -213,14 +213,8 @@ def parse_add(words: list[str]) -> AddCommand:
                                  hint=f"pymacvlan makes macvlan and macvtap links, not {kind}")
         elif general(w):
             continue
-        elif w == "dev" or name is None:
-            if w == "dev":
-                w = t.next_arg()
-            if name is not None:
-                raise UsageError(f'Error: either "dev" is duplicate, or "{w}" is a garbage.', 255)
-            name = w
         else:
-            raise UsageError(f'Error: either "dev" is duplicate, or "{w}" is a garbage.', 255)
+            name = _device(w, t, name)
     if kind is None:
         raise UsageError('Not enough information: "type" argument is required')
     _check_flags(kind, o)
@@ -234,6 +228,15 @@ def parse_add(words: list[str]) -> AddCommand:
                       flags=o.flags, macaddr_mode=o.macaddr_mode, macaddrs=o.macaddrs,
                       bcqueuelen=o.bcqueuelen, bclim=o.bclim, netns=netns)
     return AddCommand(req, up, host, routes)
+
+
+def _device(w: str, t: "Tokens", name: str | None) -> str:
+    """`dev NAME` or a bare NAME, accepted once; anything after it is garbage, as ip says."""
+    if w == "dev":
+        w = t.next_arg()
+    if name is not None:
+        raise UsageError(f'Error: either "dev" is duplicate, or "{w}" is a garbage.', 255)
+    return w
 
 
 # -- set -------------------------------------------------------------------------------------------
@@ -270,14 +273,8 @@ def parse_set(words: list[str]) -> tuple[str, LinkChange]:
             raise UsageError(USAGE, 255)
         elif ch.kind is not None:
             raise UsageError(f'{ch.kind}: unknown option "{w}"?')
-        elif w == "dev" or name is None:
-            if w == "dev":
-                w = t.next_arg()
-            if name is not None:
-                raise UsageError(f'Error: either "dev" is duplicate, or "{w}" is a garbage.', 255)
-            name = w
         else:
-            raise UsageError(f'Error: either "dev" is duplicate, or "{w}" is a garbage.', 255)
+            name = _device(w, t, name)
     if name is None:
         raise UsageError('Not enough of information: "dev" argument is required.', 255)
     if ch.kind is not None:
@@ -298,14 +295,8 @@ def parse_name_only(words: list[str], verb: str) -> tuple[str | None, str | None
             kind = t.next_arg()
         elif w == "up" and verb == "show":
             only_up = True
-        elif w == "dev" or name is None:
-            if w == "dev":
-                w = t.next_arg()
-            if name is not None:
-                raise UsageError(f'Error: either "dev" is duplicate, or "{w}" is a garbage.', 255)
-            name = w
         else:
-            raise UsageError(f'Error: either "dev" is duplicate, or "{w}" is a garbage.', 255)
+            name = _device(w, t, name)
     return name, kind, only_up
 
 
