@@ -101,6 +101,18 @@ class DatapathConfig:
     bridge_mc_to_bridge: bool = False
     #: IFF_UNICAST_FLT of the real parent, for the engine's promisc model (veth: False)
     unicast_filter: bool = False
+    #: after a pass that moved frames, poll without sleeping for this long before blocking in
+    #: epoll_wait, so the next frame finds the loop awake and warm (no scheduler wake-up, IPI
+    #: or idle exit); costs CPU only while traffic flows. Off by default: on a 2-core VM it
+    #: did not lower the added RTT of one-at-a-time pings, whose next request comes long
+    #: after any sensible spin, and a longer spin takes the core the pinger needs
+    #: (bench/compare.py --variant, see bench/RESULTS.md)
+    busy_poll_us: int = 0
+    #: nice value for the loop's thread (None: unchanged). The kernel's macvlan runs in
+    #: softirq, which no task preempts; a datapath at nice 0 is preempted by every receiver
+    #: it wakes (tens of thousands of involuntary switches a second under small-frame load,
+    #: a few hundred at nice -10), at the price of CPU the senders and receivers lose
+    nice: int | None = None
 
 
 class Datapath:
@@ -198,19 +210,36 @@ class Datapath:
 
     def run(self) -> None:
         self._loop_ident = threading.get_ident()
+        if self.cfg.nice is not None:
+            try:  # per thread on Linux: only the loop's priority changes
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.cfg.nice)
+            except OSError:
+                self.counters["nice_refused"] += 1
         poll = self.ep.poll
         handlers = self._handlers
         hk = self.cfg.housekeeping
         counters = self.counters
+        monotonic = time.monotonic
+        spin = self.cfg.busy_poll_us / 1e6
+        spin_until = 0.0
         while not self._stop:
-            timeout = max(0.0, self._next_hk - time.monotonic())
-            parent = self.parent
-            if parent is not None and parent.tx_stalled:
-                timeout = min(timeout, 0.0002)  # re-kick the tx ring soon (see Parent.flush)
+            now = monotonic()
+            if now < spin_until:
+                timeout = 0.0
+            else:
+                timeout = max(0.0, self._next_hk - now)
+                parent = self.parent
+                if parent is not None and parent.tx_stalled:
+                    timeout = min(timeout, 0.0002)  # re-kick the tx ring soon (see Parent.flush)
             try:
                 events = poll(timeout)
             except InterruptedError:  # pragma: no cover - PEP 475 retries
                 continue
+            if not events:
+                if now < spin_until and (self.parent is None or not self.parent.tx_stalled):
+                    continue  # spinning and nothing to flush; housekeeping waits for the next sleep
+            elif spin:
+                spin_until = monotonic() + spin
             for fd, ev in events:
                 h = handlers.get(fd)
                 if h is not None:
@@ -313,13 +342,14 @@ class Datapath:
         receive = self.engine.receive
         out = self._out
         for buf in parent.drain(self.cfg.budget):
-            if len(buf) < MIN_BUF:
+            n = len(buf)
+            if n < MIN_BUF:
                 self.counters["rx_runt"] += 1
                 continue
-            frame = buf[VNET_HDR_LEN:]
-            if frame[0] & 1 and buf[:VNET_HDR_LEN] != ZERO_VNET_HDR:
+            if buf[VNET_HDR_LEN] & 1 and buf[:VNET_HDR_LEN] != ZERO_VNET_HDR:
                 self._rx_finalized(buf)
                 continue
+            frame = buf[VNET_HDR_LEN:]
             for target, _pt, f in receive(frame):
                 w = out.get(target)
                 if w is not None:
@@ -346,6 +376,7 @@ class Datapath:
         xmit = self.engine.xmit
         dispatch = self._dispatch
         counters = self.counters
+        out = self._out
 
         def on_tap(events: int) -> None:
             if self._trace is not None:
@@ -360,14 +391,25 @@ class Datapath:
                     if e.errno == errno.EBADFD:  # the TAP is gone (namespace torn down)
                         self.unwatch(fd)
                     return
-                if len(buf) < MIN_BUF:
+                n = len(buf)
+                if n < MIN_BUF:
                     counters["tx_runt"] += 1
                     continue
-                frame = buf[VNET_HDR_LEN:]
-                if frame[0] & 1:
+                if buf[VNET_HDR_LEN] & 1:
                     self._xmit_multicast(vlan, buf)
                     continue
-                dispatch(xmit(vlan, frame, None, buf[1] != 0), frame, buf)
+                # bytes, not a memoryview: hashing a view's slice (the engine's MAC lookups)
+                # hashes the whole underlying buffer first, 64 KB of siphash for a GSO frame
+                frame = buf[VNET_HDR_LEN:]
+                deliveries = xmit(vlan, frame, None, buf[1] != 0)
+                if len(deliveries) == 1:  # the common case, one child gets the frame itself
+                    target, _pt, f = deliveries[0]
+                    if f is frame:
+                        w = out.get(target)
+                        if w is not None:
+                            w(buf)
+                            continue
+                dispatch(deliveries, frame, buf)
 
         return on_tap
 
@@ -418,14 +460,15 @@ class Datapath:
         if not vlan.up:  # __dev_queue_xmit() on a down macvtap drops it and counts tx_dropped
             vlan.stats.tx_dropped += 1
             return
-        frame = buf[VNET_HDR_LEN:]
-        if len(frame) > vlan.mtu + 18 and buf[1] == 0:  # not GSO: bigger than the child's MTU allows
+        n = len(buf)
+        if n - VNET_HDR_LEN > vlan.mtu + 18 and buf[1] == 0:  # not GSO: bigger than the child's MTU allows
             ep.counters["tx_oversize"] += 1
             vlan.stats.tx_dropped += 1
             return
-        if frame[0] & 1:
+        if buf[VNET_HDR_LEN] & 1:
             self._xmit_multicast(vlan, buf)
             return
+        frame = buf[VNET_HDR_LEN:]
         self._dispatch(self.engine.xmit(vlan, frame, None, buf[1] != 0), frame, buf)
 
     def _make_tap_writer(self, tap: Tap) -> Callable[[bytes], None]:
