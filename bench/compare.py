@@ -93,6 +93,24 @@ def cpu_ticks(pid: int) -> int:
     return int(rest[11]) + int(rest[12])
 
 
+def sched_sample(pid: int) -> tuple[int, int, int, int]:
+    """(utime, stime, voluntary, involuntary context switches) of a process, all threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    vol = invol = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        vol += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches"):
+                        invol += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return int(rest[11]), int(rest[12]), vol, invol
+
+
 def in_ns(ns: str, *cmd: str) -> list[str]:
     return ["ip", "netns", "exec", ns, *cmd]
 
@@ -124,6 +142,9 @@ class Bench:
         self.verbose = False
         #: DatapathConfig fields of the main pymacvlan setups
         self.datapath_config: dict = {}
+        #: (metric, path): perf record the main pymacvlan datapath during that metric, last round
+        self.perf: tuple[str, str] | None = None
+        self.last_round = False
 
     # -- building --------------------------------------------------------------------------------
     def _spawn(self, cmd: list[str], **kw) -> subprocess.Popen:
@@ -220,7 +241,7 @@ class Bench:
             W, A, B, dp = self._pymacvlan(f"u{i}", config)
             suffix = f"[{name}]" if name else ""
             self.setups.append(Setup("pymacvlan" + suffix, A, B, IP_B, datapath=dp))
-            if want("pymacvlan-wire"):
+            if (not name and want("pymacvlan-wire")) or (name and only is not None and "pymacvlan-wire" in only):
                 self.setups.append(Setup("pymacvlan-wire" + suffix, W, A, IP_A, datapath=dp))
         for s in self.setups:
             if s.name.endswith("-wire"):
@@ -275,10 +296,33 @@ class Bench:
         except json.JSONDecodeError:
             return None, cpu
 
-    def tcp(self, s: Setup) -> None:
-        dp0 = cpu_ticks(s.datapath.pid) if s.datapath is not None else 0
+    def _timed(self, s: Setup, metric: str, extra: list[str]) -> tuple[dict | None, float, float | None]:
+        """One iperf3 run; also the datapath's CPU split and context switches during it
+        (``<metric>_dp_*`` samples). Returns (JSON, CPU of everything, datapath CPU seconds)."""
+        dp0 = sched_sample(s.datapath.pid) if s.datapath is not None else None
+        perf = None
+        if self.perf and self.perf[0] == metric and s.name == "pymacvlan" and self.last_round:
+            perf = subprocess.Popen(["perf", "record", "-g", "-o", self.perf[1], "-p", str(s.datapath.pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
         t0 = time.monotonic()
-        res, cpu = self.iperf(s, ["-t", str(self.seconds)])  # whole seconds: iperf3 reads -t as an int
+        res, cpu = self.iperf(s, extra)
+        wall = time.monotonic() - t0
+        if perf is not None:
+            perf.send_signal(signal.SIGINT)  # our own child: perf writes its file and exits
+            perf.wait(timeout=60)
+        if dp0 is None:
+            return res, cpu, None
+        u, st, vol, invol = (b - a for a, b in zip(dp0, sched_sample(s.datapath.pid)))
+        s.add(f"{metric}_dp_user_pct", 100 * u / TICK / wall)
+        s.add(f"{metric}_dp_sys_pct", 100 * st / TICK / wall)
+        s.add(f"{metric}_dp_vol_per_s", vol / wall)
+        s.add(f"{metric}_dp_invol_per_s", invol / wall)
+        return res, cpu, (u + st) / TICK
+
+    def tcp(self, s: Setup) -> None:
+        t0 = time.monotonic()
+        res, cpu, dp = self._timed(s, "tcp", ["-t", str(self.seconds)])  # whole seconds: iperf3 reads -t as an int
         wall = time.monotonic() - t0
         if res is None or "error" in res:
             s.add("tcp_errors", 1)
@@ -286,11 +330,11 @@ class Bench:
         end = res["end"]["sum_received"]
         s.add("tcp_gbit", end["bits_per_second"] / 1e9)
         s.add("cpu_s_per_gb", cpu / (end["bytes"] / 1e9))
-        if s.datapath is not None:
-            s.add("dp_cpu_pct", 100 * (cpu_ticks(s.datapath.pid) - dp0) / TICK / wall)
+        if dp is not None:
+            s.add("dp_cpu_pct", 100 * dp / wall)
 
     def udp(self, s: Setup) -> None:
-        res, _cpu = self.iperf(s, ["-u", "-b", "0", "-l", str(UDP_PAYLOAD), "-t", str(self.seconds)])
+        res, _cpu, dp = self._timed(s, "udp", ["-u", "-b", "0", "-l", str(UDP_PAYLOAD), "-t", str(self.seconds)])
         if res is None or "error" in res:
             s.add("udp_errors", 1)
             return
@@ -298,6 +342,8 @@ class Bench:
         received = end["packets"] - end["lost_packets"]
         s.add("udp_kpps", received / end["seconds"] / 1e3)
         s.add("udp_sent_kpps", end["packets"] / end["seconds"] / 1e3)
+        if dp is not None and received:
+            s.add("udp_dp_us_per_frame", dp / received * 1e6)
 
     def rtt(self, s: Setup, count: int | None = None) -> None:
         count = count or self.pings
@@ -313,6 +359,7 @@ class Bench:
     def run(self, rounds: int) -> None:
         n = len(self.setups)
         for r in range(rounds):
+            self.last_round = r == rounds - 1
             order = self.setups[r % n:] + self.setups[:r % n]
             for metric in (self.tcp, self.udp, self.rtt):
                 for s in order:
@@ -395,6 +442,23 @@ def table(setups: list[Setup]) -> str:
     return "\n".join(rows)
 
 
+def detail_table(setups: list[Setup]) -> str:
+    """Where the userspace switches' time goes: CPU split and context switches per test."""
+    rows = ["| datapath process | test | CPU % user / sys | involuntary / voluntary switches per s | µs CPU per delivered 64 B frame |",
+            "|---|---|---:|---:|---:|"]
+    for s in setups:
+        if not s.results.get("tcp_dp_user_pct"):
+            continue
+        for metric in ("tcp", "udp"):
+            rows.append(" | ".join([
+                f"| {LABELS.get(s.name, s.name.replace('[', ' ['))}", "TCP" if metric == "tcp" else "64 B UDP",
+                f"{fmt(med(s, metric + '_dp_user_pct'), '.0f')} / {fmt(med(s, metric + '_dp_sys_pct'), '.0f')}",
+                f"{fmt(med(s, metric + '_dp_invol_per_s'), ',.0f')} / {fmt(med(s, metric + '_dp_vol_per_s'), ',.0f')}",
+                fmt(med(s, "udp_dp_us_per_frame"), ".1f") if metric == "udp" else "",
+            ]) + " |")
+    return "\n".join(rows)
+
+
 def loadavg() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -422,6 +486,8 @@ def main() -> None:
                     help="DatapathConfig fields for the pymacvlan setups, e.g. '{\"nice\": -5}'")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help="an extra pymacvlan setup with these DatapathConfig fields (repeatable)")
+    ap.add_argument("--perf", metavar="METRIC:FILE", help="perf record -g the pymacvlan datapath during its "
+                    "tcp or udp test of the last round into FILE (then: perf report -i FILE --no-children)")
     ap.add_argument("-v", "--verbose", action="store_true", help="name each test as it starts (stderr)")
     ap.add_argument("--json", help="also write every raw sample to this JSON file")
     args = ap.parse_args()
@@ -436,6 +502,9 @@ def main() -> None:
     bench = Bench(args.seconds, args.pings)
     bench.verbose = args.verbose
     bench.datapath_config = json.loads(args.datapath)
+    if args.perf:
+        metric, _, path = args.perf.partition(":")
+        bench.perf = (metric, path or f"/tmp/pmv-perf-{metric}.data")
     variants = {}
     for v in args.variant:
         name, _, config = v.partition("=")
@@ -456,7 +525,7 @@ def main() -> None:
     busy = 100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
     method = "iputils ping" if bench.ping_bin else "Python raw-socket ICMP echo"
     md = "\n".join([
-        table(bench.setups), "",
+        table(bench.setups), "", detail_table(bench.setups), "",
         f"Command: `{command}` ({args.rounds} interleaved rounds, {args.seconds:g} s per iperf3 test, "
         f"{args.pings} pings per RTT sample; medians over rounds; RTT by {method}).",
         f"Machine: {os.cpu_count()} CPUs, load average {load0} before and {load1} after; "
