@@ -233,8 +233,10 @@ class Bench:
             self.setups.append(Setup("bridge-veth", A, B, IP_B))
         if want("vde"):
             A, B, sw = self._vde("v")
-            if self.datapath_config.get("nice") is not None:  # the same priority for both userspace switches
-                os.setpriority(os.PRIO_PROCESS, sw.pid, self.datapath_config["nice"])
+            from pymacvlan.backends.userspace import DatapathConfig
+            nice = self.datapath_config.get("nice", DatapathConfig.nice)
+            if nice is not None:  # the same priority for both userspace switches
+                os.setpriority(os.PRIO_PROCESS, sw.pid, nice)
             self.setups.append(Setup("vde", A, B, IP_B, datapath=sw))
         pmv = {"": self.datapath_config} if want("pymacvlan", "pymacvlan-wire") else {}
         for i, (name, config) in enumerate({**pmv, **(variants or {})}.items()):

@@ -88,6 +88,8 @@ def test_busy_poll_spins_only_after_traffic(lab: Lab) -> None:
     dp = Datapath(DatapathConfig(ParentConfig(parent, P), busy_poll_us=50_000)).start()
     try:
         tid = dp._thread.native_id
+        # the default priority, like a softirq's edge over tasks: nice -5 (root may set it)
+        assert _thread_nice(tid) == DatapathConfig.nice == -5 or dp.counters["nice_refused"] == 1
 
         def cpu() -> float:
             with open(f"/proc/self/task/{tid}/stat") as f:

@@ -108,11 +108,12 @@ class DatapathConfig:
     #: after any sensible spin, and a longer spin takes the core the pinger needs
     #: (bench/compare.py --variant, see bench/RESULTS.md)
     busy_poll_us: int = 0
-    #: nice value for the loop's thread (None: unchanged). The kernel's macvlan runs in
-    #: softirq, which no task preempts; a datapath at nice 0 is preempted by every receiver
-    #: it wakes (tens of thousands of involuntary switches a second under small-frame load,
-    #: a few hundred at nice -10), at the price of CPU the senders and receivers lose
-    nice: int | None = None
+    #: nice value for the loop's thread, absolute like systemd's Nice= (None: leave it).
+    #: The kernel's macvlan forwards in softirq, which no task preempts; a datapath at nice 0
+    #: is preempted by every receiver it wakes: 35,000 involuntary switches a second under
+    #: 64-byte load on a 2-core VM, 700 at -5, which gave +37% small frames and +16% TCP
+    #: (bench/RESULTS.md). Needs CAP_SYS_NICE (else counted as ``nice_refused``, left as is)
+    nice: int | None = -5
 
 
 class Datapath:
