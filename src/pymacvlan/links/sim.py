@@ -246,38 +246,46 @@ class World:
 
     def _child_dict(self, name: str, c: _Child) -> dict:
         p = self.parents[c.parent]
-        e = p.engine
-        v: MacvlanDev = e.children[name]
         same_ns = p.netns == c.netns
-        flags = link_flags(v.up, v.carrier, v.promisc_user, v.allmulti_user)
-        if same_ns and not e.lower.up:
-            flags.append("M-DOWN")
-        d: dict = {"ifindex": c.ifindex}
-        if same_ns:
-            d["link"] = c.parent
-        else:
-            d["link_index"] = p.ifindex
-        d.update({"ifname": name, "flags": flags, "mtu": v.mtu, "qdisc": "noqueue" if v.up else "noop",
-                  "operstate": operstate(v.up, v.carrier, same_ns), "linkmode": "DEFAULT", "group": "default",
-                  "txqlen": 500 if v.kind == "macvtap" else 1000, "link_type": "ether",
-                  "address": mac_str(v.mac), "broadcast": "ff:ff:ff:ff:ff:ff"})
-        if not same_ns:
-            d["link_netnsid"] = self._netnsid(c.netns, p.netns)
-        d.update({"promiscuity": v.promiscuity, "allmulti": v.allmulti, "min_mtu": 68,
-                  "max_mtu": e.lower.max_mtu,
-                  "linkinfo": {"info_kind": v.kind, "info_data": info_data(e, v)}})
-        d.update(_OFFLOAD_DETAILS)
-        st = v.stats.as_stats64()
-        rx, tx = st["rx"], st["tx"]
-        d["stats64"] = {
-            "rx": {"bytes": rx["bytes"], "packets": rx["packets"], "errors": rx["errors"],
-                   "dropped": rx["dropped"], "over_errors": 0, "multicast": rx["multicast"],
-                   "length_errors": 0, "crc_errors": 0, "frame_errors": 0, "fifo_errors": 0, "missed_errors": 0},
-            "tx": {"bytes": tx["bytes"], "packets": tx["packets"], "errors": 0, "dropped": tx["dropped"],
-                   "carrier_errors": 0, "collisions": 0, "aborted_errors": 0, "fifo_errors": 0,
-                   "window_errors": 0, "heartbeat_errors": 0},
-        }
-        return d
+        return child_link(p.engine, p.engine.children[name], name, c.ifindex, c.parent, p.ifindex,
+                          None if same_ns else self._netnsid(c.netns, p.netns))
+
+
+def child_link(e: Engine, v: MacvlanDev, name: str, ifindex: int, parent: str, parent_ifindex: int,
+               netnsid: int | None = None) -> dict:
+    """One ``ip -j -d -s link show`` object for child ``v`` of engine ``e``, in iproute2's keys
+    and order (the sim's links and the userspace daemon's both come from here). ``netnsid``:
+    the parent's namespace id as seen from the child, when they are in different namespaces."""
+    same_ns = netnsid is None
+    flags = link_flags(v.up, v.carrier, v.promisc_user, v.allmulti_user)
+    if same_ns and not e.lower.up:
+        flags.append("M-DOWN")
+    d: dict = {"ifindex": ifindex}
+    if same_ns:
+        d["link"] = parent
+    else:
+        d["link_index"] = parent_ifindex
+    d.update({"ifname": name, "flags": flags, "mtu": v.mtu, "qdisc": "noqueue" if v.up else "noop",
+              "operstate": operstate(v.up, v.carrier, same_ns), "linkmode": "DEFAULT", "group": "default",
+              "txqlen": 500 if v.kind == "macvtap" else 1000, "link_type": "ether",
+              "address": mac_str(v.mac), "broadcast": "ff:ff:ff:ff:ff:ff"})
+    if not same_ns:
+        d["link_netnsid"] = netnsid
+    d.update({"promiscuity": v.promiscuity, "allmulti": v.allmulti, "min_mtu": 68,
+              "max_mtu": e.lower.max_mtu,
+              "linkinfo": {"info_kind": v.kind, "info_data": info_data(e, v)}})
+    d.update(_OFFLOAD_DETAILS)
+    st = v.stats.as_stats64()
+    rx, tx = st["rx"], st["tx"]
+    d["stats64"] = {
+        "rx": {"bytes": rx["bytes"], "packets": rx["packets"], "errors": rx["errors"],
+               "dropped": rx["dropped"], "over_errors": 0, "multicast": rx["multicast"],
+               "length_errors": 0, "crc_errors": 0, "frame_errors": 0, "fifo_errors": 0, "missed_errors": 0},
+        "tx": {"bytes": tx["bytes"], "packets": tx["packets"], "errors": 0, "dropped": tx["dropped"],
+               "carrier_errors": 0, "collisions": 0, "aborted_errors": 0, "fifo_errors": 0,
+               "window_errors": 0, "heartbeat_errors": 0},
+    }
+    return d
 
 
 def info_data(e: Engine, v: MacvlanDev) -> dict:

@@ -381,6 +381,11 @@ def test_link_cli_adds_a_userspace_child(lab: Lab, tmp_path: Path) -> None:
         assert "m0" in _link_in(P, "m0")  # no netns given: where the parents are (--netns P)
         shown = json.loads(cli("link", "-j", "-d", "show", "m0", "--backend", "userspace").stdout)
         assert shown[0]["ifname"] == "m0" and shown[0]["linkinfo"]["info_data"]["mode"] == "bridge"
+        for view in ([], ["-d"], ["-s"], ["-d", "-s"], ["-br"]):  # the text views too
+            out = cli(*view, "link", "show", "--backend", "userspace")
+            assert out.returncode == 0 and "Traceback" not in out.stderr, (view, out.stderr)
+            assert out.stdout.split(":", 2)[1].strip().startswith("m0@") or out.stdout.startswith("m0@"), out.stdout
+        assert "macvlan mode bridge" in cli("-d", "link", "show", "m0", "--backend", "userspace").stdout
         out = cli("link", "add", "link", parent, "name", "m0", "type", "macvlan", "--backend", "userspace")
         assert out.returncode != 0 and "exists" in out.stderr
         assert "Traceback" not in out.stderr

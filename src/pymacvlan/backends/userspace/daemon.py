@@ -63,7 +63,6 @@ from ...engine.device import Lower
 from ...engine.trace import PARENT, Trace
 from ...links import LinkChange, LinkRequest
 from ...model import KernelError, MacaddrMode, MacvlanFlag, Mode, mac_str, parse_mac
-from ...model.iproute import link_flags, operstate
 from ._sys import ZERO_VNET_HDR
 from .vnet import VNET_HDR_LEN
 
@@ -732,19 +731,16 @@ class Daemon:
 
     @staticmethod
     def _show_one(dp, rec: LinkRecord) -> dict | None:
-        """One ``ip -j -d -s link show`` object (iproute2's keys) from the engine's state."""
-        from ..sim import child_state
+        """One ``ip -j -d -s link show`` object (iproute2's keys) from the engine's state; the
+        child is shown as if in the parent's namespace, its real one under ``netns``."""
+        from ...links.sim import child_link
 
         vlan = dp.engine.children.get(rec.key)
         if vlan is None:
             return None
         tap = dp.taps.get(rec.key)
-        d = {"ifindex": tap.ifindex if tap is not None else 0, "ifname": rec.name, "link": rec.parent}
-        st = child_state(dp.engine, vlan)
-        flags = link_flags(vlan.up, vlan.carrier, vlan.promisc_user, vlan.allmulti_user)
-        d.update({"flags": flags, "mtu": st["mtu"], "operstate": operstate(vlan.up, vlan.carrier),
-                  "link_type": "ether", "address": st["address"], "promiscuity": st["promiscuity"],
-                  "allmulti": st["allmulti"], "linkinfo": st["linkinfo"], "stats64": st["stats64"]})
+        d = child_link(dp.engine, vlan, rec.name, tap.ifindex if tap is not None else 0, rec.parent,
+                       dp.parent.ifindex if dp.parent is not None else 0)
         if rec.netns is not None:
             d["netns"] = rec.netns  # not an iproute2 key: where the child lives
         if rec.endpoint is not None:
