@@ -342,7 +342,11 @@ class Datapath:
             return self._trace.on_parent(self)
         receive = self.engine.receive
         out = self._out
-        for buf in parent.drain(self.cfg.budget):
+        bufs = parent.drain(self.cfg.budget)
+        if not bufs:
+            parent.rx_resync()  # readable but nothing at our head (see Parent.rx_resync)
+            return
+        for buf in bufs:
             n = len(buf)
             if n < MIN_BUF:
                 self.counters["rx_runt"] += 1
