@@ -104,10 +104,10 @@ class DatapathConfig:
     #: after a pass that moved frames, poll without sleeping for this long before blocking in
     #: epoll_wait, so the next frame finds the loop awake and warm (no scheduler wake-up, IPI
     #: or idle exit). It costs CPU only while traffic flows (at most 200 µs per idle gap:
-    #: 4% of a core for one frame every 5 ms). Under TCP it cut the loop's sleeps from
-    #: 8,000 to 200 a second and raised child↔child TCP from 0.81x to 0.90x kernel macvlan
-    #: (bench/RESULTS.md); it does not help one-at-a-time pings, whose next request comes
-    #: long after any sensible spin. 0: never spin
+    #: 4% of a core for one frame every 5 ms). Under TCP it cuts the loop's sleeps from
+    #: ~8,700 to ~200 a second; in two interleaved runs it lowered the median ping RTT by
+    #: 12 and 26 µs, while its TCP effect (+11%, -12%) was within run-to-run noise and the
+    #: loop's CPU under TCP rose from ~76% to ~95% (bench/RESULTS.md). 0: never spin
     busy_poll_us: int = 200
     #: nice value for the loop's thread, absolute like systemd's Nice= (None: leave it).
     #: The kernel's macvlan forwards in softirq, which no task preempts; a datapath at nice 0
