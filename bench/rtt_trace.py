@@ -22,10 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -40,7 +37,6 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import compare  # noqa: E402
 
-from pymacvlan.backends.userspace._sys import in_netns  # noqa: E402
 
 SERVE = textwrap.dedent("""
     import json, os, signal, sys, time
@@ -95,32 +91,7 @@ SERVE = textwrap.dedent("""
 
 def pings(netns: str, dst: str, count: int) -> list[tuple[int, int]]:
     """(sendto start, reply received) in perf_counter_ns, one echo at a time, 5 ms apart."""
-    with in_netns(netns):
-        sk = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    out = []
-    try:
-        for seq in range(count):
-            body = struct.pack("!HH", 0x7070, seq) + bytes(56)
-            csum = 0x0800 + sum(struct.unpack("!30H", body))
-            while csum >> 16:
-                csum = (csum & 0xFFFF) + (csum >> 16)
-            pkt = struct.pack("!BBH", 8, 0, ~csum & 0xFFFF) + body
-            t0 = time.perf_counter_ns()
-            sk.sendto(pkt, (dst, 0))
-            while True:
-                r, _, _ = select.select([sk], [], [], 1.0)
-                if not r:
-                    break
-                data = sk.recv(2048)
-                t1 = time.perf_counter_ns()
-                ihl = (data[0] & 0x0F) * 4
-                if data[ihl] == 0 and struct.unpack_from("!HH", data, ihl + 4) == (0x7070, seq):
-                    out.append((t0, t1))
-                    break
-            time.sleep(0.005)
-    finally:
-        sk.close()
-    return out
+    return compare.icmp_echo_ns(netns, dst, count, 0x7070)
 
 
 def main() -> None:

@@ -251,7 +251,7 @@ def _probe(world: World, mode: str, s: str, d: str, stage: str, timeout: float) 
 
 def _run_mode(world: World, children, mode: str, wire: str, timeout: float,
               say: Callable[[str], None]) -> tuple[ModeRun, tuple[int, float] | None]:
-    from .netlab import set_neighbour, sh, tcp_throughput
+    from .netlab import set_neighbour, sh, tcp_transfer
 
     t0 = time.monotonic()
     run = ModeRun(mode, predict(mode, wire))
@@ -281,7 +281,7 @@ def _run_mode(world: World, children, mode: str, wire: str, timeout: float,
     tput = None
     if mode == "bridge":
         say("bridge: TCP from a to b for 1.5 s")
-        tput = tcp_throughput(world.child_ns["b"], IPS["b"], world.child_ns["a"], seconds=1.5)
+        tput = tcp_transfer(world.child_ns["b"], IPS["b"], world.child_ns["a"], seconds=1.5)
     for role in kids:
         children.delete(role)
     run.seconds = time.monotonic() - t0

@@ -7,7 +7,7 @@ touched: veth pairs are created with both ends directly in their namespaces.
 
 No ping binary is assumed: :func:`ping` speaks ICMP on a raw socket made inside the
 namespace, :func:`arp_probe` sends one ARP request on a packet socket and waits for the
-answer, :func:`tcp_throughput` pushes bytes over a TCP connection for a fixed time.
+answer, :func:`tcp_transfer` pushes bytes over a TCP connection (a size or a time).
 """
 
 from __future__ import annotations
@@ -172,23 +172,24 @@ def arp_probe(netns: str, dev: str, src_mac: str, src_ip: str, dst_ip: str, time
         s.close()
 
 
-def tcp_throughput(server_ns: str, server_ip: str, client_ns: str, seconds: float = 1.5,
-                   port: int = 5201) -> tuple[int, float]:
-    """Push bytes over TCP from ``client_ns`` to ``server_ns`` for about ``seconds``:
-    (bytes the server received, seconds from connect to the server seeing EOF)."""
+def tcp_transfer(server_ns: str, server_ip: str, client_ns: str, nbytes: int | None = None,
+                 seconds: float = 1.5, port: int = 5201, timeout: float = 30.0) -> tuple[int, float]:
+    """Push bytes over TCP from ``client_ns`` to ``server_ns``: exactly ``nbytes`` if given,
+    else for about ``seconds``. Returns (bytes the server received, seconds from connect to
+    the server seeing EOF)."""
     with in_netns(server_ns):
         srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((server_ip, port))
     srv.listen(1)
-    srv.settimeout(seconds + 10)
+    srv.settimeout(timeout)
     received = [0]
     done = [0.0]
 
     def serve() -> None:
         try:
             conn, _ = srv.accept()
-            conn.settimeout(seconds + 10)
+            conn.settimeout(timeout)
             with conn:
                 while True:
                     b = conn.recv(1 << 20)
@@ -203,16 +204,22 @@ def tcp_throughput(server_ns: str, server_ip: str, client_ns: str, seconds: floa
     t.start()
     with in_netns(client_ns):
         cli = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    chunk = bytes(1 << 18)
+    chunk = memoryview(bytes(1 << 18))
+    t0 = time.monotonic()
     try:
-        cli.settimeout(seconds + 10)
+        cli.settimeout(timeout)
         cli.connect((server_ip, port))
         t0 = time.monotonic()
-        end = t0 + seconds
-        while time.monotonic() < end:
-            cli.sendall(chunk)
+        if nbytes is not None:
+            left = nbytes
+            while left > 0:
+                left -= cli.send(chunk[:min(left, len(chunk))])
+        else:
+            end = t0 + seconds
+            while time.monotonic() < end:
+                cli.sendall(chunk)
         cli.shutdown(socket.SHUT_WR)
-        t.join(seconds + 10)
+        t.join(timeout)
     finally:
         cli.close()
         srv.close()

@@ -123,23 +123,9 @@ def _kernel(args) -> dict:
 
 
 def _sim(args) -> dict:
-    if args.scenario:
-        from ..backends.sim import Simulation
-        from ..scenario import ScenarioError, load_scenario
+    from ._sim import sim_engines
 
-        try:
-            sc = load_scenario(args.scenario)
-        except ScenarioError as e:
-            raise KernelError("EINVAL", f"{args.scenario}: {e}") from None
-        sim = Simulation(sc)
-        for st in sc["steps"]:
-            sim.step(st)
-        engines = {"parent": sim.engine}
-    else:
-        from ..links import get_driver
-
-        world = get_driver("sim", **({"state": args.state} if args.state else {}), netns=args.netns).world()
-        engines = {name: p.engine for name, p in world.parents.items()}
+    engines, _wire = sim_engines(args.scenario, args.state, args.netns)
     parents = {}
     for pname, e in engines.items():
         children = {n: {**v.stats.as_stats64(), "mode": v.mode.name.lower(), "up": v.up, "kind": v.kind}

@@ -79,25 +79,10 @@ def build_frame(args, default_src: bytes) -> bytes:
 # -- sim --------------------------------------------------------------------------------------------
 def _sim_engines(args) -> tuple[dict, str]:
     """Engines by parent name, and the wire: from a scenario's setup or the sim link state."""
-    from ..backends.sim import Simulation
+    from ._sim import sim_engines
 
-    if args.scenario:
-        from ..scenario import ScenarioError, load_scenario
-
-        try:
-            sc = load_scenario(args.scenario)
-        except ScenarioError as e:
-            raise KernelError("EINVAL", f"{args.scenario}: {e}") from None
-        sim = Simulation(sc)
-        for st in sc["steps"]:
-            if st["do"] != "inject":  # the setup only: the frame to explain is ours
-                sim.step(st)
-        return {"parent": sim.engine}, sc["wire"]
-    from ..links import get_driver
-
-    drv = get_driver("sim", **({"state": args.state} if args.state else {}))
-    world = drv.world()
-    return {name: p.engine for name, p in world.parents.items()}, args.wire
+    engines, wire = sim_engines(args.scenario, args.state, setup_only=True)
+    return engines, wire or args.wire
 
 
 def _trace_sim(args) -> int:

@@ -250,8 +250,9 @@ class Datapath:
                     except Exception as e:  # a bug or an unexpected errno must not stop the datapath
                         counters[f"handler_error_{type(e).__name__}"] += 1
             self._end_of_pass()
-            if time.monotonic() >= self._next_hk:
-                self._next_hk = time.monotonic() + hk
+            now = monotonic()
+            if now >= self._next_hk:
+                self._next_hk = now + hk
                 try:
                     self._housekeeping()
                 except Exception as e:
@@ -305,18 +306,7 @@ class Datapath:
         self._stop = True
 
     def _close_all(self) -> None:
-        for name in list(self.taps) + list(self.endpoints):
-            try:
-                self._delete_child(name)
-            except Exception:
-                self.counters["close_error"] += 1
-        if self.shield is not None:
-            self.shield.close()
-            self.shield = None
-        if self.parent is not None:
-            self.unwatch(self.parent.fd)
-            self.parent.close()
-            self.parent = None
+        self._release_children_and_parent(count_errors=True)
         for mon in self._monitors.values():
             mon.close()
         self._monitors.clear()
@@ -706,9 +696,22 @@ class Datapath:
             self._link_event(mon, ev)
 
     def _delete_parent(self) -> None:
+        self._release_children_and_parent(delete_parent_in_engine=True)
+
+    def _release_children_and_parent(self, count_errors: bool = False,
+                                     delete_parent_in_engine: bool = False) -> None:
+        """Delete every child (TAPs vanish, endpoints close), then drop the shield and the
+        parent socket (every membership with it). On close a failing child is counted and
+        the rest still go; when the parent is deleted, the engine forgets it too."""
         for name in list(self.taps) + list(self.endpoints):
-            self._delete_child(name)
-        self.engine.delete_parent()
+            try:
+                self._delete_child(name)
+            except Exception:
+                if not count_errors:
+                    raise
+                self.counters["close_error"] += 1
+        if delete_parent_in_engine:
+            self.engine.delete_parent()
         if self.shield is not None:
             self.shield.close()
             self.shield = None
