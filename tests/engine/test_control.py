@@ -2,6 +2,7 @@
 
 import pytest
 
+from pymacvlan.engine import Engine
 from pymacvlan.model import KernelError, MacaddrMode, MacvlanFlag, Mode
 
 from .conftest import LM, build, mac
@@ -153,3 +154,17 @@ def test_leave_a_group_not_joined_is_enoent():
 
 def test_unknown_child_is_enodev():
     assert err(build().set_up, "nope", True) == "ENODEV"
+
+
+def test_child_macs_come_from_os_entropy_unless_seeded() -> None:
+    """eth_hw_addr_random(): two engines made alike hand out different MACs; a seed (scenarios,
+    the sim's journal) makes them reproducible."""
+    def first_mac(seed):
+        e = Engine("eth0", bytes.fromhex("020000000001"), seed=seed)
+        return e.add("m0", mode=Mode.BRIDGE).mac
+
+    a, b = first_mac(None), first_mac(None)
+    assert a != b
+    for mac in (a, b):
+        assert mac[0] & 0x03 == 0x02  # locally administered, unicast
+    assert first_mac(7) == first_mac(7)

@@ -8,7 +8,7 @@ import pytest
 
 from pymacvlan.links import LinkChange, LinkRequest, get_driver
 from pymacvlan.links.sim import parent_mac
-from pymacvlan.model import Mode, mac_str
+from pymacvlan.model import Mode, mac_str, parse_mac
 
 
 def links(cli, *opts) -> list[dict]:
@@ -35,17 +35,22 @@ def test_add_show_text_in_iproute2_format(cli):
     assert out.splitlines()[1].endswith(" promiscuity 0  allmulti 0 minmtu 68 maxmtu 65535 ")
 
 
-def test_parent_is_created_implicitly_and_deterministically(cli, tmp_path):
+def test_parent_is_created_implicitly_child_mac_random(cli, tmp_path):
     cli("link", "add", "link", "eth7", "name", "m", "type", "macvlan")
     d = by_name(cli)
     assert d["eth7"]["address"] == mac_str(parent_mac("eth7"))
     assert d["eth7"]["linkinfo"] == {"info_kind": "veth"}
     assert d["m"]["link"] == "eth7"
     assert d["m"]["linkinfo"]["info_data"]["mode"] == "vepa"  # the kernel's default
-    # the same commands on a fresh state give the same random child MAC (seeded by parent name)
+    # the child's MAC is random, locally administered unicast, and comes back from the journal
+    mac = parse_mac(d["m"]["address"])
+    assert mac[0] & 0x03 == 0x02
+    assert by_name(cli)["m"]["address"] == d["m"]["address"]
+    # the same commands on a fresh state draw another MAC (OS entropy, not a seed two hosts share)
     other = get_driver("sim", state=tmp_path / "other.json")
     other.add(LinkRequest(parent="eth7", name="m"))
-    assert other.show("m")[0]["address"] == d["m"]["address"]
+    assert other.show("m")[0]["address"] != d["m"]["address"]
+    assert get_driver("sim", state=tmp_path / "other.json").show("m")[0]["address"] == other.show("m")[0]["address"]
 
 
 def test_state_persists_and_replays_partial_failures(cli, sim_state):

@@ -36,8 +36,8 @@ class Engine(ReceivePath, FloodPath, TransmitPath, ControlPlane):
     """
 
     def __init__(self, parent: str = "parent", mac: bytes | None = None, mtu: int = 1500, *,
-                 seed: int = 0, unicast_filter: bool = False, bridge_mc_to_bridge: bool = False) -> None:
-        self._rng = random.Random(seed)
+                 seed: int | None = 0, unicast_filter: bool = False, bridge_mc_to_bridge: bool = False) -> None:
+        self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self.lower = Lower(parent, mac if mac is not None else random_mac(self._rng), mtu=mtu,
                            unicast_filter=unicast_filter)
         self.port: Port | None = None

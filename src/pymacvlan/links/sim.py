@@ -2,7 +2,9 @@
 
 The state file holds a journal of the control operations asked for, not a snapshot: the
 engine is deterministic (parent MACs and engine seeds derive from the parent's name), so
-replaying the journal rebuilds exactly the same ports, filters, random child MACs and ifindexes,
+replaying the journal rebuilds exactly the same ports, filters and ifindexes. A child added
+without an address gets one from the OS's entropy (eth_hw_addr_random()), written into its
+journal entry so it comes back; two hosts never draw the same sequence,
 and an operation the kernel refuses halfway (changelink has no rollback) leaves exactly the
 state it left the first time. Errors come from the engine's control ops, i.e. are the kernel's.
 
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from ..engine import Engine
 from ..engine.device import MacvlanDev
-from ..model import KernelError, MacaddrMode, Mode, mac_str
+from ..model import KernelError, MacaddrMode, Mode, mac_str, random_mac
 from ..model.iproute import link_flags, operstate
 from . import LinkChange, LinkRequest
 
@@ -374,6 +376,8 @@ class Driver:
 
     # -- LinkDriver ------------------------------------------------------------------------------
     def add(self, req: LinkRequest) -> None:
+        if req.address is None and req.mode != Mode.PASSTHRU:  # passthru takes the parent's
+            req = dataclasses.replace(req, address=random_mac())
         self._do({"op": "add", "ns": self.netns, "req": _encode(req)})
 
     def set(self, name: str, change: LinkChange, netns: str | None = None) -> None:

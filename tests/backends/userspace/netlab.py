@@ -13,3 +13,16 @@ from pymacvlan.netlab import Lab, leftovers, live_unavailable, sh, tcp_transfer 
 def ping(netns: str, dst: str, count: int = 3, timeout: float = 3.0, interval: float = 0.05) -> int:
     """:func:`pymacvlan.netlab.ping` with the tests' patience (3 requests, 3 s)."""
     return netlab.ping(netns, dst, count, timeout, interval)
+
+
+def live_marks(need_tun: bool = True) -> list:
+    """The live tests' ``pytestmark``: marked live; skipped only outside CI when this machine
+    cannot run them (under CI=true they run, and fail, instead)."""
+    import os
+
+    import pytest
+
+    reason = live_unavailable(need_tun)
+    return [pytest.mark.live,
+            pytest.mark.skipif(reason is not None and os.environ.get("CI") != "true",
+                               reason=f"{reason}; under CI=true these tests run (and fail) instead of skipping")]

@@ -15,7 +15,7 @@ import pytest
 
 from pymacvlan.backends.userspace import Datapath, DatapathConfig, ParentConfig
 
-from .netlab import Lab, leftovers, live_unavailable, ping, sh, tcp_transfer
+from .netlab import Lab, live_unavailable, ping, sh, tcp_transfer
 
 _REASON = live_unavailable()
 pytestmark = [
@@ -30,16 +30,6 @@ MAC_A, MAC_B = bytes.fromhex("02000000001a"), bytes.fromhex("02000000001b")
 def _thread_nice(tid: int) -> int:
     with open(f"/proc/self/task/{tid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[16])  # field 19: nice
-
-
-@pytest.fixture
-def lab():
-    lab = Lab()
-    try:
-        yield lab
-    finally:
-        lab.close()
-        assert not leftovers(lab.tag), f"leftover namespaces or links: {leftovers(lab.tag)}"
 
 
 def test_busy_poll_and_nice_change_scheduling_not_decisions(lab: Lab) -> None:

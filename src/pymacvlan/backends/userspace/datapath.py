@@ -115,6 +115,9 @@ class DatapathConfig:
     #: 64-byte load on a 2-core VM, 700 at -5, which gave +37% small frames and +16% TCP
     #: (bench/RESULTS.md). Needs CAP_SYS_NICE (else counted as ``nice_refused``, left as is)
     nice: int | None = -5
+    #: child MACs without an address and filter salts: None draws them from the OS's entropy
+    #: (eth_hw_addr_random()), an int makes them reproducible (scenario replays)
+    seed: int | None = None
 
 
 class Datapath:
@@ -142,7 +145,7 @@ class Datapath:
         self._parent_base = self.parent.base
         self.engine = Engine(self.parent.base if self.parent.vlan is None else f"{self.parent.base}.{self.parent.vlan}",
                              mac=self.parent.mac, mtu=self.parent.mtu, unicast_filter=cfg.unicast_filter,
-                             bridge_mc_to_bridge=cfg.bridge_mc_to_bridge)
+                             bridge_mc_to_bridge=cfg.bridge_mc_to_bridge, seed=cfg.seed)
         #: child → writer of hdr+frame buffers (TAP write or endpoint.deliver)
         self._out: dict[MacvlanDev, Callable[[bytes], Any]] = {}
         self.taps: dict[str, Tap] = {}
