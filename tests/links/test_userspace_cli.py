@@ -1,4 +1,4 @@
-"""`pymacvlan --backend userspace link/apply`: the CLI over H3's daemon client (no parent needed).
+"""`pymacvlan --backend userspace link/apply`: the CLI over the daemon's client (no parent needed).
 
 The live path (a daemon with a real parent) is tested in tests/backends/userspace/test_daemon.py;
 here: the CLI's output and errors through that driver, with a daemon serving in this process.
@@ -11,8 +11,7 @@ import threading
 
 import pytest
 
-daemon_mod = pytest.importorskip("pymacvlan.backends.userspace.daemon",
-                                 reason="the userspace daemon (helper H3) has not landed")
+from pymacvlan.daemon import server as daemon_mod
 
 
 @pytest.fixture

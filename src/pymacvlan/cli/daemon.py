@@ -10,7 +10,7 @@ ORDER = 40
 
 
 def _daemon(args) -> int:
-    from ..backends.userspace.daemon import DaemonConfig, run
+    from ..daemon.server import DaemonConfig, run
     from ..model import KernelError
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -36,7 +36,7 @@ def _daemon(args) -> int:
 
 
 def register(sub) -> None:
-    from ..backends.userspace.daemon import DEFAULT_SOCKET, DEFAULT_STATE
+    from ..daemon.codec import DEFAULT_SOCKET, DEFAULT_STATE
 
     d = sub.add_parser("daemon", help="run the userspace datapath: children added over a control socket",
                        description="Foreground service owning the userspace datapath (one per parent). "

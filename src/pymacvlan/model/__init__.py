@@ -6,10 +6,11 @@ from .constants import (
 )
 from .mac import BROADCAST, Mac, mac_str, parse_mac, is_multicast, is_zero, random_mac
 from .errors import KernelError
+from .link import LinkChange, LinkRequest
 
 __all__ = [
     "ETH_HLEN", "ETH_P_PAUSE", "MODE_NAMES", "MODES", "FLAG_NAMES", "Mode", "MacvlanFlag",
     "MacaddrMode", "PacketType", "mode_from_name", "flags_from_names", "flag_names",
     "BROADCAST", "Mac", "mac_str", "parse_mac", "is_multicast", "is_zero", "random_mac",
-    "KernelError",
+    "KernelError", "LinkChange", "LinkRequest",
 ]

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from pymacvlan.backends.userspace.daemon import (
-    Daemon, DaemonConfig, TraceFilter, decode, encode, sd_notify, write_atomic,
-)
+from pymacvlan.daemon.codec import decode, encode
+from pymacvlan.daemon.server import Daemon, DaemonConfig, sd_notify
+from pymacvlan.daemon.state import write_atomic
+from pymacvlan.daemon.trace import TraceFilter
 from pymacvlan.links import LinkChange, LinkRequest, get_driver
 from pymacvlan.links.userspace import Connection, Driver
 from pymacvlan.model import KernelError, MacaddrMode, MacvlanFlag, Mode

@@ -154,7 +154,7 @@ class Datapath:
         self._monitors: dict[str | None, LinkMonitor] = {}
         self._mc_dirty: set[str] = set()
         self.shield = None
-        #: a :class:`.daemon.FrameTracer` while someone runs `pymacvlan trace` (else None)
+        #: a :class:`pymacvlan.daemon.trace.FrameTracer` while someone runs `pymacvlan trace` (else None)
         self._trace = None
         try:
             self._watch_parent()

@@ -18,7 +18,7 @@ root or the daemon's own uid; anyone else gets ``EPERM`` and is disconnected.
 ``op``           request keys → reply
 ===============  ========================================================================
 ``hello``        → ``{"ok": true, "version": 1, "pid": ...}``
-``link.add``     ``req``: a :class:`~pymacvlan.links.LinkRequest` (:func:`encode`)
+``link.add``     ``req``: a :class:`~pymacvlan.model.LinkRequest` (:func:`.codec.encode`)
 ``link.set``     ``name``, ``change`` (a LinkChange), ``netns``
 ``link.del``     ``name``, ``netns``
 ``link.show``    ``name``, ``kind``, ``netns`` → ``links``: ip -j -d -s link show dicts
@@ -39,12 +39,11 @@ cannot come back (its parent or namespace is gone) is logged and kept in the fil
 later start retries it.
 """
 
+
 from __future__ import annotations
 
 import dataclasses
-import enum
 import errno
-import json
 import logging
 import os
 import selectors
@@ -52,72 +51,23 @@ import signal
 import socket
 import struct
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...engine import WIRE
-from ...engine.device import Lower
-from ...engine.trace import PARENT, Trace
-from ...links import LinkChange, LinkRequest
-from ...model import KernelError, MacaddrMode, MacvlanFlag, Mode, mac_str, parse_mac
-from ._sys import ZERO_VNET_HDR
-from .vnet import VNET_HDR_LEN
+from ..model import KernelError, MacaddrMode, Mode, mac_str
+from ..model.link import LinkChange, LinkRequest
+from . import state
+from .codec import (DEFAULT_SOCKET, DEFAULT_STATE, MAX_REQUEST, PROTOCOL_VERSION, LineReader, decode,
+                    dump_line, load_line)
+from .state import LinkRecord, child_key
+from .trace import FrameTracer, TraceFilter
 
 log = logging.getLogger("pymacvlan.daemon")
 
-PROTOCOL_VERSION = 1
-DEFAULT_SOCKET = "/run/pymacvlan/control.sock"
-DEFAULT_STATE = "/var/lib/pymacvlan/state.json"
-MIN_BUF = VNET_HDR_LEN + 14
 #: a trace subscriber that cannot keep up loses events (counted) rather than stall the datapath
 TRACE_SNDBUF = 1 << 20
-MAX_REQUEST = 1 << 20
-
-
-# -- the wire format of LinkRequest / LinkChange -----------------------------------------------------------------
-def encode(obj: LinkRequest | LinkChange) -> dict:
-    """A LinkRequest or LinkChange as JSON: MACs as text, enums as their netlink values,
-    unset (None / empty) fields left out."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        if v is None or (isinstance(v, list) and not v):
-            continue
-        if isinstance(v, (bytes, bytearray)):
-            v = mac_str(v)
-        elif isinstance(v, list):
-            v = [mac_str(m) if isinstance(m, (bytes, bytearray)) else m for m in v]
-        elif isinstance(v, enum.Enum):
-            v = int(v)
-        out[f.name] = v
-    return out
-
-
-_DECODERS = {"address": parse_mac, "macaddrs": lambda v: [parse_mac(m) for m in v], "mode": Mode,
-             "flags": MacvlanFlag, "macaddr_mode": MacaddrMode}
-
-
-def decode(cls: type, data: dict) -> Any:
-    """Inverse of :func:`encode`; an unknown key or a bad value is EINVAL, not a crash."""
-    if not isinstance(data, dict):
-        raise KernelError("EINVAL", f"expected an object for {cls.__name__}, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    kw = {}
-    for k, v in data.items():
-        if k not in names:
-            raise KernelError("EINVAL", f"unknown {cls.__name__} field {k!r}",
-                              "the client and the daemon may be different versions")
-        try:
-            kw[k] = _DECODERS[k](v) if k in _DECODERS and v is not None else v
-        except (ValueError, TypeError) as e:
-            raise KernelError("EINVAL", f"bad {k}: {e}") from None
-    try:
-        return cls(**kw)
-    except TypeError as e:
-        raise KernelError("EINVAL", str(e)) from None
 
 
 # -- systemd ---------------------------------------------------------------------------------------------
@@ -147,147 +97,6 @@ def _oserror(e: OSError, what: str, advice: str = "") -> KernelError:
     return KernelError(name, f"{what}: {e.strerror or e}", advice)
 
 
-# -- tracing -------------------------------------------------------------------------------------------------
-@dataclass
-class TraceFilter:
-    """Which frames a subscriber wants: all given conditions must hold."""
-
-    mac: bytes | None = None  # source or destination
-    ethertype: int | None = None  # outer, or inner behind one 802.1Q tag
-    child: str | None = None  # sent by, or considered for, this child (its name or key)
-
-    @classmethod
-    def from_request(cls, req: dict) -> "TraceFilter":
-        try:
-            mac = parse_mac(req["mac"]) if req.get("mac") else None
-            et = req.get("ethertype")
-            if isinstance(et, str):
-                et = int(et, 16) if et.lower().startswith("0x") else int(et, 16 if len(et) == 4 else 10)
-        except (ValueError, TypeError) as e:
-            raise KernelError("EINVAL", f"bad trace filter: {e}") from None
-        return cls(mac, et, req.get("child") or None)
-
-    def pre(self, frame: bytes) -> bool:
-        """The cheap part, before the engine sees the frame."""
-        if self.mac is not None and frame[0:6] != self.mac and frame[6:12] != self.mac:
-            return False
-        if self.ethertype is not None:
-            et = int.from_bytes(frame[12:14], "big")
-            if et != self.ethertype and not (et == 0x8100 and int.from_bytes(frame[16:18], "big") == self.ethertype):
-                return False
-        return True
-
-
-class FrameTracer:
-    """The datapath's slow path while someone traces (``Datapath._trace``).
-
-    The datapath checks ``self._trace is not None`` once per handler call and then hands
-    the whole batch here; frames matching a subscriber's filter go through the engine
-    with a :class:`Trace`, the rest exactly as on the fast path. One instance per datapath;
-    ``emit`` gets each explained frame (called on the datapath's thread).
-    """
-
-    def __init__(self, parent_name: str, filters: list[TraceFilter], emit) -> None:
-        self.parent_name = parent_name
-        self.filters = filters
-        self.emit = emit
-
-    def on_parent(self, dp) -> None:
-        """Parent → children (``Datapath._on_parent``'s slow twin)."""
-        parent = dp.parent
-        if parent is None:
-            return
-        receive = dp.engine.receive
-        for buf in parent.drain(dp.cfg.budget):
-            if len(buf) < MIN_BUF:
-                dp.counters["rx_runt"] += 1
-                continue
-            self._frames(dp, "wire", None, buf, "rx_bad_vnet_hdr", lambda f, tr, gso: receive(f, tr))
-
-    def on_tap(self, dp, fd: int, vlan) -> None:
-        """A TAP child transmits (the TAP reader's slow twin)."""
-        for _ in range(dp.cfg.budget):
-            try:
-                buf = os.read(fd, VNET_HDR_LEN + 65535 + 18)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                dp.counters[f"child_read_{errno.errorcode.get(e.errno, e.errno)}"] += 1
-                if e.errno == errno.EBADFD:
-                    dp.unwatch(fd)
-                return
-            if len(buf) < MIN_BUF:
-                dp.counters["tx_runt"] += 1
-                continue
-            self._child_buf(dp, vlan, buf)
-
-    def on_endpoint(self, dp, ep, buf: bytes) -> None:
-        """A macvtap endpoint's client transmits (``Datapath._endpoint_sink``'s slow twin)."""
-        vlan = ep.child
-        if vlan is None or vlan.deleted:
-            dp.counters["tx_no_child"] += 1
-            return
-        if len(buf) - VNET_HDR_LEN > vlan.mtu + 18 and buf[1] == 0:
-            ep.counters["tx_oversize"] += 1
-            vlan.stats.tx_dropped += 1
-            return
-        self._child_buf(dp, vlan, buf)
-
-    def _child_buf(self, dp, vlan, buf: bytes) -> None:
-        xmit = dp.engine.xmit
-        self._frames(dp, vlan.name, vlan, buf, "tx_bad_vnet_hdr", lambda f, tr, gso: xmit(vlan, f, tr, gso))
-
-    # -- common
-    def _frames(self, dp, origin: str, vlan, buf: bytes, bad: str, decide) -> None:
-        """Unicast keeps its header (GSO crosses whole); multicast with a header is finalized
-        first, as on the fast path."""
-        frame = buf[VNET_HDR_LEN:]
-        if frame[0] & 1 and buf[:VNET_HDR_LEN] != ZERO_VNET_HDR:
-            from .gso import GSOError, finalize
-            try:
-                frames = finalize(buf)
-            except GSOError:
-                dp.counters[bad] += 1
-                return
-            for f in frames:
-                self._one(dp, origin, vlan, f, None, False, decide)
-            return
-        self._one(dp, origin, vlan, frame, buf, buf[1] != 0, decide)
-
-    def _one(self, dp, origin: str, vlan, frame: bytes, buf: bytes | None, gso: bool, decide) -> None:
-        match = [f for f in self.filters if f.pre(frame)]
-        tr = Trace() if match else None
-        if tr is not None:
-            tr.hop("frame arrives at the parent from the wire" if vlan is None else f"{origin} transmits it")
-        deliveries = decide(frame, tr, gso)
-        if tr is not None and dp.engine.bc_pending:
-            # the deferred flood (macvlan_process_broadcast), explained with the frame it carries
-            deliveries = list(deliveries) + dp.engine.process_bc_queue(tr)
-        dp._dispatch(deliveries, frame, buf)
-        if tr is None:
-            return
-        got = sorted({_target_name(t) for t, _pt, _f in deliveries})
-        names = [WIRE, PARENT] + list(dp.engine.children)
-        for f in match:
-            if f.child is not None and f.child != origin and f.child not in got and f.child not in tr.notes:
-                continue
-            self.emit({"event": "frame", "time": time.time(), "parent": self.parent_name, "from": origin,
-                       "dst": mac_str(frame[0:6]), "src": mac_str(frame[6:12]),
-                       "ethertype": f"0x{int.from_bytes(frame[12:14], 'big'):04x}", "len": len(frame),
-                       "delivered": got, "path": tr.path(),
-                       "trace": tr.summary(names, "not reached: the frame never came its way")})
-            return
-
-
-def _target_name(target) -> str:
-    """A delivery's target as the trace names it: ``@wire``, ``@parent`` or the child's key."""
-    if target is WIRE:
-        return WIRE
-    if isinstance(target, Lower):
-        return PARENT
-    return target.name
-
-
 # -- the daemon --------------------------------------------------------------------------------------------
 @dataclass
 class DaemonConfig:
@@ -301,36 +110,6 @@ class DaemonConfig:
     endpoint_dir: str | None = None
 
 
-@dataclass
-class LinkRecord:
-    """What the daemon keeps about one child (the state file holds a list of these)."""
-
-    name: str
-    parent: str
-    kind: str = "macvlan"
-    netns: str | None = None
-    mode: int = int(Mode.VEPA)
-    address: str | None = None
-    mtu: int | None = None
-    flags: int = 0
-    macaddrs: list[str] = dataclasses.field(default_factory=list)
-    bcqueuelen: int | None = None
-    bclim: int | None = None
-    up: bool = False
-    promisc: bool = False
-    allmulticast: bool = False
-    endpoint: str | None = None
-
-    @property
-    def key(self) -> str:
-        return child_key(self.name, self.netns)
-
-
-def child_key(name: str, netns: str | None) -> str:
-    """The engine's name for a child: unique per daemon, like (netns, ifname) in the kernel."""
-    return name if netns is None else f"{netns}/{name}"
-
-
 class Daemon:
     """The service: datapaths per parent, the control socket, the state file."""
 
@@ -342,7 +121,7 @@ class Daemon:
         self.pending: list[LinkRecord] = []
         self.sel = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
-        self._bufs: dict[socket.socket, bytearray] = {}
+        self._bufs: dict[socket.socket, LineReader] = {}
         self._subs: dict[socket.socket, TraceFilter] = {}
         self._sub_lock = threading.Lock()
         self.counters: Counter[str] = Counter()
@@ -464,7 +243,7 @@ class Daemon:
                 self.counters["peer_refused"] += 1
                 log.warning("refused a control connection from uid %d", uid)
                 try:
-                    conn.sendall(_line(KernelError(
+                    conn.sendall(dump_line(KernelError(
                         "EPERM", f"uid {uid} may not control pymacvlan",
                         "the control socket is for root (or the daemon's own user)").as_result()))
                 except OSError:
@@ -472,7 +251,7 @@ class Daemon:
                 conn.close()
                 continue
             conn.setblocking(False)
-            self._bufs[conn] = bytearray()
+            self._bufs[conn] = LineReader(MAX_REQUEST)
             self.sel.register(conn, selectors.EVENT_READ, self._on_conn)
 
     def _on_conn(self, conn: socket.socket) -> None:
@@ -485,15 +264,13 @@ class Daemon:
         if not data:
             self._drop(conn)
             return
-        buf = self._bufs[conn]
-        buf += data
-        if len(buf) > MAX_REQUEST:
-            self._reply(conn, KernelError("EMSGSIZE", "request too long").as_result())
+        try:
+            lines = self._bufs[conn].feed(data)
+        except KernelError as e:
+            self._reply(conn, e.as_result())
             self._drop(conn)
             return
-        while b"\n" in buf:
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
+        for line in lines:
             if conn in self._subs:
                 continue  # a subscriber only ever closes
             reply = self._request(conn, line)
@@ -504,7 +281,7 @@ class Daemon:
         conn.setblocking(True)
         conn.settimeout(5)
         try:
-            conn.sendall(_line(obj))
+            conn.sendall(dump_line(obj))
         except OSError:
             self._drop(conn)
             return
@@ -526,11 +303,9 @@ class Daemon:
 
     def _request(self, conn: socket.socket, line: bytes) -> dict | None:
         try:
-            req = json.loads(line)
-            if not isinstance(req, dict):
-                raise ValueError("a request is a JSON object")
-        except ValueError as e:
-            return KernelError("EINVAL", f"bad request: {e}").as_result()
+            req = load_line(line)
+        except KernelError as e:
+            return e.as_result()
         op = req.get("op")
         try:
             with self._lock:
@@ -577,8 +352,8 @@ class Daemon:
         dp = self.datapaths.get(parent)
         if dp is not None:
             return dp
-        from .datapath import Datapath, DatapathConfig
-        from .parent import ParentConfig
+        from ..backends.userspace.datapath import Datapath, DatapathConfig
+        from ..backends.userspace.parent import ParentConfig
 
         try:
             dp = Datapath(DatapathConfig(ParentConfig(parent, self.cfg.netns), shield=self.cfg.shield))
@@ -632,7 +407,7 @@ class Daemon:
                                       ifname=req.name, flags=int(req.flags or 0), **kw)
                 endpoint = None
             else:
-                from .endpoints import StreamEndpoint
+                from ..backends.userspace.endpoints import StreamEndpoint
 
                 endpoint = str(Path(self.cfg.endpoint_dir or Path(self.cfg.socket).parent) / f"{req.name}.sock")
                 info = dp.add_macvtap(key, StreamEndpoint(key, endpoint), req.mode, mac=req.address,
@@ -733,7 +508,7 @@ class Daemon:
     def _show_one(dp, rec: LinkRecord) -> dict | None:
         """One ``ip -j -d -s link show`` object (iproute2's keys) from the engine's state; the
         child is shown as if in the parent's namespace, its real one under ``netns``."""
-        from ...links.sim import child_link
+        from ..links.sim import child_link
 
         vlan = dp.engine.children.get(rec.key)
         if vlan is None:
@@ -800,7 +575,7 @@ class Daemon:
 
     def _emit(self, event: dict) -> None:
         """On a datapath thread: send to every subscriber; never block (drop and count)."""
-        data = _line(event)
+        data = dump_line(event)
         with self._sub_lock:
             subs = list(self._subs)
         for conn in subs:
@@ -840,65 +615,21 @@ class Daemon:
                     self._snapshot(rec)
                 except Exception:
                     log.exception("reading %s for the state file", key)
-        data = {"version": PROTOCOL_VERSION,
-                "links": [dataclasses.asdict(r) for r in list(self.links.values()) + self.pending]}
-        write_atomic(self.cfg.state, json.dumps(data, indent=1) + "\n")
+        state.save(self.cfg.state, list(self.links.values()) + self.pending)
 
     def _restore(self) -> None:
-        path = Path(self.cfg.state)
-        if not path.exists():
-            return
-        try:
-            data = json.loads(path.read_text())
-            recs = [LinkRecord(**d) for d in data.get("links", [])]
-        except (ValueError, TypeError, OSError) as e:
-            bad = path.with_name(path.name + ".bad")
-            log.error("state file %s unreadable (%s); moved to %s, starting empty", path, e, bad)
-            os.replace(path, bad)
-            return
-        # a passthru child must come back first (alone) and source lists need their parent's port
-        for rec in recs:
-            req = LinkRequest(rec.parent, rec.name, rec.kind, Mode(rec.mode),
-                              parse_mac(rec.address) if rec.address else None, rec.mtu,
-                              MacvlanFlag(rec.flags), MacaddrMode.SET if rec.macaddrs else None,
-                              [parse_mac(m) for m in rec.macaddrs], rec.bcqueuelen,
-                              rec.bclim if rec.bclim not in (None, 1) else None, rec.netns)
+        # in the file's order: a passthru child comes back first (alone), source lists after
+        # their parent's port exists
+        for rec in state.load(self.cfg.state):
             try:
-                self.link_add(req, save=False)
-                change = LinkChange(up=rec.up or None, promisc=rec.promisc or None,
-                                    allmulticast=rec.allmulticast or None)
-                if rec.up or rec.promisc or rec.allmulticast:
+                self.link_add(rec.request(), save=False)
+                change = rec.change()
+                if change is not None:
                     self.link_set(rec.name, change, rec.netns)
             except (KernelError, OSError) as e:
                 log.warning("cannot restore %s on %s: %s (kept in the state file)", rec.key, rec.parent, e)
                 self.pending.append(rec)
         self._save()
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write via a temporary file in the same directory, fsync, rename: never a torn file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, p)
-    try:
-        dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
-def _line(obj: dict) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
 def _socket_alive(path: str) -> bool:
