@@ -10,6 +10,8 @@ ORDER = 40
 
 
 def _daemon(args) -> int:
+    if args.action == "install-unit":
+        return _install_unit(args)
     from ..daemon.server import DaemonConfig, run
     from ..model import KernelError
 
@@ -35,6 +37,36 @@ def _daemon(args) -> int:
         return 1
 
 
+def _daemon_args(args) -> list[str]:
+    """The daemon options given on this command line, for the unit's ExecStart."""
+    from ..daemon.codec import DEFAULT_SOCKET, DEFAULT_STATE
+
+    out = []
+    for opt, value, default in (("--socket", args.socket, DEFAULT_SOCKET), ("--state", args.state, DEFAULT_STATE),
+                                ("--netns", args.netns, None), ("--endpoint-dir", args.endpoint_dir, None)):
+        if value != default:
+            out += [opt, value]
+    return out + ["--shield"] * args.shield + ["--verbose"] * args.verbose
+
+
+def _install_unit(args) -> int:
+    import errno
+
+    from ..daemon.unit import install, render
+
+    if args.print:
+        sys.stdout.write(render(_daemon_args(args)))
+        return 0
+    try:
+        path = install(args.unit_dir, _daemon_args(args))
+    except OSError as e:
+        print(f"pymacvlan daemon install-unit: {errno.errorcode.get(e.errno or 0, 'EIO')}: cannot write "
+              f"{args.unit_dir}: {e.strerror} (run as root, or give --unit-dir DIR, or --print)", file=sys.stderr)
+        return 1
+    print(f"wrote {path}; start it with: systemctl enable --now {path.name}")
+    return 0
+
+
 def register(sub) -> None:
     from ..daemon.codec import DEFAULT_SOCKET, DEFAULT_STATE
 
@@ -50,4 +82,12 @@ def register(sub) -> None:
                    help="keep parents' stacks from what macvlan consumes (eBPF tc ingress filter)")
     d.add_argument("--endpoint-dir", help="where macvtap stream sockets go (default: the control socket's directory)")
     d.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    d.set_defaults(func=_daemon)
+    d.set_defaults(func=_daemon, action=None)
+    acts = d.add_subparsers(dest="action", metavar="[install-unit]")
+    u = acts.add_parser("install-unit", help="write the systemd unit (Type=notify) running the daemon with "
+                        "the options given before install-unit",
+                        description="Write pymacvlan.service (Type=notify, Restart=on-failure, hardened to the "
+                        "capabilities the daemon uses) with ExecStart running this Python and the daemon options "
+                        "given before `install-unit`, then `systemctl daemon-reload` when systemd runs here.")
+    u.add_argument("--unit-dir", default="/etc/systemd/system", help="where to write it (default /etc/systemd/system)")
+    u.add_argument("--print", action="store_true", help="print the unit instead of writing it")

@@ -4,7 +4,8 @@
 - :mod:`.client` — what `pymacvlan link/stats/trace --backend userspace` speak through;
 - :mod:`.server` — the service (:class:`~.server.Daemon`): datapaths, control socket;
 - :mod:`.state`  — the state file the children come back from;
-- :mod:`.trace`  — `pymacvlan trace` subscribers and their filters.
+- :mod:`.trace`  — `pymacvlan trace` subscribers and their filters;
+- :mod:`.unit`   — the systemd unit and `pymacvlan daemon install-unit`.
 
 Importing the package or the client does not import the server (nor the datapath).
 """
