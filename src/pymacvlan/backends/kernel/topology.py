@@ -124,7 +124,7 @@ def _sysfs_in_netns(ns: str, path: str) -> str:
     return data.decode().strip()
 
 
-def _open_macvtap(ns: str, ifindex: int) -> int:
+def open_macvtap(ns: str, ifindex: int) -> int:
     """open() /dev/tap<ifindex>: a node made from the device number, in a private directory."""
     major, minor = (int(x) for x in _sysfs_in_netns(ns, f"/sys/class/macvtap/tap{ifindex}/dev").split(":"))
     directory = tempfile.mkdtemp(prefix="pmv")
@@ -337,7 +337,7 @@ class Topology:
         if child.kind != "macvtap":
             raise NetlinkError(errno.EOPNOTSUPP, f"{name} is a macvlan: only a macvtap has a /dev/tapN to read")
         if child.reader is None:
-            child.reader = _open_macvtap(child.ns, child.index)
+            child.reader = open_macvtap(child.ns, child.index)
 
     def detach_reader(self, name: str) -> None:
         child = self.children[name]

@@ -201,7 +201,8 @@ class UserspaceSteps(StepDispatcher):
         path = os.path.join(self.sockdir, f"{len(os.listdir(self.sockdir))}.sock")
         ep = TapFdEndpoint(name, ifname, path, netns=ns, mtu=_ENDPOINT_TAP_MTU)
         try:
-            self.dp.add_macvtap(name, ep, mode, up=False, **kw)
+            # the kernel's macvtap stands compared here: its groups only, not endpoint_allmulti
+            self.dp.add_macvtap(name, ep, mode, up=False, allmulticast=False, **kw)
         except BaseException:
             ep.close()
             raise

@@ -516,16 +516,27 @@ class Datapath:
 
     def add_macvtap(self, name: str, endpoint: Endpoint, mode: str | Mode = "bridge", *,
                     mac: bytes | None = None, mtu: int | None = None, flags: int = 0, up: bool = True,
-                    **engine_kw: Any) -> dict:
+                    allmulticast: bool = True, **engine_kw: Any) -> dict:
         """A macvtap child whose frames an application reads and writes on ``endpoint``.
 
         There is no netdev to set up, so it is up at once unless ``up=False``.
-        """
-        return self.call(self._add_macvtap, name, endpoint, mode, mac, mtu, flags, up, engine_kw)
 
-    def _add_macvtap(self, name, endpoint, mode, mac, mtu, flags, up, engine_kw) -> dict:
+        ``allmulticast`` (on by default): the child receives every multicast group. A kernel
+        macvtap's own stack joins the solicited-node group of the link-local address made
+        from its MAC, which is the guest's, so IPv6 ND to the guest works there by that
+        coincidence; an endpoint has no stack, and the guest's virtio-net receive filter
+        stays inside QEMU, which applies it itself. So the port lets all multicast through
+        and QEMU drops what its guest did not ask for: ND, DHCPv6, mDNS work for any address
+        the guest uses (docs/userspace-differences.md, ``endpoint_allmulti``).
+        ``link set NAME allmulticast off`` narrows it to broadcast and the stack groups.
+        """
+        return self.call(self._add_macvtap, name, endpoint, mode, mac, mtu, flags, up, allmulticast, engine_kw)
+
+    def _add_macvtap(self, name, endpoint, mode, mac, mtu, flags, up, allmulticast, engine_kw) -> dict:
         mode = mode_from_name(mode) if isinstance(mode, str) else mode
         vlan = self.engine.add(name, "macvtap", mode, flags, mac, mtu, **engine_kw)
+        if allmulticast:
+            self.engine.set_allmulticast(name, True)
         endpoint.child = vlan
         vlan.tap = EndpointReaderQueue()  # the endpoint is the macvtap's reader
         self.endpoints[name] = endpoint

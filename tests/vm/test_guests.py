@@ -1,0 +1,202 @@
+"""Real QEMU guests (TCG) on macvtap children: the kernel's macvtap as the reference, then a
+pymacvlan userspace macvtap on each endpoint kind (stream, dgram, tapfd).
+
+One topology for the module: namespace W is the wire — a bridge with the station 10.77.0.1
+and dnsmasq handing out leases — with two parents hanging off it: ``k`` (in K) carries the
+kernel's macvtap and a kernel macvlan sibling (bridge mode, 10.77.0.50, in SK); ``u`` (in U)
+carries the userspace datapath, its TAP sibling (bridge mode, 10.77.0.51, in SU) and the
+guest's endpoint. Each guest gets its own MAC, so its own lease. From inside the guest:
+a DHCP lease, ping the station, ping the sibling, ping the sibling's IPv6 link-local (the
+guest's neighbour solicitation); then the sibling pings the guest's link-local, which needs
+the sibling's solicitation (to the guest's solicited-node group) to reach the guest: the
+multicast a guest needs from its port. QEMU and dnsmasq are ended by their PIDs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from pymacvlan.backends.kernel.topology import open_macvtap
+from pymacvlan.backends.userspace import Datapath, DatapathConfig, DgramEndpoint, ParentConfig, StreamEndpoint, TapFdEndpoint
+from pymacvlan.backends.userspace._sys import write_sysctl
+from pymacvlan.backends.userspace.endpoints import recv_fd
+from pymacvlan.netlab import Lab, leftovers, live_unavailable, sh
+from pymacvlan.vm.guest import build
+from pymacvlan.vm.qemu import GuestRun, netdev_args, qemu_available, qemu_base
+
+_REASON = live_unavailable() or qemu_available() or (None if shutil.which("dnsmasq") else "no dnsmasq")
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.slow,
+    pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true",
+                       reason=f"{_REASON}; under CI=true these tests run (and fail) instead of skipping"),
+]
+
+STATION = "10.77.0.1"
+SIBLING = {"kernel": "10.77.0.50", "userspace": "10.77.0.51"}
+MACS = {"kernel": "52:54:00:77:00:01", "stream": "52:54:00:77:00:02", "dgram": "52:54:00:77:00:03",
+        "tapfd": "52:54:00:77:00:04"}
+
+
+def _ipv6_on(ns: str, dev: str | None = None) -> None:
+    for key in ("all", "default") + ((dev,) if dev else ()):
+        write_sysctl(ns, f"net/ipv6/conf/{key}/disable_ipv6", "0")
+        write_sysctl(ns, f"net/ipv6/conf/{key}/accept_dad", "0")
+
+
+def link_local(ns: str, dev: str = "eth0", timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = sh("ip", "-n", ns, "-6", "-o", "addr", "show", "dev", dev, "scope", "link").stdout
+        for word in out.split():
+            if word.startswith("fe80::") and "tentative" not in out:
+                return word.split("/")[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no IPv6 link-local address on {dev} in {ns}")
+
+
+class Wire:
+    """The module's topology (see the module docstring)."""
+
+    def __init__(self, lab: Lab, tmp: Path) -> None:
+        self.lab, self.tmp = lab, tmp
+        self.W, self.K, self.U = lab.ns("W"), lab.ns("K"), lab.ns("U")
+        self.SK, self.SU = lab.ns("SK"), lab.ns("SU")
+        sh("ip", "-n", self.W, "link", "add", "br0", "type", "bridge", "forward_delay", "0")
+        self.k, self.u = lab.ifname("k"), lab.ifname("u")
+        for parent, ns, port in ((self.k, self.K, lab.ifname("wk")), (self.u, self.U, lab.ifname("wu"))):
+            lab.veth(parent, ns, port, self.W)
+            sh("ip", "-n", self.W, "link", "set", port, "master", "br0")
+        sh("ip", "-n", self.W, "addr", "add", f"{STATION}/24", "dev", "br0")
+        sh("ip", "-n", self.W, "link", "set", "br0", "up")
+        self.dnsmasq = subprocess.Popen(
+            ["ip", "netns", "exec", self.W, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+             "--interface=br0", "--bind-interfaces", "--dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,5m",
+             f"--dhcp-leasefile={tmp / 'leases'}", "--no-ping", "--user=root", "--pid-file="],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # the kernel's side: a macvlan sibling; the macvtap is made per test
+        sh("ip", "-n", self.K, "link", "add", "link", self.k, "name", "sib", "type", "macvlan", "mode", "bridge")
+        sh("ip", "-n", self.K, "link", "set", "sib", "netns", self.SK, "name", "eth0")
+        self._sibling(self.SK, SIBLING["kernel"])
+        # the userspace side: the datapath on u and its TAP sibling
+        self.dp = Datapath(DatapathConfig(ParentConfig(self.u, self.U))).start()
+        self.dp.add_macvlan("sib", "bridge", netns=self.SU, ifname="eth0", mac=bytes.fromhex("020000770051"))
+        self._sibling(self.SU, SIBLING["userspace"])
+
+    @staticmethod
+    def _sibling(ns: str, ip: str) -> None:
+        _ipv6_on(ns, "eth0")
+        sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+
+    def close(self) -> None:
+        try:
+            if self.dp is not None:
+                self.dp.close()
+        finally:
+            if self.dnsmasq.poll() is None:
+                os.kill(self.dnsmasq.pid, signal.SIGTERM)
+                self.dnsmasq.wait(10)
+
+
+@pytest.fixture(scope="module")
+def wire():
+    lab = Lab()
+    w = None
+    tmp = Path(tempfile.mkdtemp(prefix="pmv-vm-"))
+    try:
+        w = Wire(lab, tmp)
+        yield w
+    finally:
+        if w is not None:
+            w.close()
+        lab.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        assert not leftovers(lab.tag), f"leftover namespaces or links: {leftovers(lab.tag)}"
+
+
+@pytest.fixture(scope="module")
+def guest():
+    return build()
+
+
+def _script(sibling_ip: str, sibling_ll: str) -> str:
+    return "\n".join([
+        "pmv_dhcp",
+        f"pmv_ping station {STATION}",
+        f"pmv_ping sibling {sibling_ip}",
+        f"pmv_ping sibling6 -6 -I eth0 {sibling_ll}",
+        "pmv_ll",
+        "echo PMV-READY",
+        "sleep 120",
+    ])
+
+
+def _checks(run: GuestRun, sibling_ns: str) -> None:
+    """What the guest reports, then the sibling's solicitation of the guest."""
+    lease = run.expect(r"PMV-DHCP-BOUND (\S+)", 90).group(1)
+    assert lease.startswith("10.77.0.1"), lease
+    run.expect(r"PMV-OK station", 30)
+    run.expect(r"PMV-OK sibling$", 30)
+    run.expect(r"PMV-OK sibling6", 30)
+    guest_ll = run.expect(r"PMV-LL (fe80::\S+)", 10).group(1)
+    run.expect("PMV-READY", 10)
+    sh("ip", "-n", sibling_ns, "-6", "neigh", "flush", "dev", "eth0")  # the sibling must solicit
+    r = sh("ip", "netns", "exec", sibling_ns, "busybox", "ping", "-6", "-c", "3", "-W", "3", "-I", "eth0",
+           guest_ll, check=False)
+    assert r.returncode == 0, f"the sibling cannot reach the guest's {guest_ll}:\n{r.stdout}{r.stderr}"
+
+
+def test_guest_on_kernel_macvtap(wire, guest) -> None:
+    """The reference: the same guest on the kernel's macvtap, `-netdev tap,fd=N` on /dev/tapN."""
+    sh("ip", "-n", wire.K, "link", "add", "link", wire.k, "name", "mvt0", "address", MACS["kernel"],
+       "type", "macvtap", "mode", "bridge")
+    _ipv6_on(wire.K, "mvt0")
+    sh("ip", "-n", wire.K, "link", "set", "mvt0", "up")
+    ifindex = int(sh("ip", "-n", wire.K, "-o", "link", "show", "mvt0").stdout.split(":")[0])
+    fd = open_macvtap(wire.K, ifindex)
+    try:
+        argv = qemu_base(guest, _script(SIBLING["kernel"], link_local(wire.SK))) + \
+            netdev_args("tap", MACS["kernel"], fd=fd)
+        with GuestRun(argv, pass_fds=(fd,), netns=wire.K) as run:
+            _checks(run, wire.SK)
+    finally:
+        os.close(fd)
+        sh("ip", "-n", wire.K, "link", "del", "mvt0")
+
+
+@pytest.mark.parametrize("kind", ["stream", "dgram", "tapfd"])
+def test_guest_on_userspace_macvtap(wire, guest, kind) -> None:
+    """The same guest on a pymacvlan macvtap child, one endpoint kind at a time."""
+    path = str(wire.tmp / f"{kind}.sock")
+    name = f"vm{kind}"
+    if kind == "stream":
+        ep = StreamEndpoint(name, path)
+    elif kind == "dgram":
+        ep = DgramEndpoint(name, path)
+    else:
+        ep = TapFdEndpoint(name, wire.lab.ifname("t"), path, netns=wire.U)
+    wire.dp.add_macvtap(name, ep, "bridge", mac=bytes.fromhex(MACS[kind].replace(":", "")))
+    fds: tuple[int, ...] = ()
+    try:
+        if kind == "tapfd":
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                c.connect(path)
+                fds = (recv_fd(c)[0],)
+        argv = qemu_base(guest, _script(SIBLING["userspace"], link_local(wire.SU))) + \
+            netdev_args(kind, MACS[kind], path=path, fd=fds[0] if fds else None)
+        with GuestRun(argv, pass_fds=fds, netns=wire.U) as run:
+            _checks(run, wire.SU)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        wire.dp.delete(name)

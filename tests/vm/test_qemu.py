@@ -1,0 +1,47 @@
+"""QEMU command lines and the guest's kernel command line, without booting anything."""
+
+from __future__ import annotations
+
+import base64
+import re
+import sys
+
+import pytest
+
+from pymacvlan.vm.guest import cmdline
+from pymacvlan.vm.qemu import GuestRun, netdev_args
+
+MAC = "52:54:00:12:34:56"
+
+
+def test_netdev_args_per_endpoint_kind() -> None:
+    assert netdev_args("stream", MAC, path="/run/p/vm0.sock") == [
+        "-netdev", "stream,id=net0,server=off,addr.type=unix,addr.path=/run/p/vm0.sock",
+        "-device", f"virtio-net-pci,netdev=net0,mac={MAC},romfile="]
+    assert "reconnect=2" in netdev_args("stream", MAC, path="/p", reconnect=2)[1]
+    assert netdev_args("dgram", MAC, path="/p/d.sock")[1] == \
+        "dgram,id=net0,local.type=unix,local.path=/p/d.sock.qemu,remote.type=unix,remote.path=/p/d.sock"
+    assert netdev_args("tapfd", MAC, fd=7)[1] == "tap,id=net0,fd=7,vhost=off"
+    assert netdev_args("tap", MAC, fd=3)[3].endswith(f"mac={MAC},romfile=")
+    with pytest.raises(ValueError, match="unknown endpoint kind"):
+        netdev_args("vde", MAC)
+
+
+def test_cmdline_carries_the_script_and_refuses_an_overlong_one() -> None:
+    line = cmdline("pmv_dhcp\necho hi")
+    m = re.search(r"pmv.script=(\S+)", line)
+    assert m and base64.b64decode(m.group(1)).decode() == "pmv_dhcp\necho hi"
+    assert "panic=-1" in line and "console=ttyS0" in line
+    with pytest.raises(ValueError, match="too long"):
+        cmdline("x" * 1600)
+
+
+def test_guest_run_expect_reports_failures_with_the_console() -> None:
+    prog = "print('boot'); print('PMV-OK a'); print('PMV-FAIL b'); print('PMV-OK c')"
+    with GuestRun([sys.executable, "-c", prog]) as run:
+        assert run.expect("PMV-OK (a)", 10).group(1) == "a"
+        with pytest.raises(AssertionError, match="PMV-FAIL b"):
+            run.expect("PMV-OK c", 10)
+    with GuestRun([sys.executable, "-c", "print('x')"]) as run:
+        with pytest.raises(AssertionError, match="QEMU exited"):
+            run.expect("never", 10)
