@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from pymacvlan.backends.kernel import KernelBackend, UnsupportedScenario, unavailable_reason
+from pymacvlan.backends.kernel import KernelBackend, LateFrame, UnsupportedScenario, unavailable_reason
 from pymacvlan.backends.kernel.steps import StepDispatcher
 from pymacvlan.backends.kernel.topology import Topology
 
@@ -438,3 +438,46 @@ def test_leftover_check_sees_a_live_topology():
     finally:
         topo.teardown()
     assert not {n for n in _pmv_names() if topo.prefix in n}
+
+
+# ---------------------------------------------------------------- late frames
+
+
+def test_a_copy_that_arrives_after_its_step_fails_the_run_naming_step_and_device(monkeypatch):
+    """A frame the kernel hands a child after its step's capture ended is an error, not dropped
+    (here the late copy is sent by the test, as a delayed delivery would arrive)."""
+    first = frame(A, E)
+    replay = StepDispatcher.do_show
+
+    def show_after_a_late_copy(self, step):
+        self.capture.send("wire", bytes.fromhex(first))  # step 3's frame again, to A
+        return replay(self, step)
+
+    monkeypatch.setattr(StepDispatcher, "do_show", show_after_a_late_copy)
+    with pytest.raises(LateFrame, match=r"step 3 \(inject at wire\).* on A "):
+        run([*add("A", "bridge", A), inject("wire", first), {"do": "show"}, {"do": "show"}])
+
+
+def test_a_late_copy_of_the_last_frame_fails_the_run(monkeypatch):
+    first = frame(A, E)
+    replay = StepDispatcher.do_show
+
+    def show_after_a_late_copy(self, step):
+        result = replay(self, step)
+        self.capture.send("wire", bytes.fromhex(first))
+        return result
+
+    monkeypatch.setattr(StepDispatcher, "do_show", show_after_a_late_copy)
+    with pytest.raises(LateFrame, match=r"step 3 .* on A "):
+        run([*add("A", "bridge", A), inject("wire", first), {"do": "show"}])
+
+
+def test_the_capture_waits_for_the_bc_queue():
+    """A broadcast reaches children through macvlan's deferred bc_work: the probe round waits
+    for it on evidence. Ten floods to three children: every copy is in its own step."""
+    steps = [*add("A", "bridge", A), *add("B", "vepa", B), *add("C", "private", C)]
+    floods = [inject("wire", frame(BCAST, E)) for _ in range(10)]
+    res = run(steps + floods)
+    for r in res[len(steps):]:
+        assert receivers(r) == {"A": ["BROADCAST"], "B": ["BROADCAST"], "C": ["BROADCAST"],
+                                "parent": ["BROADCAST"]}

@@ -12,11 +12,11 @@ import os
 import platform
 
 from ..._signals import sigterm_raises as _sigterm_raises
-from .capture import Capture, ethertype_chain
+from .capture import Capture, LateFrame, ethertype_chain, pinned_to_one_cpu
 from .steps import StepDispatcher
 from .topology import Topology
 
-__all__ = ["KernelBackend", "UnsupportedScenario", "unavailable_reason", "unsupported_reason"]
+__all__ = ["KernelBackend", "LateFrame", "UnsupportedScenario", "unavailable_reason", "unsupported_reason"]
 
 
 class UnsupportedScenario(ValueError):
@@ -48,9 +48,8 @@ class KernelBackend:
 
     name = "kernel"
 
-    def __init__(self, quiet: float = 0.03, cap: float = 1.0, child_netns: bool = True) -> None:
-        self.quiet = quiet
-        self.cap = cap
+    def __init__(self, cap: float = 5.0, child_netns: bool = True) -> None:
+        self.cap = cap  # the longest wait for one frame's copies (see capture.Capture)
         self.child_netns = child_netns  # see Topology.child_netns
         self.last_prefix: str | None = None  # name prefix of the latest run's namespaces/links
 
@@ -65,15 +64,17 @@ class KernelBackend:
         topo = Topology(wire=scenario.get("wire", "plain"), parent_mac=parent.get("mac"),
                         parent_mtu=parent.get("mtu") or 1500, child_netns=self.child_netns)
         self.last_prefix = topo.prefix
-        capture = Capture(quiet=self.quiet, cap=self.cap)
+        capture = Capture(cap=self.cap)
         ethertypes = {t for s in scenario["steps"] if s["do"] == "inject"
                       for t in ethertype_chain(bytes.fromhex(s["frame"]))}
-        with _sigterm_raises():
+        with _sigterm_raises(), pinned_to_one_cpu():
             try:
                 topo.create()
+                capture.open_probe(*topo.add_probe())
                 capture.open_wire(topo.ns_wire, topo.wire_ifname)
                 capture.open_parent(topo.ns_parent, topo.parent_ifname, ethertypes)
                 results = self.replay(topo, capture, scenario["steps"])
+                capture.finish()  # a late copy of the last step's frame fails the run too
             finally:
                 self.release()  # what the replay holds may pin namespaces: first
                 capture.close()  # sockets pin their namespaces too

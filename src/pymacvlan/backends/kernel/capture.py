@@ -18,15 +18,29 @@ Tags: the kernel moves a VLAN tag into skb metadata before the taps run. PACKET_
 back and we re-insert it. For the parent's stack the tag is gone for good by the time the
 protocol socket is served (the kernel cleared it, classifying the frame OTHERHOST when the VID is
 not 0), so the parent matches the injected frame with its outer tags removed.
+
+When to stop listening: after a frame, the kernel works through per-CPU queues (the backlog
+that netif_rx() fills, softirqs, macvlan's bc_work on the system workqueue), all in FIFO order
+on one CPU. The run is pinned to one CPU (:func:`pinned_to_one_cpu`), and a :class:`Probe`, a
+broadcast through a macvlan port of its own, is sent after the frame: when it arrives it has
+passed through the same backlog and the same workqueue behind everything the frame caused.
+Capture stops after a probe round brought nothing new (at least ``rounds`` rounds, at most
+``cap`` seconds), never on silence alone. Anything of an injected frame that still arrives
+later is a :class:`LateFrame` error naming the step and the device, never dropped.
 """
 
 from __future__ import annotations
 
+import ctypes
+import itertools
+import os
 import select
 import socket
 import struct
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 from pymacvlan.model import PacketType
 from pymacvlan.model.constants import ETH_P_8021Q
@@ -136,13 +150,117 @@ class Tap:
             frames.append((data, pkttype))
 
 
+class LateFrame(RuntimeError):
+    """A copy of an earlier step's frame arrived after that step's capture ended."""
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@contextmanager
+def pinned_to_one_cpu() -> Iterator[int]:
+    """Run the block (and threads it starts) on the CPU this thread is on now.
+
+    Packet-socket sends, the softirqs they raise, and the bc_work that macvlan queues from
+    them then all run on this CPU's queues, in order: what makes a :class:`Probe` evidence.
+    """
+    before = os.sched_getaffinity(0)
+    cpu = _libc.sched_getcpu()
+    if cpu < 0 or cpu not in before:
+        cpu = min(before)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+_PROBE_ETHERTYPE = 0x88B6  # IEEE local experimental 2; scenarios never use it for probes
+_PROBE_SRC = bytes.fromhex("02ffffffff01")
+
+
+@dataclass
+class Probe:
+    """A broadcast sent into a macvlan port of its own (veth ``tx`` → veth ``port`` → macvlan
+    ``rx``), read where the port's bc_work delivered it. Its path is the longest a frame of
+    the run takes on the CPU (backlog, softirq, workqueue, backlog); it touches none of the
+    run's devices, so it changes no counter, queue or ring the scenario looks at."""
+
+    tx: socket.socket
+    rx: socket.socket
+    tx_ifname: str
+    _serial: "itertools.count[int]" = field(default_factory=lambda: itertools.count(1))
+
+    @classmethod
+    def open(cls, ns: str, tx_ifname: str, rx_ifname: str) -> "Probe":
+        tx = _packet_socket(ns, tx_ifname, _PROBE_ETHERTYPE)
+        try:
+            rx = _packet_socket(ns, rx_ifname, _PROBE_ETHERTYPE)
+        except BaseException:
+            tx.close()
+            raise
+        return cls(tx, rx, tx_ifname)
+
+    def send(self) -> bytes:
+        """Send the next probe; returns its payload (what :meth:`arrived` looks for)."""
+        token = next(self._serial).to_bytes(8, "big")
+        frame = b"\xff" * 6 + _PROBE_SRC + _PROBE_ETHERTYPE.to_bytes(2, "big") + token.ljust(46, b"\0")
+        self.tx.sendto(frame, (self.tx_ifname, _PROBE_ETHERTYPE))
+        return token
+
+    def arrived(self, token: bytes) -> bool:
+        """Read what came back; True once the probe carrying ``token`` is among it."""
+        found = False
+        while True:
+            try:
+                data = self.rx.recv(_MAX_FRAME)
+            except BlockingIOError:
+                return found
+            found = found or data[14:22] == token
+
+    def fileno(self) -> int:
+        return self.rx.fileno()
+
+    def close(self) -> None:
+        self.tx.close()
+        self.rx.close()
+
+
+@dataclass
+class _Injected:
+    """A frame a step injected, and how each tap recognizes a copy of it."""
+
+    label: str
+    frame: bytes
+    variants: list[bytes]
+    datagram: bytes | None
+
+    @classmethod
+    def of(cls, label: str, frame: bytes) -> "_Injected":
+        return cls(label, frame, untagged_variants(frame), ipv4_fragment_key(frame))
+
+    def copy(self, tap: Tap, data: bytes) -> bytes | None:
+        """What ``tap`` observed of this frame, when ``data`` is a copy of it, else None."""
+        if data == self.frame or (tap.strip_tags and data in self.variants):
+            return self.frame
+        if self.datagram is not None and ipv4_datagram_key(data) == self.datagram:
+            return data  # macvlan reassembled the fragments this one completed
+        return None
+
+
 @dataclass
 class Capture:
     """All taps of a run; collect() returns what each saw of one injected frame."""
 
-    quiet: float = 0.03  # stop once no matching frame has arrived for this long
-    cap: float = 1.0  # and never wait longer than this
+    cap: float = 5.0  # never wait longer than this for a frame's copies (the probe stuck)
+    rounds: int = 2  # at least this many probe rounds; stop after one that brought nothing new
     taps: list[Tap] = field(default_factory=list)
+    probe: Probe | None = None
+    #: runs at the start of every probe round: a userspace datapath finishes what it was handed
+    barrier: Callable[[], None] | None = None
+    injected: list[_Injected] = field(default_factory=list)
+    capped: int = 0  # collections that ended at ``cap`` rather than on evidence
+    late: list[str] = field(default_factory=list)  # late copies seen, until raised
 
     def open_wire(self, ns: str, ifname: str) -> None:
         self.taps.append(Tap("wire", ifname, _packet_socket(ns, ifname, ETH_P_ALL)))
@@ -153,6 +271,9 @@ class Capture:
 
     def open_child(self, name: str, ns: str, ifname: str) -> None:
         self.taps.append(Tap(name, ifname, _packet_socket(ns, ifname, ETH_P_ALL)))
+
+    def open_probe(self, ns: str, tx_ifname: str, rx_ifname: str) -> None:
+        self.probe = Probe.open(ns, tx_ifname, rx_ifname)
 
     def send(self, where: str, frame: bytes) -> None:
         """Transmit ``frame`` on the device a tap watches, as an application's packet socket would.
@@ -165,7 +286,7 @@ class Capture:
         tap.sock.sendto(frame, (tap.ifname, int.from_bytes(frame[12:14], "big")))
 
     def close(self, where: str | None = None) -> None:
-        """Close the taps of one device (all when ``where`` is None)."""
+        """Close the taps of one device (all, and the probe, when ``where`` is None)."""
         keep: list[Tap] = []
         for tap in self.taps:
             if where is None or tap.where == where:
@@ -173,45 +294,97 @@ class Capture:
             else:
                 keep.append(tap)
         self.taps = keep
+        if where is None and self.probe is not None:
+            self.probe.close()
+            self.probe = None
 
     def drain(self) -> None:
-        """Forget anything queued, so late frames of an earlier step cannot count now."""
+        """Read what is queued. A copy of an earlier step's frame is a :class:`LateFrame`
+        (its step's capture ended too early, or the kernel delivered it late); anything
+        else (no run device emits frames of its own) is not the scenario's and is dropped.
+        A frame injected twice is one frame: a late copy of the first counts for the second."""
         for tap in self.taps:
-            tap.read()
+            self._record(tap, None, {})
+        self._raise_late()
 
-    def collect(self, frame: bytes) -> dict[str, list[dict]]:
-        """Observations of ``frame`` per tap location, waiting until the kernel is quiet.
+    def finish(self) -> None:
+        """After the last step: one more probe round, then no copy may be left anywhere."""
+        self._rounds(None, {}, time.monotonic() + self.cap, 1)
+        self.drain()
 
-        Floods go through macvlan's bc workqueue and hairpin reflections through a bridge, so
-        there is no completion signal: poll until ``quiet`` passes with no matching frame.
+    def collect(self, frame: bytes, label: str = "the frame") -> dict[str, list[dict]]:
+        """Observations of ``frame`` per tap location, once a probe round brought nothing new.
+
+        ``label`` names the step in a later :class:`LateFrame` error.
         """
-        variants = untagged_variants(frame)
-        datagram = ipv4_fragment_key(frame)
+        inj = _Injected.of(label, frame)
         seen: dict[str, list[dict]] = {}
+        if not self._rounds(inj, seen, time.monotonic() + self.cap, self.rounds):
+            self.capped += 1
+        self.injected.append(inj)
+        self._raise_late()
+        return seen
+
+    def _raise_late(self) -> None:
+        late, self.late = self.late, []
+        if late:
+            raise LateFrame("; ".join(late))
+
+    def _rounds(self, inj: _Injected | None, seen: dict[str, list[dict]], deadline: float,
+                rounds: int) -> bool:
+        """Probe rounds until ``rounds`` of them and the last one brought no copy of ``inj``;
+        False when ``deadline`` came first."""
+        quiet = 0
+        while quiet < rounds:
+            if self.barrier is not None:
+                self.barrier()
+            got = self._listen(inj, seen, deadline)
+            if got is None:
+                return False
+            quiet = 0 if got else quiet + 1
+        return True
+
+    def _listen(self, inj: _Injected | None, seen: dict[str, list[dict]], deadline: float) -> int | None:
+        """Send a probe and record copies of ``inj`` until it came back: how many were
+        recorded, or None when ``deadline`` came first."""
+        if self.probe is None:
+            raise RuntimeError("a capture needs its probe (open_probe) to know when to stop")
         poller = select.poll()
         by_fd = {tap.sock.fileno(): tap for tap in self.taps}
         for fd in by_fd:
             poller.register(fd, select.POLLIN)
-        start = last = time.monotonic()
-        while True:
-            now = time.monotonic()
-            wait = min(last + self.quiet, start + self.cap) - now
+        poller.register(self.probe.fileno(), select.POLLIN)
+        token = self.probe.send()
+        got = 0
+        back = False
+        while not back:
+            wait = deadline - time.monotonic()
             if wait <= 0:
-                break
-            for fd, _event in poller.poll(wait * 1000):
-                tap = by_fd[fd]
-                for data, pkttype in tap.read():
-                    if data == frame or (tap.strip_tags and data in variants):
-                        got = frame
-                    elif datagram is not None and ipv4_datagram_key(data) == datagram:
-                        got = data  # macvlan reassembled the fragments this one completed
-                    else:
-                        continue
-                    entry = {"hex": got.hex()} if tap.where == "wire" else {
-                        "pkttype": _PKTTYPES.get(pkttype, str(pkttype)), "hex": got.hex()}
-                    seen.setdefault(tap.where, []).append(entry)
-                    last = time.monotonic()
-        return seen
+                return None
+            ready = [by_fd.get(fd) for fd, _event in poller.poll(wait * 1000)]
+            back = None in ready and self.probe.arrived(token)
+            # once the probe is back, one last look at every tap: what it queued is in
+            for tap in self.taps if back else [t for t in ready if t is not None]:
+                got += self._record(tap, inj, seen)
+        return got
+
+    def _record(self, tap: Tap, inj: _Injected | None, seen: dict[str, list[dict]]) -> int:
+        """Read ``tap``; note each copy of ``inj`` under the tap's location (returns how many)
+        and each copy of an earlier step's frame in :attr:`late`."""
+        got = 0
+        for data, pkttype in tap.read():
+            copy = inj.copy(tap, data) if inj is not None else None
+            if copy is None:
+                earlier = next((e for e in reversed(self.injected) if e.copy(tap, data) is not None), None)
+                if earlier is not None:
+                    self.late.append(f"{earlier.label}: a copy of its frame arrived on {tap.where} "
+                                     f"({tap.ifname}) after the step's capture had ended")
+                continue
+            entry = {"hex": copy.hex()} if tap.where == "wire" else {
+                "pkttype": _PKTTYPES.get(pkttype, str(pkttype)), "hex": copy.hex()}
+            seen.setdefault(tap.where, []).append(entry)
+            got += 1
+        return got
 
 
 def ipv4_datagram_key(frame: bytes) -> bytes | None:

@@ -65,11 +65,14 @@ class StepDispatcher:
 
     topo: Topology
     capture: Capture
+    serial: int = 0  # the running step's number (1-based), for LateFrame messages
 
     def run(self, step: dict[str, Any]) -> dict[str, Any]:
         handler: Callable[[dict[str, Any]], dict[str, Any]] | None = getattr(self, f"do_{step['do']}", None)
         if handler is None:
             raise ValueError(f"the kernel backend has no step {step['do']!r}")
+        self.capture.drain()  # a late copy of an earlier frame fails here, before anything changes
+        self.serial += 1
         try:
             result = handler(step)
         except NetlinkError as exc:
@@ -85,6 +88,10 @@ class StepDispatcher:
             return self.topo.children[name]
         except KeyError:
             raise NetlinkError(errno.ENODEV, f"no device {name!r}") from None
+
+    def label(self, step: dict[str, Any]) -> str:
+        """How a LateFrame message names this step."""
+        return f"step {self.serial} (inject at {step['at']})"
 
     def _parent_index(self) -> int:
         if self.topo.parent_index is None:
@@ -198,12 +205,11 @@ class StepDispatcher:
             return error_result(OSError(errno.EINVAL, "a frame needs a 14-byte Ethernet header"))
         # The tap on a macvtap sees frames before its reader's ring takes or drops them.
         readers = {c.name: self.topo.rx_errors(c) for c in self.topo.children.values() if c.reader is not None}
-        self.capture.drain()
         try:
             self.capture.send(at, frame)
         except OSError as exc:
             return error_result(exc)
-        seen = self.capture.collect(frame)
+        seen = self.capture.collect(frame, self.label(step))
         for name, before in readers.items():
             lost = self.topo.rx_errors(self.topo.children[name]) - before
             del seen.get(name, [])[:lost]  # the ring was full: the reader never got these

@@ -306,6 +306,19 @@ class Topology:
         self.children[name] = child
         return child
 
+    def add_probe(self) -> tuple[str, str, str]:
+        """A macvlan port of the run's own, for :class:`.capture.Probe`: namespace ``Q`` with a
+        veth pair (``tx`` → ``port``) and one up macvlan on ``port``. Returns (ns, tx, rx)."""
+        ns = f"{self.prefix}q"
+        ipr = self._new_netns(ns)
+        tx, port, rx = f"{self.prefix}qt", f"{self.prefix}qp", f"{self.prefix}qm"
+        ipr.link("add", ifname=tx, kind="veth", peer={"ifname": port})
+        port_index = ipr.link_lookup(ifname=port)[0]
+        ipr.link("add", ifname=rx, kind="macvlan", link=port_index)  # VEPA: a broadcast from the wire is queued
+        for name in (tx, port, rx):
+            ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+        return ns, tx, rx
+
     def add_netns(self) -> str:
         """A fresh namespace of this run (IPv6 off), removed by :meth:`drop_netns` or
         :meth:`teardown`, for devices a caller creates itself (the userspace backend's TAPs)."""

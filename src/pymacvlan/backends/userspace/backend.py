@@ -18,8 +18,10 @@ real devices, each in a namespace of its own:
 Control steps go through the datapath's control plane (engine first, then the devices);
 parent steps change the real veth, which the datapath follows through rtnetlink, as it
 would under a daemon. After every control step the backend settles linkwatch and waits until
-the datapath has followed (:meth:`Datapath.sync`); after every frame, until every tap has
-been quiet for ``quiet`` seconds (at most ``cap``), as the kernel backend does.
+the datapath has followed (:meth:`Datapath.sync`). After every frame it captures as the
+kernel backend does (probe rounds, :mod:`..kernel.capture`), each round starting once the
+datapath finished a loop pass after everything it was handed (:meth:`Datapath.settled`);
+the run, datapath thread included, is on one CPU.
 
 What cannot be the kernel's output is never made up: each result names, under
 ``"inherent"``, the differences of docs/userspace-differences.md that apply to it, and
@@ -144,6 +146,8 @@ class UserspaceSteps(StepDispatcher):
         self.children: dict[str, _Child] = {}
 
     def run(self, step: dict[str, Any]) -> dict[str, Any]:
+        self.capture.drain()  # a late copy of an earlier frame fails here (see StepDispatcher)
+        self.serial += 1
         try:
             result = getattr(self, f"do_{step['do']}")(step)
         except KernelError as exc:
@@ -313,7 +317,6 @@ class UserspaceSteps(StepDispatcher):
         if len(frame) < 14:
             return error_result(OSError(errno.EINVAL, "a frame needs a 14-byte Ethernet header"))
         stalled = {c.name: self._tx_dropped(c) for c in self.children.values() if c.stalled}
-        self.capture.drain()
         try:
             if child is not None and child.kind == "macvtap":
                 os.write(child.fd, ZERO_VNET_HDR + frame)
@@ -321,8 +324,7 @@ class UserspaceSteps(StepDispatcher):
                 self.capture.send(at, frame)
         except OSError as exc:
             return error_result(exc)
-        seen = self.capture.collect(frame)
-        self.dp.call(lambda: None)  # one more loop pass: nothing it was handed is left half done
+        seen = self.capture.collect(frame, self.label(step))
         for c in self.children.values():
             if c.stalled:  # tun's queue was full: the reader never got these
                 del seen.get(c.name, [])[:self._tx_dropped(c) - stalled.get(c.name, 0)]
@@ -393,8 +395,8 @@ class UserspaceBackend(KernelBackend):
 
     name = "userspace"
 
-    def __init__(self, quiet: float = 0.05, cap: float = 1.0, shield: bool = True) -> None:
-        super().__init__(quiet=quiet, cap=cap)
+    def __init__(self, cap: float = 5.0, shield: bool = True) -> None:
+        super().__init__(cap=cap)
         self.shield = shield
         self._dp: Datapath | None = None
         self._steps: UserspaceSteps | None = None
@@ -411,6 +413,7 @@ class UserspaceBackend(KernelBackend):
         self._dp = Datapath(DatapathConfig(ParentConfig(topo.parent_ifname, netns=topo.ns_parent),
                                            shield=self.shield)).start()
         self._steps = UserspaceSteps(topo, capture, self._dp, self._sockdir)
+        capture.barrier = self._dp.settled  # every probe round: the datapath did what it was handed
         return [self._steps.run(step) for step in steps]
 
     def release(self) -> None:

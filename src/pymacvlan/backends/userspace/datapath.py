@@ -649,6 +649,13 @@ class Datapath:
         that merely vanishes is followed differently: see :meth:`_parent_event`.)"""
         self.call(self._delete_parent)
 
+    def settled(self) -> None:
+        """Return once a whole loop pass ran after this call: every frame readable when it was
+        made has been handled, the engine's broadcast queue drained and the tx ring kicked
+        (a command may run mid-pass, so the second one marks the end of that pass)."""
+        self.call(lambda: None)
+        self.call(lambda: None)
+
     def sync(self) -> None:
         """Follow every device change the kernel has reported so far, now: a caller that just
         changed a device (the parent's carrier, say) knows the datapath has caught up."""
