@@ -10,18 +10,27 @@ import os
 import subprocess
 
 
-def _leftovers() -> list[str]:
-    out = []
+class LeftoverCheckFailed(RuntimeError):
+    """`ip` could not list namespaces or links: the leftover check cannot vouch for anything."""
+
+
+def _ip(*args: str) -> str:
     try:
-        ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
-        out += [f"netns {line.split()[0]}" for line in ns.splitlines() if line.startswith("pmv")]
-        links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, timeout=10).stdout
-        for line in links.splitlines():
-            name = line.split(": ", 2)[1].split("@")[0] if ": " in line else ""
-            if name.startswith("pmv"):
-                out.append(f"link {name}")
-    except (OSError, subprocess.SubprocessError):
-        pass
+        done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LeftoverCheckFailed(f"`ip {' '.join(args)}` could not run: {exc}") from exc
+    if done.returncode != 0:
+        raise LeftoverCheckFailed(f"`ip {' '.join(args)}` failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def _leftovers() -> list[str]:
+    """pmv namespaces and root-namespace links; raises LeftoverCheckFailed when `ip` fails."""
+    out = [f"netns {line.split()[0]}" for line in _ip("netns", "list").splitlines() if line.startswith("pmv")]
+    for line in _ip("-o", "link", "show").splitlines():
+        name = line.split(": ", 2)[1].split("@")[0] if ": " in line else ""
+        if name.startswith("pmv"):
+            out.append(f"link {name}")
     return out
 
 
@@ -34,7 +43,12 @@ def pytest_sessionfinish(session, exitstatus):
     # appearing meanwhile may be someone else's. Never set in CI (.ci/run does not).
     if os.geteuid() != 0 or os.environ.get("PMV_SHARED_MACHINE") == "1":
         return
-    left = sorted(set(_leftovers()) - session.config._pmv_before)
+    try:
+        left = sorted(set(_leftovers()) - session.config._pmv_before)
+    except LeftoverCheckFailed as exc:
+        print(f"\nERROR: the leftover check could not run: {exc}")
+        session.exitstatus = 1
+        return
     if left:
         print(f"\nERROR: the tests left network state behind: {', '.join(left)}")
         session.exitstatus = 1

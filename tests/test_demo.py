@@ -11,6 +11,7 @@ import pytest
 from pymacvlan import demo, netlab
 from pymacvlan.cli.main import main
 from pymacvlan.demo import Outcome, pairs, predict, render, run_demo
+from tests.ci import skip_or_fail
 
 AP, A_, _P, NONE = Outcome(True, True), Outcome(True, False), Outcome(False, True), Outcome(False, False)
 
@@ -19,9 +20,7 @@ def require_live(backend: str = "userspace") -> None:
     why = netlab.live_unavailable(need_tun=backend == "userspace")
     if why is None:
         return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"live demo cannot run in CI: {why}")
-    pytest.skip(why)
+    skip_or_fail(why)
 
 
 # -- predictions (engine only) -------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 from pymacvlan.cli.main import main
 from pymacvlan.links import LinkChange, LinkRequest, get_driver
 from pymacvlan.model import Mode
+from tests.ci import in_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,7 +156,8 @@ def test_engine_drops_show_by_reason(tmp_path, capsys) -> None:
     assert rep["children"]["t"]["rx"]["errors"] == 1
 
 
-@pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true", reason="needs root for a namespace")
+@pytest.mark.live
+@pytest.mark.skipif(os.geteuid() != 0 and not in_ci(), reason="needs root for a namespace")
 def test_kernel_stats_per_child(capsys) -> None:
     import secrets
 

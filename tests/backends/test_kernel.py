@@ -15,15 +15,10 @@ import pytest
 from pymacvlan.backends.kernel import KernelBackend, LateFrame, UnsupportedScenario, unavailable_reason
 from pymacvlan.backends.kernel.steps import StepDispatcher
 from pymacvlan.backends.kernel.topology import Topology
+from tests.ci import live_marks
 
 _REASON = unavailable_reason()
-pytestmark = [
-    pytest.mark.live,
-    pytest.mark.skipif(
-        _REASON is not None and os.environ.get("CI") != "true",
-        reason=f"{_REASON}; under CI=true these tests run (and fail) instead of skipping",
-    ),
-]
+pytestmark = live_marks(_REASON)
 
 LM = "02:00:00:00:00:01"  # the parent
 E = "02:00:00:00:00:99"  # an external host on the wire

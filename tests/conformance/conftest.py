@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pymacvlan.fuzz import random_scenario
+from tests.ci import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["kernel", "userspace"]
@@ -54,9 +55,4 @@ def live_available() -> str | None:
 
 
 def require_live() -> None:
-    why = live_available()
-    if why is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"live test cannot run in CI: {why}")
-    pytest.skip(why)
+    skip_or_fail(live_available())

@@ -32,13 +32,14 @@ from pymacvlan.backends.userspace.endpoints import recv_fd
 from pymacvlan.netlab import Lab, leftovers, live_unavailable, sh
 from pymacvlan.vm.guest import build
 from pymacvlan.vm.qemu import GuestRun, netdev_args, qemu_available, qemu_base
+from tests.ci import in_ci
 
 _REASON = live_unavailable() or qemu_available() or (None if shutil.which("dnsmasq") else "no dnsmasq")
 pytestmark = [
     pytest.mark.live,
     pytest.mark.slow,
-    pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true",
-                       reason=f"{_REASON}; under CI=true these tests run (and fail) instead of skipping"),
+    pytest.mark.skipif(_REASON is not None and not in_ci(),
+                       reason=f"{_REASON}; under CI these tests run (and fail) instead of skipping"),
 ]
 
 STATION = "10.77.0.1"

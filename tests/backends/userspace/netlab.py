@@ -18,11 +18,6 @@ def ping(netns: str, dst: str, count: int = 3, timeout: float = 3.0, interval: f
 def live_marks(need_tun: bool = True) -> list:
     """The live tests' ``pytestmark``: marked live; skipped only outside CI when this machine
     cannot run them (under CI=true they run, and fail, instead)."""
-    import os
+    from tests.ci import live_marks as marks
 
-    import pytest
-
-    reason = live_unavailable(need_tun)
-    return [pytest.mark.live,
-            pytest.mark.skipif(reason is not None and os.environ.get("CI") != "true",
-                               reason=f"{reason}; under CI=true these tests run (and fail) instead of skipping")]
+    return marks(live_unavailable(need_tun))

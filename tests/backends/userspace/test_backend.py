@@ -3,13 +3,13 @@ themselves even when they fail, and compare tolerates exactly the named differen
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 
 from pymacvlan.backends.userspace.backend import UserspaceBackend, UserspaceSteps, unavailable_reason
 from pymacvlan.scenario import diff_results, load_scenario
+from tests.ci import skip_or_fail
 
 PARENT = "02:00:00:00:00:01"
 
@@ -18,9 +18,7 @@ def _live() -> None:
     why = unavailable_reason()
     if why is None:
         return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"live test cannot run in CI: {why}")
-    pytest.skip(why)
+    skip_or_fail(why)
 
 
 def _leftovers(prefix: str) -> list[str]:

@@ -32,11 +32,10 @@ from pymacvlan.links.userspace import Connection, Driver
 from pymacvlan.model import KernelError, MacaddrMode, MacvlanFlag, Mode
 
 from .netlab import Lab, leftovers, live_unavailable, ping, sh
+from tests.ci import in_ci, live_marks
 
 _REASON = live_unavailable()
-live = [pytest.mark.live,
-        pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true",
-                           reason=f"{_REASON}; under CI=true these tests run (and fail) instead of skipping")]
+live = live_marks(_REASON)
 
 MAC_A = "02:00:00:00:00:0a"
 MAC_B = "02:00:00:00:00:0b"
@@ -149,7 +148,8 @@ def test_a_second_daemon_on_the_same_socket_is_refused(daemon: Daemon) -> None:
     assert Driver(daemon.cfg.socket).show() == []  # the first one still serves
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another uid")
+@pytest.mark.live
+@pytest.mark.skipif(os.geteuid() != 0 and not in_ci(), reason="needs root to connect as another uid")
 def test_peers_other_than_root_or_the_daemon_user_get_eperm() -> None:
     import shutil
     import tempfile
@@ -253,7 +253,7 @@ def _link_in(ns: str, name: str) -> str:
 
 
 @pytest.mark.live
-@pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true", reason=str(_REASON))
+@pytest.mark.skipif(_REASON is not None and not in_ci(), reason=str(_REASON))
 def test_daemon_children_live_stop_and_come_back(lab: Lab, tmp_path: Path) -> None:
     P, W, parent = _setup(lab)
     A, B = lab.ns("A"), lab.ns("B")
@@ -323,7 +323,7 @@ def test_daemon_children_live_stop_and_come_back(lab: Lab, tmp_path: Path) -> No
 
 
 @pytest.mark.live
-@pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true", reason=str(_REASON))
+@pytest.mark.skipif(_REASON is not None and not in_ci(), reason=str(_REASON))
 def test_daemon_traces_matching_frames(lab: Lab, tmp_path: Path) -> None:
     P, W, parent = _setup(lab)
     A = lab.ns("A")
@@ -365,7 +365,7 @@ def test_daemon_traces_matching_frames(lab: Lab, tmp_path: Path) -> None:
 
 
 @pytest.mark.live
-@pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true", reason=str(_REASON))
+@pytest.mark.skipif(_REASON is not None and not in_ci(), reason=str(_REASON))
 def test_link_cli_adds_a_userspace_child(lab: Lab, tmp_path: Path) -> None:
     """The issue's own command line, through the `link` CLI and this driver."""
     P, W, parent = _setup(lab)

@@ -16,13 +16,10 @@ import pytest
 from pymacvlan.backends.userspace import Datapath, DatapathConfig, ParentConfig
 
 from .netlab import Lab, live_unavailable, ping, sh, tcp_transfer
+from tests.ci import live_marks
 
 _REASON = live_unavailable()
-pytestmark = [
-    pytest.mark.live,
-    pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true",
-                       reason=f"{_REASON}; under CI=true these tests run (and fail) instead of skipping"),
-]
+pytestmark = live_marks(_REASON)
 
 MAC_A, MAC_B = bytes.fromhex("02000000001a"), bytes.fromhex("02000000001b")
 

@@ -17,6 +17,7 @@ import struct
 import time
 
 import pytest
+
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
@@ -25,13 +26,10 @@ from pymacvlan.backends.userspace._sys import IFF_LOWER_UP, in_netns
 from pymacvlan.backends.userspace.endpoints import recv_fd
 
 from .netlab import Lab, leftovers, live_unavailable, ping, sh, tcp_transfer
+from tests.ci import live_marks
 
 _REASON = live_unavailable()
-pytestmark = [
-    pytest.mark.live,
-    pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true",
-                       reason=f"{_REASON}; under CI=true these tests run (and fail) instead of skipping"),
-]
+pytestmark = live_marks(_REASON)
 
 MAC_A, MAC_B, MAC_T = (bytes.fromhex(f"0200000000{x}") for x in ("0a", "0b", "0c"))
 STATION = "10.77.0.100"

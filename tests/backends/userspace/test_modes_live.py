@@ -12,7 +12,6 @@ engine's answer for the same pair. No hand-written expectation: the engine is th
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import time
@@ -24,13 +23,10 @@ from pymacvlan.reachability import STATION_MAC, reach
 
 from .netlab import Lab, leftovers, live_unavailable, sh
 from .test_live import World
+from tests.ci import live_marks
 
 _REASON = live_unavailable()
-pytestmark = [
-    pytest.mark.live,
-    pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true",
-                       reason=f"{_REASON}; under CI=true these tests run (and fail) instead of skipping"),
-]
+pytestmark = live_marks(_REASON)
 
 ETH_P_TEST = 0x88B5
 PACKET_OUTGOING = 4

@@ -21,13 +21,10 @@ from pymacvlan.backends.userspace.endpoints import recv_fd
 
 from .netlab import Lab, leftovers, live_unavailable, ping, sh
 from .test_live import MAC_A, MAC_B, MAC_T, STATION, World, _arp_request, _wait_for
+from tests.ci import live_marks
 
 _REASON = live_unavailable()
-pytestmark = [
-    pytest.mark.live,
-    pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true",
-                       reason=f"{_REASON}; under CI=true these tests run (and fail) instead of skipping"),
-]
+pytestmark = live_marks(_REASON)
 
 
 @pytest.fixture
