@@ -224,3 +224,140 @@ def tcp_transfer(server_ns: str, server_ip: str, client_ns: str, nbytes: int | N
         cli.close()
         srv.close()
     return received[0], max(1e-9, (done[0] or time.monotonic()) - t0)
+
+
+class PacedStream:
+    """A long-lived TCP connection from ``client_ns`` to ``server_ns`` carrying ``chunk`` bytes
+    every ``interval`` (an SSH session, a database link): it must survive what happens to the
+    datapath meanwhile. :meth:`stop` ends it cleanly and tells whether every byte arrived and
+    the largest gap between two receptions (what an outage costs the connection)."""
+
+    def __init__(self, server_ns: str, server_ip: str, client_ns: str, port: int = 5301,
+                 interval: float = 0.01, chunk: int = 1024) -> None:
+        with in_netns(server_ns):
+            self._srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._srv.bind((server_ip, port))
+        self._srv.listen(1)
+        self._srv.settimeout(30)
+        with in_netns(client_ns):
+            self._cli = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._cli.settimeout(30)
+        self.addr = (server_ip, port)
+        self.interval, self.chunk = interval, bytes(chunk)
+        self.sent = self.received = 0
+        self.max_gap = 0.0
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> "PacedStream":
+        self._threads = [threading.Thread(target=self._serve, daemon=True)]
+        self._threads[0].start()
+        self._cli.connect(self.addr)
+        self._threads.append(threading.Thread(target=self._send, daemon=True))
+        self._threads[1].start()
+        return self
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self._srv.accept()
+            conn.settimeout(30)
+            with conn:
+                last = None
+                while True:
+                    b = conn.recv(1 << 16)
+                    now = time.monotonic()
+                    if not b:
+                        return
+                    if last is not None:
+                        self.max_gap = max(self.max_gap, now - last)
+                    last = now
+                    self.received += len(b)
+        except OSError as e:
+            self.error = self.error or f"server: {e}"
+
+    def _send(self) -> None:
+        try:
+            nxt = time.monotonic()
+            while not self._stop.is_set():
+                self._cli.sendall(self.chunk)
+                self.sent += len(self.chunk)
+                nxt += self.interval
+                self._stop.wait(max(0.0, nxt - time.monotonic()))
+            self._cli.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            self.error = self.error or f"client: {e}"
+
+    def stop(self, timeout: float = 30.0) -> "PacedStream":
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._cli.close()
+        self._srv.close()
+        return self
+
+
+class Pinger:
+    """ICMP echo from ``netns`` to ``dst`` every ``interval`` in a thread, for as long as it
+    runs: how many requests were sent and how many answered (replies up to 1 s late count)."""
+
+    def __init__(self, netns: str, dst: str, interval: float = 0.02) -> None:
+        with in_netns(netns):
+            self._s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        self.dst, self.interval = dst, interval
+        self.ident = secrets.randbits(16)
+        self.sent = 0
+        self._got: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def answered(self) -> int:
+        return len(self._got)
+
+    @property
+    def loss(self) -> float:
+        return 1.0 - self.answered / self.sent if self.sent else 0.0
+
+    def start(self) -> "Pinger":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        s = self._s
+        s.setblocking(False)
+        nxt = time.monotonic()
+        drain_until = None
+        while drain_until is None or time.monotonic() < drain_until:
+            now = time.monotonic()
+            if drain_until is None and self._stop.is_set():
+                drain_until = now + 1.0
+            if drain_until is None and now >= nxt:
+                seq = self.sent & 0xFFFF
+                payload = b"pmv-ping" + bytes(48)
+                hdr = struct.pack("!BBHHH", 8, 0, 0, self.ident, seq)
+                try:
+                    s.sendto(struct.pack("!BBHHH", 8, 0, _checksum(hdr + payload), self.ident, seq) + payload,
+                             (self.dst, 0))
+                except OSError:
+                    pass  # counted as sent and unanswered: a lost echo
+                self.sent += 1
+                nxt += self.interval
+            wait = max(0.0, min(nxt, drain_until or nxt) - time.monotonic())
+            if select.select([s], [], [], wait)[0]:
+                try:
+                    while True:
+                        data, addr = s.recvfrom(2048)
+                        ihl = (data[0] & 0x0F) * 4
+                        typ, _c, _x, rid, rseq = struct.unpack_from("!BBHHH", data, ihl)
+                        if typ == 0 and rid == self.ident and addr[0] == self.dst:
+                            self._got.add(rseq)
+                except BlockingIOError:
+                    pass
+        s.close()
+
+    def stop(self) -> "Pinger":
+        self._stop.set()
+        self._thread.join(5)
+        return self

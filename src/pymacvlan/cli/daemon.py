@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -12,6 +13,8 @@ ORDER = 40
 def _daemon(args) -> int:
     if args.action == "install-unit":
         return _install_unit(args)
+    if args.action == "stop":
+        return _stop(args)
     from ..daemon.server import DaemonConfig, run
     from ..model import KernelError
 
@@ -67,14 +70,42 @@ def _install_unit(args) -> int:
     return 0
 
 
+def _stop(args) -> int:
+    from ..daemon.client import Client
+    from ..model import KernelError
+
+    try:
+        pid = Client(args.socket).hello()["pid"]
+        Client(args.socket).stop(remove=args.remove)
+    except KernelError as e:
+        print(f"pymacvlan daemon stop: {e}", file=sys.stderr)
+        return 1
+    for _ in range(300):  # it answered, then cleans up: wait until it is gone
+        if not os.path.exists(f"/proc/{pid}") or _zombie(pid):
+            break
+        __import__("time").sleep(0.1)
+    print(f"stopped the daemon (pid {pid}); " + ("its children were deleted" if args.remove else
+          "its children stay, carrier off, until the next start (`daemon stop --remove` deletes them)"))
+    return 0
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def register(sub) -> None:
     from ..daemon.codec import DEFAULT_SOCKET, DEFAULT_STATE
 
     d = sub.add_parser("daemon", help="run the userspace datapath: children added over a control socket",
                        description="Foreground service owning the userspace datapath (one per parent). "
                        "Control it with `pymacvlan link ... --backend userspace`, `stats` and `trace`. "
-                       "Logs to stderr; notifies systemd (Type=notify); SIGTERM deletes every child and "
-                       "releases every parent; children come back from the state file on the next start.")
+                       "Logs to stderr; notifies systemd (Type=notify); SIGTERM releases every parent and keeps every "
+                       "child (persistent TAPs, carrier off) for the next start to adopt; `daemon stop --remove` "
+                       "deletes them.")
     d.add_argument("--socket", default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
     d.add_argument("--state", default=DEFAULT_STATE, help=f"state file (default {DEFAULT_STATE})")
     d.add_argument("--netns", help="network namespace the parents are in (default: the daemon's own)")
@@ -83,7 +114,7 @@ def register(sub) -> None:
     d.add_argument("--endpoint-dir", help="where macvtap stream sockets go (default: the control socket's directory)")
     d.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     d.set_defaults(func=_daemon, action=None)
-    acts = d.add_subparsers(dest="action", metavar="[install-unit]")
+    acts = d.add_subparsers(dest="action", metavar="[install-unit | stop]")
     u = acts.add_parser("install-unit", help="write the systemd unit (Type=notify) running the daemon with "
                         "the options given before install-unit",
                         description="Write pymacvlan.service (Type=notify, Restart=on-failure, hardened to the "
@@ -91,3 +122,9 @@ def register(sub) -> None:
                         "given before `install-unit`, then `systemctl daemon-reload` when systemd runs here.")
     u.add_argument("--unit-dir", default="/etc/systemd/system", help="where to write it (default /etc/systemd/system)")
     u.add_argument("--print", action="store_true", help="print the unit instead of writing it")
+    st = acts.add_parser("stop", help="stop the running daemon (its children stay unless --remove)",
+                         description="Ask the daemon on --socket to stop. Its children stay (persistent TAPs "
+                         "keep their addresses and routes, carrier off) and come back on the next start; "
+                         "--remove deletes every child first, as `ip link del` of each would.")
+    st.add_argument("--remove", action="store_true", help="delete every child instead of keeping it")
+    st.add_argument("--socket", default=argparse.SUPPRESS, help="the daemon's control socket (as for the daemon)")

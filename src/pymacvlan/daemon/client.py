@@ -97,6 +97,10 @@ class Client:
     def hello(self) -> dict:
         return self.call({"op": "hello"})
 
+    def stop(self, remove: bool = False) -> None:
+        """Stop the daemon: its children stay (carrier off) unless ``remove``."""
+        self.call({"op": "stop", "remove": remove})
+
     def link_add(self, req: LinkRequest) -> dict:
         return self.call({"op": "link.add", "req": encode(req)})["link"]
 

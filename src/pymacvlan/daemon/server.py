@@ -1,9 +1,17 @@
 """`pymacvlan daemon`: the userspace datapath as a service, controlled over a Unix socket.
 
 Foreground and systemd-friendly: logs go to stderr, ``READY=1`` / ``STOPPING=1`` reach
-systemd through ``$NOTIFY_SOCKET`` (Type=notify), SIGTERM and SIGINT end it cleanly: every
-child is deleted (its TAP vanishes, its endpoint socket is removed) and every membership on
-every parent is released, as ``ip link del`` of each child would.
+systemd through ``$NOTIFY_SOCKET`` (Type=notify).
+
+Stopping keeps the children. SIGTERM, SIGINT, SIGKILL or a crash: every child's TAP stays
+(TUNSETPERSIST) with its addresses, routes and permanent neighbours; while no daemon runs its
+carrier is off (the kernel's doing, as when a NIC loses its link) and what its stack sends is
+dropped and counted by the TAP. The next start re-attaches each TAP by name *and* ifindex in
+its namespace, reads its state back from the device, counts those drops (``detached_tx_dropped``)
+and turns the carrier on; macvtap endpoints come back on the same paths and their clients
+reconnect. Every membership on every parent is released while stopped. ``pymacvlan daemon stop
+--remove`` (op ``stop`` with ``remove``) deletes every child instead, as ``ip link del`` of each
+would; ``link del`` deletes one.
 
 One :class:`~.datapath.Datapath` (its own thread) per parent, made when the first child of
 that parent is added and closed with its last child. Parents are looked up in the
@@ -17,7 +25,9 @@ root or the daemon's own uid; anyone else gets ``EPERM`` and is disconnected.
 ===============  ========================================================================
 ``op``           request keys → reply
 ===============  ========================================================================
-``hello``        → ``{"ok": true, "version": 1, "pid": ...}``
+``hello``        → ``{"ok": true, "version": 1, "pid": ..., "state_warning": ...}``
+``stop``         ``remove`` (bool) → ``{"ok": true}``, then the daemon stops (removing
+                 every child first with ``remove``)
 ``link.add``     ``req``: a :class:`~pymacvlan.model.LinkRequest` (:func:`.codec.encode`)
 ``link.set``     ``name``, ``change`` (a LinkChange), ``netns``
 ``link.del``     ``name``, ``netns``
@@ -32,11 +42,12 @@ Errors are ``{"ok": false, "errno": NAME, "message": ..., "advice": ...}``
 (:meth:`KernelError.as_result`). A child's key is its name plus its namespace, as in the
 kernel, so every child can be ``eth0`` in a namespace of its own.
 
-State: after every change the children (name, namespace, MAC, mode, flags, MTU, source
-list, up/promisc/allmulticast) are written atomically to the state file (default
-``/var/lib/pymacvlan/state.json``); on start they are re-created from it. A child that
-cannot come back (its parent or namespace is gone) is logged and kept in the file, so a
-later start retries it.
+State: after every change the children (name, namespace, ifindex, MAC, mode, flags, MTU,
+source list, up/promisc/allmulticast) are written atomically to the state file (default
+``/var/lib/pymacvlan/state.json``, see :mod:`.state`: checksummed, last good copy kept); on
+start they are adopted (or re-created, if their TAP is gone: after a reboot) from it. A
+child that cannot come back (its parent or namespace is gone, its name taken by another
+device) is logged and kept in the file, so a later start retries it.
 """
 
 
@@ -119,6 +130,10 @@ class Daemon:
         self.links: dict[str, LinkRecord] = {}
         #: children from the state file that could not come back yet
         self.pending: list[LinkRecord] = []
+        #: what the user must know about the state file (a corrupt one was replaced), or None
+        self.state_warning: str | None = None
+        #: stop() from the control socket with remove=True: children are deleted, not kept
+        self._remove_on_stop = False
         self.sel = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
         self._bufs: dict[socket.socket, LineReader] = {}
@@ -153,10 +168,18 @@ class Daemon:
         self.listener = s
         self.sel.register(s, selectors.EVENT_READ, self._accept)
         self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        self._restore()
+        try:
+            self._restore()
+        except state.StateTooNew as e:
+            self._close_listener()
+            raise KernelError("EPROTO", f"state file {self.cfg.state}: {e}",
+                              "run the newer pymacvlan that wrote it, or move the file away to start empty") from None
         log.info("listening on %s (state %s), %d child(ren) restored, %d pending",
                  path, self.cfg.state, len(self.links), len(self.pending))
-        sd_notify(f"READY=1\nSTATUS=listening on {path}, {len(self.links)} children")
+        status = f"listening on {path}, {len(self.links)} children"
+        if self.state_warning:
+            status += f"; {self.state_warning}"
+        sd_notify(f"READY=1\nSTATUS={status}")
         return self
 
     def serve_forever(self) -> None:
@@ -178,8 +201,9 @@ class Daemon:
                 signal.set_wakeup_fd(-1)
             self.shutdown()
 
-    def stop(self) -> None:
-        """Ask :meth:`serve_forever` to return (any thread)."""
+    def stop(self, remove: bool = False) -> None:
+        """Ask :meth:`serve_forever` to return (any thread); ``remove``: delete every child."""
+        self._remove_on_stop = self._remove_on_stop or remove
         self._stop = True
         try:
             self._wake_w.send(b"x")
@@ -197,39 +221,57 @@ class Daemon:
         except BlockingIOError:
             pass
 
-    def shutdown(self) -> None:
-        """Save the state, delete every child, release every parent, remove the socket."""
+    def shutdown(self, remove: bool | None = None) -> None:
+        """Save the state, release every parent, remove the socket. The children's TAPs stay
+        (carrier off) for the next start, unless ``remove`` (default: what :meth:`stop` asked)."""
+        remove = self._remove_on_stop if remove is None else remove
         sd_notify("STOPPING=1")
         with self._lock:
             if self.listener is None:
                 return
+            for conn in list(self._bufs):
+                self._drop(conn)
+            self._close_listener()
+            if remove:
+                for rec in list(self.links.values()):
+                    try:
+                        self.link_del(rec.name, rec.netns)
+                    except Exception:
+                        log.exception("deleting %s", rec.key)
+                self.pending.clear()
             try:
                 self._save()
             except OSError as e:
                 log.error("cannot write the state file %s: %s", self.cfg.state, e)
-            for conn in list(self._bufs):
-                self._drop(conn)
-            try:
-                self.sel.unregister(self.listener)
-            except (KeyError, ValueError):
-                pass
-            self.listener.close()
-            self.listener = None
-            try:
-                os.unlink(self.cfg.socket)
-            except FileNotFoundError:
-                pass
             for name, dp in list(self.datapaths.items()):
                 try:
-                    dp.close()
+                    dp.close(keep_children=True)
                 except Exception:
                     log.exception("closing the datapath on %s", name)
+            kept = len(self.links)
             self.datapaths.clear()
             self.links.clear()
             self._wake_r.close()
             self._wake_w.close()
             self.sel.close()
-        log.info("stopped: every child deleted, every membership released")
+        if remove:
+            log.info("stopped: every child deleted, every membership released")
+        else:
+            log.info("stopped: %d child(ren) kept (carrier off until the next start), every membership released", kept)
+
+    def _close_listener(self) -> None:
+        if self.listener is None:
+            return
+        try:
+            self.sel.unregister(self.listener)
+        except (KeyError, ValueError):
+            pass
+        self.listener.close()
+        self.listener = None
+        try:
+            os.unlink(self.cfg.socket)
+        except FileNotFoundError:
+            pass
 
     # -- control socket ------------------------------------------------------------------------
     def _accept(self, listener: socket.socket) -> None:
@@ -310,7 +352,11 @@ class Daemon:
         try:
             with self._lock:
                 if op == "hello":
-                    return {"ok": True, "version": PROTOCOL_VERSION, "pid": os.getpid()}
+                    return {"ok": True, "version": PROTOCOL_VERSION, "pid": os.getpid(),
+                            "state_warning": self.state_warning}
+                if op == "stop":
+                    self.stop(remove=bool(req.get("remove")))
+                    return {"ok": True}
                 if op == "link.add":
                     return {"ok": True, "link": self.link_add(decode(LinkRequest, req.get("req")))}
                 if op == "link.set":
@@ -327,7 +373,7 @@ class Daemon:
                     self.subscribe(conn, TraceFilter.from_request(req))
                     return None  # subscribe() answered before the first event
             return KernelError("EOPNOTSUPP", f"unknown op {op!r}",
-                               "expected hello, link.add, link.set, link.del, link.show, stats or trace").as_result()
+                               "expected hello, stop, link.add, link.set, link.del, link.show, stats or trace").as_result()
         except KernelError as e:
             return e.as_result()
         except OSError as e:
@@ -356,7 +402,7 @@ class Daemon:
         from ..backends.userspace.parent import ParentConfig
 
         try:
-            dp = Datapath(DatapathConfig(ParentConfig(parent, self.cfg.netns), shield=self.cfg.shield))
+            dp = Datapath(DatapathConfig(ParentConfig(parent, self.cfg.netns), shield=self.cfg.shield, persist=True))
         except OSError as e:
             if e.errno == errno.ENODEV:
                 raise KernelError("ENODEV", f'Cannot find device "{parent}"',
@@ -377,7 +423,8 @@ class Daemon:
             dp.close()
             log.info("parent %s released (no children left)", parent)
 
-    def link_add(self, req: LinkRequest, save: bool = True) -> dict:
+    def link_add(self, req: LinkRequest, save: bool = True, adopt: LinkRecord | None = None) -> dict:
+        """``adopt``: the record of a child a previous daemon left (its TAP is re-attached)."""
         key = child_key(req.name, req.netns)
         if key in self.links:
             raise KernelError("EEXIST", f"a device named {req.name!r} already exists"
@@ -404,7 +451,9 @@ class Daemon:
                 # daemon ran there
                 tap_ns = req.netns if req.netns is not None else self.cfg.netns
                 info = dp.add_macvlan(key, req.mode, mac=req.address, mtu=req.mtu, netns=tap_ns,
-                                      ifname=req.name, flags=int(req.flags or 0), **kw)
+                                      ifname=req.name, flags=int(req.flags or 0),
+                                      adopt=adopt.ifindex if adopt is not None else None,
+                                      tx_dropped_seen=adopt.tx_dropped if adopt is not None else 0, **kw)
                 endpoint = None
             else:
                 from ..backends.userspace.endpoints import StreamEndpoint
@@ -430,7 +479,7 @@ class Daemon:
         vlan = dp.engine.children[key]
         self.links[key] = LinkRecord(req.name, req.parent, req.kind, req.netns, int(vlan.mode), mac_str(vlan.mac),
                                      req.mtu, int(vlan.flags), [mac_str(m) for m in req.macaddrs],
-                                     req.bcqueuelen, req.bclim, endpoint=endpoint)
+                                     req.bcqueuelen, req.bclim, endpoint=endpoint, ifindex=info.get("ifindex"))
         log.info("added %s %s on %s (%s, %s)%s", req.kind, req.name, req.parent, vlan.mode.name.lower(),
                  mac_str(vlan.mac), f" in {req.netns}" if req.netns else "")
         if save:
@@ -603,6 +652,8 @@ class Daemon:
             if dp.engine.port is not None:
                 rec.bcqueuelen = vlan.bc_queue_len_req
                 rec.bclim = dp.engine.port.bc_cutoff
+            if rec.key in dp.taps:
+                rec.tx_dropped = dp.tap_tx_dropped(rec.key)
 
         dp.call(read)
 
@@ -620,16 +671,39 @@ class Daemon:
     def _restore(self) -> None:
         # in the file's order: a passthru child comes back first (alone), source lists after
         # their parent's port exists
-        for rec in state.load(self.cfg.state):
+        records, self.state_warning = state.load(self.cfg.state)
+        for rec in records:
             try:
-                self.link_add(rec.request(), save=False)
+                adopt = rec if rec.kind == "macvlan" and rec.ifindex is not None else None
+                try:
+                    self.link_add(rec.request(), save=False, adopt=adopt)
+                except KernelError as e:
+                    if adopt is None or e.errno_name != "ENODEV" or not _tap_gone(rec):
+                        raise
+                    log.info("%s: its TAP is gone (a reboot?): creating it anew", rec.key)
+                    self.link_add(rec.request(), save=False)
+                    adopt = None
                 change = rec.change()
-                if change is not None:
+                if change is not None and adopt is None:  # an adopted TAP brought its own state
                     self.link_set(rec.name, change, rec.netns)
             except (KernelError, OSError) as e:
                 log.warning("cannot restore %s on %s: %s (kept in the state file)", rec.key, rec.parent, e)
                 self.pending.append(rec)
         self._save()
+
+
+def _tap_gone(rec: LinkRecord) -> bool:
+    """No device has the record's name in its namespace any more (and the namespace exists)."""
+    from ..backends.userspace._sys import NetdevCtl
+
+    try:
+        ctl = NetdevCtl(rec.netns)
+    except OSError:
+        return False  # the namespace itself is gone: nothing to create the TAP in
+    try:
+        return ctl.ifindex(rec.name) is None
+    finally:
+        ctl.close()
 
 
 def _socket_alive(path: str) -> bool:

@@ -3,7 +3,7 @@
 Unit part (any user): the wire format, the trace filter, the atomic state file, sd_notify,
 the control socket's errors and a driver with no daemon. Live part (root, this run's pmv
 namespaces): the daemon as a real subprocess (``pymacvlan daemon --netns P``) driven over
-its socket: children added, changed, shown, pinged, traced; SIGTERM deletes every TAP and
+its socket: children added, changed, shown, pinged, traced; SIGTERM keeps every TAP and
 releases the parent; a restart brings the children back from the state file.
 """
 
@@ -299,21 +299,24 @@ def test_daemon_children_live_stop_and_come_back(lab: Lab, tmp_path: Path) -> No
         assert d.stop() == 0
         r, _, _ = select.select([notify], [], [], 5)
         assert r and notify.recv(200).startswith(b"STOPPING=1")
-        # clean exit: TAPs gone, parent no longer promiscuous, socket removed, state kept
-        assert _link_in(A, "eth0") == "" and _link_in(B, "eth0") == ""
+        # clean exit: the TAPs stay (carrier off, addresses kept), parent no longer promiscuous,
+        # socket removed, state kept
+        for ns, ip in ((A, "10.78.0.1"), (B, "10.78.0.2")):
+            assert "NO-CARRIER" in _link_in(ns, "eth0")
+            assert f"{ip}/24" in sh("ip", "-n", ns, "-o", "addr", "show", "dev", "eth0").stdout
         assert "promiscuity 0" in sh("ip", "-d", "-n", P, "link", "show", parent).stdout
         assert not os.path.exists(d.socket)
         saved = {(x["netns"], x["name"]): x for x in json.loads(Path(d.state).read_text())["links"]}
         assert saved[(A, "eth0")]["address"] == MAC_A and saved[(B, "eth0")]["mtu"] == 1400
+        ifindex_a = saved[(A, "eth0")]["ifindex"]
 
         d.start()
-        assert _wait(lambda: "UP" in _link_in(A, "eth0"))
+        assert _wait(lambda: "NO-CARRIER" not in _link_in(A, "eth0"))
         again = {(x["netns"], x["ifname"]): x for x in Driver(d.socket).show()}
         assert again[(A, "eth0")]["address"] == MAC_A and again[(B, "eth0")]["address"] == mac_b
+        assert again[(A, "eth0")]["ifindex"] == ifindex_a  # the same device, adopted
         assert again[(B, "eth0")]["mtu"] == 1400 and again[(A, "eth0")]["linkinfo"]["info_data"]["mode"] == "bridge"
-        for ns, ip in ((A, "10.78.0.1"), (B, "10.78.0.2")):  # addresses belong to the namespace's stack
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
-        assert ping(A, "10.78.0.2") == 3
+        assert ping(A, "10.78.0.2") == 3  # the addresses were never lost
         Driver(d.socket).delete("eth0", netns=B)
         assert _link_in(B, "eth0") == ""
         assert [x["netns"] for x in Driver(d.socket).show()] == [A]

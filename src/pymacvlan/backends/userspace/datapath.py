@@ -118,6 +118,9 @@ class DatapathConfig:
     #: child MACs without an address and filter salts: None draws them from the OS's entropy
     #: (eth_hw_addr_random()), an int makes them reproducible (scenario replays)
     seed: int | None = None
+    #: TAP children outlive the datapath (TUNSETPERSIST): :meth:`Datapath.close` with
+    #: ``keep_children`` leaves them (carrier off) for the next one to adopt (the daemon)
+    persist: bool = False
 
 
 class Datapath:
@@ -298,18 +301,19 @@ class Datapath:
             except BaseException as e:
                 fut.set_exception(e)
 
-    def close(self) -> None:
-        """Stop the loop, delete every child (TAPs vanish), release every membership."""
+    def close(self, keep_children: bool = False) -> None:
+        """Stop the loop, delete every child (TAPs vanish), release every membership.
+        ``keep_children``: persistent TAPs stay (carrier off) for the next datapath to adopt."""
         if self._thread is not None and self._thread.is_alive():
             self.call(self._request_stop)
             self._thread.join(timeout=10)
-        self._close_all()
+        self._close_all(keep_children)
 
     def _request_stop(self) -> None:
         self._stop = True
 
-    def _close_all(self) -> None:
-        self._release_children_and_parent(count_errors=True)
+    def _close_all(self, keep_children: bool = False) -> None:
+        self._release_children_and_parent(count_errors=True, keep_children=keep_children)
         for mon in self._monitors.values():
             mon.close()
         self._monitors.clear()
@@ -486,20 +490,26 @@ class Datapath:
     # -- control: children -----------------------------------------------------------------------------
     def add_macvlan(self, name: str, mode: str | Mode = "bridge", *, mac: bytes | None = None,
                     mtu: int | None = None, netns: str | None = None, ifname: str | None = None,
-                    flags: int = 0, up: bool = False, **engine_kw: Any) -> dict:
+                    flags: int = 0, up: bool = False, adopt: int | None = None, tx_dropped_seen: int = 0,
+                    **engine_kw: Any) -> dict:
         """A macvlan child: a TAP named ``ifname`` (default ``name``) inside ``netns``.
 
         Like ``ip link add ... type macvlan`` it starts down; it comes up when the TAP is set
-        up (by the user inside the namespace, or ``up=True``).
+        up (by the user inside the namespace, or ``up=True``). ``adopt``: the ifindex of the
+        persistent TAP a previous datapath left; its state (up, MAC, MTU, flags) is read back
+        from the device, and what it dropped beyond ``tx_dropped_seen`` while nobody read it
+        is counted (``detached_tx_dropped``, and the child's tx_dropped).
         """
-        return self.call(self._add_macvlan, name, mode, mac, mtu, netns, ifname, flags, up, engine_kw)
+        return self.call(self._add_macvlan, name, mode, mac, mtu, netns, ifname, flags, up, engine_kw,
+                         adopt, tx_dropped_seen)
 
-    def _add_macvlan(self, name, mode, mac, mtu, netns, ifname, flags, up, engine_kw) -> dict:
+    def _add_macvlan(self, name, mode, mac, mtu, netns, ifname, flags, up, engine_kw, adopt=None,
+                     tx_dropped_seen=0) -> dict:
         mode = mode_from_name(mode) if isinstance(mode, str) else mode
         vlan = self.engine.add(name, "macvlan", mode, flags, mac, mtu, **engine_kw)
         try:
             tap = Tap(TapConfig(ifname or name, netns, mac=vlan.mac, mtu=vlan.mtu,
-                                carrier=self.engine.lower.carrier))
+                                carrier=self.engine.lower.carrier, persist=self.cfg.persist, adopt=adopt))
         except BaseException:
             self.engine.delete(name)
             raise
@@ -507,6 +517,14 @@ class Datapath:
         self._out[vlan] = self._make_tap_writer(tap)
         self.watch(tap.fd, self._make_tap_reader(tap, vlan))
         self._monitor(netns)
+        if adopt is not None:
+            ev = self._monitors[netns].query(tap.ifindex)
+            if ev is not None:
+                lost = max(0, ev.tx_dropped - tx_dropped_seen)
+                self.counters["detached_tx_dropped"] += lost
+                vlan.stats.tx_dropped += lost
+                self._child_event(name, ev)  # the device is the truth: the user may have changed it
+            self.counters["children_adopted"] += 1
         if up:
             tap.set_admin_up(True)
             self._engine_set_up(name, True)
@@ -569,7 +587,14 @@ class Datapath:
     def delete(self, name: str) -> None:
         self.call(self._control, self._delete_child, name)  # the last passthru child gives L its MAC back
 
-    def _delete_child(self, name: str) -> None:
+    def tap_tx_dropped(self, name: str) -> int:
+        """The kernel's tx_dropped of a child's TAP (0 if unknown): the base for the next adoption."""
+        tap = self.taps.get(name)
+        mon = self._monitors.get(tap.netns) if tap is not None else None
+        ev = mon.query(tap.ifindex) if mon is not None else None
+        return ev.tx_dropped if ev is not None else 0
+
+    def _delete_child(self, name: str, keep: bool = False) -> None:
         vlan = self.engine.children.get(name)
         if vlan is not None:
             self._out.pop(vlan, None)
@@ -577,7 +602,7 @@ class Datapath:
         tap = self.taps.pop(name, None)
         if tap is not None:
             self.unwatch(tap.fd)
-            tap.close()
+            tap.close(remove=not keep)
         ep = self.endpoints.pop(name, None)
         if ep is not None:
             fl = getattr(ep, "flush_pending", None)
@@ -720,13 +745,13 @@ class Datapath:
         self._release_children_and_parent(delete_parent_in_engine=True)
 
     def _release_children_and_parent(self, count_errors: bool = False,
-                                     delete_parent_in_engine: bool = False) -> None:
+                                     delete_parent_in_engine: bool = False, keep_children: bool = False) -> None:
         """Delete every child (TAPs vanish, endpoints close), then drop the shield and the
         parent socket (every membership with it). On close a failing child is counted and
         the rest still go; when the parent is deleted, the engine forgets it too."""
         for name in list(self.taps) + list(self.endpoints):
             try:
-                self._delete_child(name)
+                self._delete_child(name, keep=keep_children)
             except Exception:
                 if not count_errors:
                     raise

@@ -28,7 +28,7 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR = 20, 21
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_PROMISCUITY = 1, 3, 4, 30
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_STATS64, IFLA_PROMISCUITY = 1, 3, 4, 23, 30
 _NLH = struct.Struct("IHHII")
 _IFI = struct.Struct("BxHiII")
 _IFA = struct.Struct("BBBBi")
@@ -46,6 +46,8 @@ class LinkEvent:
     mac: bytes = b""
     mtu: int = 0
     promiscuity: int = -1
+    #: rtnl_link_stats64.tx_dropped: a TAP with no reader attached drops (and counts) here
+    tx_dropped: int = 0
 
 
 def _attrs(data: bytes, off: int, end: int) -> dict[int, bytes]:
@@ -74,8 +76,10 @@ def parse(data: bytes) -> list[LinkEvent]:
             name = a.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode(errors="replace")
             mtu = struct.unpack("I", a[IFLA_MTU][:4])[0] if IFLA_MTU in a else 0
             promisc = struct.unpack("I", a[IFLA_PROMISCUITY][:4])[0] if IFLA_PROMISCUITY in a else -1
+            st = a.get(IFLA_STATS64, b"")
+            tx_dropped = struct.unpack_from("Q", st, 56)[0] if len(st) >= 64 else 0
             events.append(LinkEvent("new" if typ == RTM_NEWLINK else "del", index, name, flags,
-                                    a.get(IFLA_ADDRESS, b""), mtu, promisc))
+                                    a.get(IFLA_ADDRESS, b""), mtu, promisc, tx_dropped))
         elif typ in (RTM_NEWADDR, RTM_DELADDR) and end - body >= _IFA.size:
             index = _IFA.unpack_from(data, body)[4]
             events.append(LinkEvent("addr", index))

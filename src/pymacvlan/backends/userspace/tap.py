@@ -2,8 +2,16 @@
 
 A child is a TAP opened on /dev/net/tun with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, created
 (open() and TUNSETIFF both inside the target namespace, since the tun file takes the
-namespace current at open()) with the name the user asked for. It is not persistent: it
-disappears when the datapath closes the fd, so a crash leaves nothing behind.
+namespace current at open()) with the name the user asked for.
+
+- Persistence (``persist=True``, the daemon): TUNSETPERSIST keeps the device when the fd
+  closes, so a restart or a crash of the daemon keeps the child's addresses, routes and
+  neighbours; the kernel turns its carrier off while no fd is attached (__tun_detach), and
+  frames its stack sends then are dropped and counted by the TAP (tx_dropped). The next
+  daemon re-attaches (``adopt=IFINDEX``: the device must still have that name *and* index
+  in that namespace, so a stranger's device of the same name is never taken over).
+  :meth:`Tap.close` with ``remove=True`` clears the flag first: the device vanishes.
+  Without persistence the TAP disappears with the fd, so a crash leaves nothing behind.
 
 - TUNSETVNETHDRSZ 10: the same virtio_net_hdr as PACKET_VNET_HDR on the parent, so buffers
   pass between them unchanged.
@@ -23,7 +31,8 @@ import os
 import struct
 from dataclasses import dataclass
 
-from ._sys import (ARPHRD_ETHER, IFF_NO_CARRIER, IFF_NO_PI, IFF_TAP, IFF_UP, IFF_VNET_HDR, SIOCSIFHWADDR,
+from ._sys import (ARPHRD_ETHER, IFF_NO_CARRIER, IFF_NO_PI, IFF_TAP, IFF_TUN_EXCL, IFF_UP, IFF_VNET_HDR,
+                   SIOCSIFHWADDR, TUNSETPERSIST,
                    TUN_DEV, TUN_OFFLOADS_ALL, TUNGETIFF, TUNSETCARRIER, TUNSETIFF, TUNSETOFFLOAD,
                    TUNSETSNDBUF, TUNSETVNETHDRSZ, VNET_HDR_LEN, NetdevCtl, ifreq, in_netns, netns_inode)
 
@@ -42,6 +51,10 @@ class TapConfig:
     up: bool = False
     carrier: bool = False
     sndbuf: int | None = None
+    #: outlive the fd (TUNSETPERSIST): the daemon's children survive its restarts
+    persist: bool = False
+    #: re-attach to the persistent TAP of this name that has this ifindex (a restart)
+    adopt: int | None = None
 
 
 class Tap:
@@ -56,25 +69,34 @@ class Tap:
         self.ctl = NetdevCtl(cfg.netns)
         fd = -1
         try:
-            if self.ctl.ifindex(cfg.name) is not None:
+            where = f" in namespace {cfg.netns}" if cfg.netns else ""
+            found = self.ctl.ifindex(cfg.name)
+            if cfg.adopt is not None and found != cfg.adopt:
+                raise OSError(errno.ENODEV if found is None else errno.EEXIST,
+                              f"{cfg.name}{where} is no longer the TAP with ifindex {cfg.adopt}"
+                              + ("" if found is None else f" (ifindex {found} has the name now)"))
+            if cfg.adopt is None and found is not None:
                 # TUNSETIFF would attach to an existing persistent TAP: never take over a device
-                raise OSError(errno.EEXIST, f"a device named {cfg.name!r} already exists"
-                              + (f" in namespace {cfg.netns}" if cfg.netns else ""))
+                raise OSError(errno.EEXIST, f"a device named {cfg.name!r} already exists{where}")
             with in_netns(cfg.netns):
                 fd = os.open(TUN_DEV, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
                 flags = IFF_TAP | IFF_NO_PI | IFF_NO_CARRIER | (IFF_VNET_HDR if cfg.vnet_hdr else 0)
-                req = ifreq(cfg.name, struct.pack("H", flags))
+                # a new TAP must be new (EBUSY if the name appeared meanwhile); an adopted one
+                # must be a TAP (EINVAL for any other kind of device)
+                req = ifreq(cfg.name, struct.pack("H", flags | (0 if cfg.adopt is not None else IFF_TUN_EXCL)))
                 fcntl.ioctl(fd, TUNSETIFF, req)
             self.fd = fd
             got = bytes(req[:16]).split(b"\0", 1)[0].decode()
             self.name = got
+            if cfg.persist:
+                fcntl.ioctl(fd, TUNSETPERSIST, 1)
             if cfg.vnet_hdr:
                 fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
                 fcntl.ioctl(fd, TUNSETOFFLOAD, cfg.offloads)
             if cfg.sndbuf:
                 fcntl.ioctl(fd, TUNSETSNDBUF, struct.pack("i", cfg.sndbuf))
-            if cfg.mac is not None:
-                self.set_mac(cfg.mac)
+            if cfg.mac is not None and (cfg.adopt is None or self.mac() != cfg.mac):
+                self.set_mac(cfg.mac)  # (an address change flushes the neighbours: not on adoption)
             if cfg.mtu is not None:
                 self.ctl.set_mtu(self.name, cfg.mtu)
             self.ifindex = self.ctl.ifindex(self.name)
@@ -135,8 +157,14 @@ class Tap:
             return True
         return netns_inode(self.netns) == self.netns_ino
 
-    def close(self) -> None:
+    def close(self, remove: bool = True) -> None:
+        """Close the fd; ``remove`` also deletes a persistent TAP (else it stays, carrier off)."""
         if self.fd >= 0:
+            if remove and self.cfg.persist:
+                try:
+                    fcntl.ioctl(self.fd, TUNSETPERSIST, 0)
+                except OSError:
+                    pass  # already gone with its namespace
             os.close(self.fd)
             self.fd = -1
         self.ctl.close()

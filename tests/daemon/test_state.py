@@ -1,0 +1,72 @@
+"""The daemon's state file: checksummed, the last good copy kept and used, formats upgraded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pymacvlan.daemon import state
+from pymacvlan.daemon.state import LinkRecord, StateTooNew
+
+
+def _two(path: Path) -> list[LinkRecord]:
+    recs = [LinkRecord("eth0", "p0", netns="A", ifindex=7, address="02:00:00:00:00:0a"),
+            LinkRecord("eth0", "p0", netns="B", ifindex=8)]
+    state.save(str(path), recs[:1])
+    state.save(str(path), recs)
+    return recs
+
+
+def test_round_trip_and_nothing_to_restore(tmp_path: Path) -> None:
+    p = tmp_path / "state.json"
+    assert state.load(str(p)) == ([], None)
+    recs = _two(p)
+    assert state.load(str(p)) == (recs, None)
+    assert state.load(str(state.previous_path(str(p)))) == (recs[:1], None)  # the one before
+
+
+@pytest.mark.parametrize("damage", ["torn", "bitflip", "empty"])
+def test_damaged_file_is_detected_and_the_last_good_copy_used(tmp_path: Path, damage: str) -> None:
+    p = tmp_path / "state.json"
+    recs = _two(p)
+    text = p.read_text()
+    if damage == "torn":
+        p.write_text(text[: len(text) // 2])
+    elif damage == "bitflip":  # still valid JSON: only the checksum can tell
+        p.write_text(text.replace('"ifindex": 8', '"ifindex": 9'))
+    else:
+        p.write_text("")
+    got, warning = state.load(str(p))
+    assert got == recs[:1]
+    assert warning is not None and "last good copy" in warning
+    assert (tmp_path / "state.json.bad").read_text() != text and not p.exists()
+
+
+def test_a_bad_file_never_becomes_the_last_good_copy(tmp_path: Path) -> None:
+    p = tmp_path / "state.json"
+    recs = _two(p)
+    p.write_text("{garbage")
+    state.save(str(p), recs)
+    assert state.load(str(state.previous_path(str(p))))[0] == recs[:1]
+
+
+def test_format_1_is_upgraded_and_a_newer_one_refused(tmp_path: Path) -> None:
+    p = tmp_path / "state.json"
+    p.write_text(json.dumps({"version": 1, "links": [{"name": "m0", "parent": "eth0", "mode": 4}]}))
+    recs, warning = state.load(str(p))
+    assert warning is None and recs[0].name == "m0" and recs[0].ifindex is None
+    state.save(str(p), recs)
+    assert json.loads(p.read_text())["version"] == state.STATE_VERSION
+    p.write_text(json.dumps({"version": state.STATE_VERSION + 1, "links": []}))
+    with pytest.raises(StateTooNew):
+        state.load(str(p))
+    assert json.loads(p.read_text())["version"] == state.STATE_VERSION + 1  # left untouched
+
+
+def test_neither_copy_usable_starts_empty_and_says_so(tmp_path: Path) -> None:
+    p = tmp_path / "state.json"
+    p.write_text("nope")
+    recs, warning = state.load(str(p))
+    assert recs == [] and "starting empty" in warning
