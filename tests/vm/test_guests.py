@@ -14,11 +14,14 @@ multicast a guest needs from its port. QEMU and dnsmasq are ended by their PIDs.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,7 +48,7 @@ pytestmark = [
 STATION = "10.77.0.1"
 SIBLING = {"kernel": "10.77.0.50", "userspace": "10.77.0.51"}
 MACS = {"kernel": "52:54:00:77:00:01", "stream": "52:54:00:77:00:02", "dgram": "52:54:00:77:00:03",
-        "tapfd": "52:54:00:77:00:04"}
+        "tapfd": "52:54:00:77:00:04", "daemon-dgram": "52:54:00:77:00:05", "daemon-tapfd": "52:54:00:77:00:06"}
 
 
 def _ipv6_on(ns: str, dev: str | None = None) -> None:
@@ -74,7 +77,10 @@ class Wire:
         self.SK, self.SU = lab.ns("SK"), lab.ns("SU")
         sh("ip", "-n", self.W, "link", "add", "br0", "type", "bridge", "forward_delay", "0")
         self.k, self.u = lab.ifname("k"), lab.ifname("u")
-        for parent, ns, port in ((self.k, self.K, lab.ifname("wk")), (self.u, self.U, lab.ifname("wu"))):
+        self.D = lab.ns("D")  # the daemon's parents' namespace
+        self.d = lab.ifname("d")
+        for parent, ns, port in ((self.k, self.K, lab.ifname("wk")), (self.u, self.U, lab.ifname("wu")),
+                                 (self.d, self.D, lab.ifname("wd"))):
             lab.veth(parent, ns, port, self.W)
             sh("ip", "-n", self.W, "link", "set", port, "master", "br0")
         sh("ip", "-n", self.W, "addr", "add", f"{STATION}/24", "dev", "br0")
@@ -201,3 +207,72 @@ def test_guest_on_userspace_macvtap(wire, guest, kind) -> None:
         for fd in fds:
             os.close(fd)
         wire.dp.delete(name)
+
+
+# -- through the daemon and the CLI -------------------------------------------------------------------
+@pytest.fixture
+def daemon(wire, tmp_path):
+    from ..backends.userspace.test_daemon import DaemonProc
+
+    d = DaemonProc(tmp_path, wire.D).start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def _cli(d, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYMACVLAN_SOCKET=d.socket)
+    r = subprocess.run([sys.executable, "-m", "pymacvlan.cli.main", "--backend", "userspace", *args],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, f"{args}: {r.stderr}"
+    return r
+
+
+def test_guest_on_a_daemon_dgram_endpoint_survives_a_daemon_restart(wire, guest, daemon) -> None:
+    """`link add ... endpoint dgram endpoint-mode 0666` prints the endpoint, `link show -j -d`
+    has it, QEMU runs on what `vm-args` prints; the daemon is restarted while the guest pings
+    the station, and the pings resume (the endpoint comes back at the same path; QEMU's dgram
+    socket sends to that path, so it needs no reconnect)."""
+    mac = MACS["daemon-dgram"]
+    added = _cli(daemon, "link", "add", "link", wire.d, "name", "vmd", "address", mac, "type", "macvtap",
+                 "mode", "bridge", "endpoint", "dgram", "endpoint-mode", "0666").stdout
+    _cli(daemon, "link", "set", "vmd", "up")
+    ep = json.loads(_cli(daemon, "-j", "-d", "link", "show", "vmd").stdout)[0]["endpoint"]
+    assert ep["kind"] == "dgram" and ep["perm"] == "0666" and ep["path"] in added, (ep, added)
+    assert "endpoint dgram" in _cli(daemon, "-d", "link", "show", "vmd").stdout
+    args = shlex.split(_cli(daemon, "vm-args", "vmd").stdout)
+    assert f"mac={mac}" in args[3]
+    script = "\n".join(["pmv_dhcp", f"pmv_ping station {STATION}", "echo PMV-PINGING",
+                        f"ping -i 0.5 -W 1 -c 600 {STATION} | while read l; do echo \"PMV-P $l\"; done",
+                        "sleep 120"])
+    with GuestRun(qemu_base(guest, script) + args, netns=wire.D) as run:
+        run.expect(r"PMV-DHCP-BOUND", 90)
+        run.expect(r"PMV-OK station", 30)
+        before = int(run.expect(r"PMV-P 64 bytes.*seq=(\d+)", 30).group(1))
+        daemon.stop()
+        daemon.start()
+        after = int(run.expect(r"PMV-P 64 bytes.*seq=(\d+)", 60).group(1))
+        assert after > before
+        run.expect(r"PMV-P 64 bytes", 10)  # and keep coming
+    assert json.loads(_cli(daemon, "-j", "link", "show", "vmd").stdout)[0]["endpoint"]["kind"] == "dgram"
+    _cli(daemon, "link", "del", "vmd")
+
+
+def test_guest_on_a_daemon_tapfd_endpoint_through_vm_exec(wire, guest, daemon) -> None:
+    """`vm-exec` receives the TAP's fd over SCM_RIGHTS and execs QEMU with fd=N."""
+    mac = MACS["daemon-tapfd"]
+    _cli(daemon, "link", "add", "link", wire.d, "name", "vmt", "address", mac, "type", "macvtap",
+         "mode", "bridge", "endpoint", "tapfd")
+    _cli(daemon, "link", "set", "vmt", "up")
+    ep = json.loads(_cli(daemon, "-j", "link", "show", "vmt").stdout)[0]["endpoint"]
+    assert ep["kind"] == "tapfd" and ep["ifname"] == "vmt"
+    script = "\n".join(["pmv_dhcp", f"pmv_ping station {STATION}", "echo PMV-READY", "sleep 120"])
+    argv = [sys.executable, "-m", "pymacvlan.cli.main", "--backend", "userspace", "vm-exec", "vmt", "--",
+            *qemu_base(guest, script)]
+    with GuestRun(argv, env=dict(os.environ, PYMACVLAN_SOCKET=daemon.socket)) as run:
+        run.expect(r"PMV-DHCP-BOUND", 90)
+        run.expect(r"PMV-OK station", 30)
+        st = _cli(daemon, "-s", "link", "show", "vmt").stdout
+        assert "RX:" in st
+    _cli(daemon, "link", "del", "vmt")

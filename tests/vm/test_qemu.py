@@ -45,3 +45,24 @@ def test_guest_run_expect_reports_failures_with_the_console() -> None:
     with GuestRun([sys.executable, "-c", "print('x')"]) as run:
         with pytest.raises(AssertionError, match="QEMU exited"):
             run.expect("never", 10)
+
+
+def test_link_add_endpoint_words_and_who_takes_them() -> None:
+    from pymacvlan.cli.link import UsageError, parse_add
+    from pymacvlan.model import KernelError
+    from pymacvlan.model.link import check_endpoint
+
+    req = parse_add("link eth0 name vm0 type macvtap mode bridge endpoint dgram endpoint-user 0 "
+                    "endpoint-group kvm endpoint-mode 0660".split()).req
+    assert (req.endpoint, req.endpoint_user, req.endpoint_group, req.endpoint_mode) == ("dgram", "0", "kvm", 0o660)
+    check_endpoint(req, "userspace")
+    with pytest.raises(KernelError, match="/dev/tapN") as e:
+        check_endpoint(req, "kernel")
+    assert e.value.errno_name == "EOPNOTSUPP"
+    check_endpoint(parse_add("link eth0 name vm0 type macvtap endpoint tapfd".split()).req, "kernel")
+    with pytest.raises(UsageError, match='"endpoint" must be'):
+        parse_add("link eth0 name vm0 type macvtap endpoint vde".split())
+    with pytest.raises(UsageError, match="octal"):
+        parse_add("link eth0 name vm0 type macvtap endpoint-mode rw".split())
+    with pytest.raises(UsageError, match='unknown option "endpoint"'):
+        parse_add("link eth0 name m0 type macvlan endpoint stream".split())

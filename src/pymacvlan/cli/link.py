@@ -14,8 +14,9 @@ import sys
 from dataclasses import dataclass, field
 
 from ..links import BACKENDS, LinkChange, LinkRequest, get_driver
-from ..links.format import Options, render
+from ..links.format import Options, endpoint_text, render
 from ..model import KernelError, MacaddrMode, MacvlanFlag, Mode, parse_mac
+from ..model.link import ENDPOINT_KINDS
 
 ORDER = 20
 MODE_WORDS = ("private", "vepa", "bridge", "passthru", "source")
@@ -198,10 +199,32 @@ def parse_add(words: list[str]) -> AddCommand:
             return False
         return True
 
+    ep: dict = {}
+
+    def endpoint_word(w: str) -> bool:
+        if w == "endpoint":
+            v = t.next_arg()
+            if v not in ENDPOINT_KINDS:
+                raise UsageError(f'Error: argument of "endpoint" must be "stream", "dgram" or "tapfd", not "{v}"')
+            ep["endpoint"] = v
+        elif w in ("endpoint-user", "endpoint-group"):
+            ep[w.replace("-", "_")] = t.next_arg()
+        elif w == "endpoint-mode":
+            v = t.next_arg()
+            try:
+                ep["endpoint_mode"] = int(v, 8)
+                if not 0 <= ep["endpoint_mode"] <= 0o7777:
+                    raise ValueError
+            except ValueError:
+                raise UsageError(f'Error: argument of "endpoint-mode" must be octal permission bits like 0660, not "{v}"') from None
+        else:
+            return False
+        return True
+
     while t:
         w = t.take()
         if kind is not None:
-            if parse_macvlan_word(kind, w, t, o) or general(w):
+            if parse_macvlan_word(kind, w, t, o) or general(w) or (kind == "macvtap" and endpoint_word(w)):
                 continue
             if matches(w, "help"):
                 raise UsageError(USAGE, 255)
@@ -226,7 +249,7 @@ def parse_add(words: list[str]) -> AddCommand:
         up = True
     req = LinkRequest(parent=parent or "", name=name or "", kind=kind, mode=o.mode, address=address, mtu=mtu,
                       flags=o.flags, macaddr_mode=o.macaddr_mode, macaddrs=o.macaddrs,
-                      bcqueuelen=o.bcqueuelen, bclim=o.bclim, netns=netns)
+                      bcqueuelen=o.bcqueuelen, bclim=o.bclim, netns=netns, **ep)
     return AddCommand(req, up, host, routes)
 
 
@@ -305,6 +328,8 @@ USAGE = """Usage: pymacvlan [-j] [-p] [-d] [-s] [-br] [-n NS] [--backend sim|ker
            [ address MAC ] [ mtu N ] [ flag { nopromisc | nodst | null } ] [ bcqueuelen N ] [ bclim N ]
            [ macaddr { { add | del } MAC | set [ MAC ... ] | flush } ] [ netns NS ] [ up ]
            [ host-access [ route PREFIX ]... ]
+           macvtap, userspace backend: [ endpoint { stream | dgram | tapfd } ]
+           [ endpoint-user USER ] [ endpoint-group GROUP ] [ endpoint-mode 0660 ]
   link set [dev] NAME [ up | down ] [ address MAC ] [ mtu N ] [ allmulticast on|off ] [ promisc on|off ]
            [ type { macvlan | macvtap } MACVLAN-OPTIONS ]
   link del [dev] NAME
@@ -459,9 +484,11 @@ def run_link(g: Globals, words: list[str], out=None) -> int:
         driver = make_driver(g)
         if not cmd.req.name:
             cmd.req.name = free_name(driver, cmd.req.kind)
-        driver.add(cmd.req)
+        added = driver.add(cmd.req)
         if cmd.up:
             driver.set(cmd.req.name, LinkChange(up=True), netns=cmd.req.netns)
+        if isinstance(added, dict) and added.get("endpoint"):  # where the VM attaches
+            print(f"{cmd.req.name}: {endpoint_text(added['endpoint'])}", file=out)
         if cmd.host_access:
             hook = getattr(driver, "host_access", None)
             if hook is None:

@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model import KernelError, MacaddrMode, Mode, mac_str
-from ..model.link import LinkChange, LinkRequest
+from ..model.link import LinkChange, LinkRequest, check_endpoint
 from . import state
 from .codec import (DEFAULT_SOCKET, DEFAULT_STATE, MAX_REQUEST, PROTOCOL_VERSION, LineReader, decode,
                     dump_line, load_line)
@@ -456,11 +456,14 @@ class Daemon:
                                       tx_dropped_seen=adopt.tx_dropped if adopt is not None else 0, **kw)
                 endpoint = None
             else:
-                from ..backends.userspace.endpoints import StreamEndpoint
-
-                endpoint = str(Path(self.cfg.endpoint_dir or Path(self.cfg.socket).parent) / f"{req.name}.sock")
-                info = dp.add_macvtap(key, StreamEndpoint(key, endpoint), req.mode, mac=req.address,
-                                      mtu=req.mtu, flags=int(req.flags or 0), up=False, **kw)
+                ep = self._endpoint(key, req)
+                endpoint = ep_path(ep)
+                try:
+                    info = dp.add_macvtap(key, ep, req.mode, mac=req.address,
+                                          mtu=req.mtu, flags=int(req.flags or 0), up=False, **kw)
+                except BaseException:
+                    ep.close()
+                    raise
         except OSError as e:
             if fresh:
                 self._release_parent_if_unused(req.parent)
@@ -479,12 +482,61 @@ class Daemon:
         vlan = dp.engine.children[key]
         self.links[key] = LinkRecord(req.name, req.parent, req.kind, req.netns, int(vlan.mode), mac_str(vlan.mac),
                                      req.mtu, int(vlan.flags), [mac_str(m) for m in req.macaddrs],
-                                     req.bcqueuelen, req.bclim, endpoint=endpoint, ifindex=info.get("ifindex"))
+                                     req.bcqueuelen, req.bclim, endpoint=endpoint, ifindex=info.get("ifindex"),
+                                     endpoint_kind=req.endpoint or "stream" if req.kind == "macvtap" else None,
+                                     endpoint_user=req.endpoint_user, endpoint_group=req.endpoint_group,
+                                     endpoint_mode=req.endpoint_mode)
         log.info("added %s %s on %s (%s, %s)%s", req.kind, req.name, req.parent, vlan.mode.name.lower(),
                  mac_str(vlan.mac), f" in {req.netns}" if req.netns else "")
         if save:
             self._save()
-        return {"name": req.name, "ifindex": info.get("ifindex"), "address": mac_str(vlan.mac), "endpoint": endpoint}
+        rec = self.links[key]
+        return {"name": req.name, "ifindex": info.get("ifindex"), "address": mac_str(vlan.mac),
+                "endpoint": dp.call(self._endpoint_view, dp, rec)}
+
+    def _endpoint(self, key: str, req: LinkRequest):
+        """The macvtap's endpoint (``req.endpoint``, stream by default) at
+        ``<endpoint dir>/<name>.sock``, owned and moded as asked, before any is made."""
+        from ..backends.userspace.endpoints import DgramEndpoint, StreamEndpoint, TapFdEndpoint
+
+        check_endpoint(req, "userspace")
+        uid, gid = _owner(req.endpoint_user, req.endpoint_group)
+        path = str(Path(self.cfg.endpoint_dir or Path(self.cfg.socket).parent) / f"{req.name}.sock")
+        kind = req.endpoint or "stream"
+        if kind == "stream":
+            ep: Any = StreamEndpoint(key, path)
+        elif kind == "dgram":
+            ep = DgramEndpoint(key, path)
+        else:  # tapfd: the TAP is a netdev named like the child, where the parents are
+            ep = TapFdEndpoint(key, req.name, path, netns=self.cfg.netns, mtu=req.mtu)
+        try:
+            if uid != -1 or gid != -1:
+                os.chown(path, uid, gid)
+            if req.endpoint_mode is not None:
+                os.chmod(path, req.endpoint_mode)
+        except OSError as e:
+            ep.close()
+            raise _oserror(e, f"cannot give {path} its owner or mode") from None
+        return ep
+
+    @staticmethod
+    def _endpoint_view(dp, rec: LinkRecord) -> dict | None:
+        """What `link show` prints about a macvtap's endpoint (and vm-args reads)."""
+        if rec.endpoint is None:
+            return None
+        ep = dp.endpoints.get(rec.key)
+        view: dict[str, Any] = {"kind": rec.endpoint_kind or "stream", "path": rec.endpoint}
+        if ep is not None:
+            if view["kind"] == "tapfd":
+                view["ifname"] = ep.tap.name
+            else:
+                view["connected"] = bool(ep.connected)
+        try:
+            st = os.stat(rec.endpoint)
+            view["owner"], view["group"], view["perm"] = st.st_uid, st.st_gid, f"{st.st_mode & 0o7777:04o}"
+        except OSError:
+            pass
+        return view
 
     def link_set(self, name: str, change: LinkChange, netns: str | None = None) -> None:
         rec = self._find(name, netns)
@@ -568,7 +620,7 @@ class Daemon:
         if rec.netns is not None:
             d["netns"] = rec.netns  # not an iproute2 key: where the child lives
         if rec.endpoint is not None:
-            d["endpoint"] = rec.endpoint  # not an iproute2 key: the macvtap's socket
+            d["endpoint"] = Daemon._endpoint_view(dp, rec)  # not an iproute2 key: where QEMU connects
         return d
 
     # -- stats ------------------------------------------------------------------------------------
@@ -704,6 +756,30 @@ def _tap_gone(rec: LinkRecord) -> bool:
         return ctl.ifindex(rec.name) is None
     finally:
         ctl.close()
+
+
+def ep_path(ep) -> str:
+    """The socket a client uses: the stream/dgram socket, or the TAP fd's handover socket."""
+    return getattr(ep, "handover_path", None) or ep.path
+
+
+def _owner(user: str | None, group: str | None) -> tuple[int, int]:
+    """uid and gid for os.chown (-1: unchanged) from names or numbers; EINVAL if unknown."""
+    import grp
+    import pwd
+
+    def look(v: str | None, db, what: str) -> int:
+        if v is None:
+            return -1
+        if v.isdigit():
+            return int(v)
+        try:
+            return (db.getpwnam(v).pw_uid if db is pwd else db.getgrnam(v).gr_gid)
+        except KeyError:
+            raise KernelError("EINVAL", f"no {what} named {v!r}",
+                              f"give endpoint-{'user' if db is pwd else 'group'} an existing name or a number") from None
+
+    return look(user, pwd, "user"), look(group, grp, "group")
 
 
 def _socket_alive(path: str) -> bool:

@@ -41,7 +41,11 @@ class LinkRecord:
     up: bool = False
     promisc: bool = False
     allmulticast: bool = False
-    endpoint: str | None = None
+    endpoint: str | None = None  # the macvtap's socket path
+    endpoint_kind: str | None = None  # stream, dgram, tapfd
+    endpoint_user: str | None = None
+    endpoint_group: str | None = None
+    endpoint_mode: int | None = None
     #: the TAP's ifindex: a restart re-attaches to the device with this name *and* index
     ifindex: int | None = None
     #: the TAP's kernel tx_dropped when last saved: what it drops beyond that while no daemon
@@ -58,13 +62,16 @@ class LinkRecord:
                            parse_mac(self.address) if self.address else None, self.mtu,
                            MacvlanFlag(self.flags), MacaddrMode.SET if self.macaddrs else None,
                            [parse_mac(m) for m in self.macaddrs], self.bcqueuelen,
-                           self.bclim if self.bclim not in (None, 1) else None, self.netns)
+                           self.bclim if self.bclim not in (None, 1) else None, self.netns,
+                           self.endpoint_kind, self.endpoint_user, self.endpoint_group, self.endpoint_mode)
 
     def change(self) -> LinkChange | None:
-        """The `link set` that follows it (None: nothing to set)."""
-        if not (self.up or self.promisc or self.allmulticast):
+        """The `link set` that follows it (None: nothing to set). A macvtap is made
+        allmulticast (endpoint_allmulti), so its flag is always said, off included."""
+        allmulti = self.allmulticast if self.kind == "macvtap" else (self.allmulticast or None)
+        if not (self.up or self.promisc or allmulti is not None):
             return None
-        return LinkChange(up=self.up or None, promisc=self.promisc or None, allmulticast=self.allmulticast or None)
+        return LinkChange(up=self.up or None, promisc=self.promisc or None, allmulticast=allmulti)
 
 
 #: the state file's format. 1: {"version", "links"}; 2: + "sha256" over both, and the

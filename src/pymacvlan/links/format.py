@@ -48,6 +48,8 @@ def json_view(link: dict, opts: Options) -> dict:
     if opts.brief:
         return {k: link[k] for k in BRIEF_KEYS if k in link}
     out = {k: link[k] for k in BASE_KEYS if k in link}
+    if link.get("endpoint"):  # not iproute2's: where a VM attaches to a macvtap
+        out["endpoint"] = link["endpoint"]
     if opts.details:
         for k, _ in DETAIL_KEYS:
             if k in link:
@@ -155,9 +157,24 @@ def text_link(link: dict, opts: Options) -> str:
             if key in link:
                 line2 += f"{label} {link[key]} "
     lines.append(line2)
+    if opts.details and link.get("endpoint"):
+        lines.append("    " + endpoint_text(link["endpoint"]))
     if opts.stats and "stats64" in link:
         lines += stats_lines(link["stats64"], opts.stats, link.get("stats64", {}).get("tx", {}).get("carrier_changes"))
     return "\n".join(lines)
+
+
+def endpoint_text(ep: dict) -> str:
+    """``endpoint stream /run/pymacvlan/vm0.sock connected owner 0 group 107 perm 0660``."""
+    out = f"endpoint {ep['kind']} {ep['path']}"
+    if "ifname" in ep:
+        out += f" tap {ep['ifname']}"
+    if "connected" in ep:
+        out += " connected" if ep["connected"] else " no-client"
+    for key in ("owner", "group", "perm"):
+        if key in ep:
+            out += f" {key} {ep[key]}"
+    return out
 
 
 def info_text(d: dict) -> str:

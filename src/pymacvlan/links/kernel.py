@@ -23,6 +23,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ..backends.kernel import nl  # registers the full macvlan attribute tables
 from ..backends.kernel.topology import NETNS_DIR, in_netns
 from ..model import KernelError, MacaddrMode, Mode, mac_str
+from ..model.link import check_endpoint
 from . import LinkChange, LinkRequest
 
 IFF_UP, IFF_PROMISC, IFF_ALLMULTI = nl.IFF_UP, nl.IFF_PROMISC, nl.IFF_ALLMULTI
@@ -71,6 +72,7 @@ class Driver:
 
     # -- LinkDriver --------------------------------------------------------------------------------
     def add(self, req: LinkRequest) -> None:
+        check_endpoint(req, "kernel")
         with self._ipr() as ipr:
             kw: dict[str, Any] = {"ifname": req.name, "kind": req.kind}
             if req.parent:

@@ -28,6 +28,7 @@ from ..engine import Engine
 from ..engine.device import MacvlanDev
 from ..model import KernelError, MacaddrMode, Mode, mac_str, random_mac
 from ..model.iproute import link_flags, operstate
+from ..model.link import check_endpoint
 from . import LinkChange, LinkRequest
 
 STATE_ENV = "PMV_SIM_STATE"
@@ -376,6 +377,7 @@ class Driver:
 
     # -- LinkDriver ------------------------------------------------------------------------------
     def add(self, req: LinkRequest) -> None:
+        check_endpoint(req, "sim")
         if req.address is None and req.mode != Mode.PASSTHRU:  # passthru takes the parent's
             req = dataclasses.replace(req, address=random_mac())
         self._do({"op": "add", "ns": self.netns, "req": _encode(req)})

@@ -30,10 +30,11 @@ class Driver:
         #: `pymacvlan -n NS link ...`: the namespace this driver works in (children's, here)
         self.netns = netns
 
-    def add(self, req: LinkRequest) -> None:
+    def add(self, req: LinkRequest) -> dict:
+        """The daemon's reply: name, ifindex, address, and a macvtap's endpoint."""
         if req.netns is None and self.netns is not None:
             req = dataclasses.replace(req, netns=self.netns)
-        self.client.link_add(req)
+        return self.client.link_add(req)
 
     def set(self, name: str, change: LinkChange, netns: str | None = None) -> None:
         self.client.link_set(name, change, netns or self.netns)

@@ -60,6 +60,7 @@ class GuestRun:
     argv: list[str]
     pass_fds: tuple[int, ...] = ()
     netns: str | None = None
+    env: dict | None = None
     lines: list[str] = field(default_factory=list)
 
     def start(self) -> "GuestRun":
@@ -68,7 +69,7 @@ class GuestRun:
             argv = ["ip", "netns", "exec", self.netns, *argv]  # ip execs QEMU: the PID is QEMU's
         self._q: queue.Queue[str | None] = queue.Queue()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, pass_fds=self.pass_fds)
+                                     stderr=subprocess.STDOUT, pass_fds=self.pass_fds, env=self.env)
         self._t = threading.Thread(target=self._pump, daemon=True)
         self._t.start()
         return self

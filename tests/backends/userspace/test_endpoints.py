@@ -153,6 +153,27 @@ def test_no_reader_counts(tmp_path) -> None:
     ep.close()
 
 
+def test_stream_refuses_a_second_client_and_replaces_a_gone_one(stream, caplog) -> None:
+    ep, r, c, got = stream
+    second = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    second.connect(ep.path)
+    r.pump()
+    second.settimeout(2)
+    assert second.recv(16) == b""  # closed by the endpoint: refused
+    assert ep.counters["client_refused"] == 1 and ep.counters["clients"] == 1
+    assert "refused" in caplog.text
+    c.send(struct.pack("!I", len(FRAME)) + FRAME)  # the first client still works
+    r.pump()
+    assert got == [ZERO_VNET_HDR + FRAME]
+    c.close()  # gone, but its EOF not read yet: a new client replaces it
+    third = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    third.connect(ep.path)
+    ep._on_listen(EPOLLIN)
+    assert ep.counters["client_replaced"] == 1 and ep.counters["clients"] == 2 and ep.connected
+    third.close()
+    second.close()
+
+
 def test_stream_refuses_a_live_listener_path(tmp_path) -> None:
     ep = StreamEndpoint("t", str(tmp_path / "s.sock"))
     with pytest.raises(FileExistsError):

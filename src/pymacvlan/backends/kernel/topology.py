@@ -124,9 +124,19 @@ def _sysfs_in_netns(ns: str, path: str) -> str:
     return data.decode().strip()
 
 
-def open_macvtap(ns: str, ifindex: int) -> int:
-    """open() /dev/tap<ifindex>: a node made from the device number, in a private directory."""
-    major, minor = (int(x) for x in _sysfs_in_netns(ns, f"/sys/class/macvtap/tap{ifindex}/dev").split(":"))
+def open_macvtap(ns: str | None, ifindex: int) -> int:
+    """open() /dev/tap<ifindex>: a node made from the device number, in a private directory
+    (no udev needed). ``ns``: the macvtap's namespace (None: this process's)."""
+    sysfs = f"/sys/class/macvtap/tap{ifindex}/dev"
+    if ns is None:
+        try:
+            with open(sysfs) as f:
+                text = f.read().strip()
+        except OSError:
+            raise OSError(errno.ENODEV, f"no macvtap with ifindex {ifindex} here ({sysfs})") from None
+    else:
+        text = _sysfs_in_netns(ns, sysfs)
+    major, minor = (int(x) for x in text.split(":"))
     directory = tempfile.mkdtemp(prefix="pmv")
     node = os.path.join(directory, f"tap{ifindex}")
     try:

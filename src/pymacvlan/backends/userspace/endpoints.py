@@ -26,6 +26,7 @@ from __future__ import annotations
 import array
 import errno
 import fcntl
+import logging
 import os
 import socket
 import stat
@@ -48,6 +49,7 @@ SIOCSIFTXQLEN = 0x8943
 STREAM_MAX_FRAME = 4096 + 65536
 _LEN = struct.Struct("!I")
 EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP = 0x1, 0x4, 0x8, 0x10
+log = logging.getLogger("pymacvlan.endpoints")
 
 
 class Reactor(Protocol):
@@ -80,6 +82,16 @@ def _unix_path_ready(path: str) -> None:
     finally:
         probe.close()
     raise FileExistsError(errno.EADDRINUSE, f"{path} is in use by another listener")
+
+
+def _peer_alive(conn: socket.socket) -> bool:
+    """Whether a stream's client is still there: no EOF or error waiting to be read."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 class Endpoint:
@@ -142,7 +154,10 @@ class StreamEndpoint(Endpoint):
     """A Unix stream listener speaking QEMU's ``-netdev stream`` framing to one client.
 
     QEMU is the client (``-netdev stream,id=n,server=off,addr.type=unix,addr.path=PATH``).
-    A new connection replaces the old one (QEMU reconnecting after a restart).
+    One client at a time: a second one while the first is connected is refused (closed at
+    once, counted as ``client_refused``, logged once) — two guests on one MAC would each get
+    half the frames. A connection whose client has gone (EOF or error pending, not yet read)
+    is replaced, so a restarted QEMU gets in at once (``client_replaced``).
     """
 
     kind = "stream"
@@ -177,6 +192,14 @@ class StreamEndpoint(Endpoint):
                 self.counters["accept_error"] += 1
                 return
             if self.conn is not None:
+                if _peer_alive(self.conn):
+                    self.counters["client_refused"] += 1
+                    if self.counters["client_refused"] == 1:
+                        log.warning("%s: a second client connected to %s while one is connected: refused "
+                                    "(one QEMU per endpoint; stop the first, or add another macvtap)",
+                                    self.name, self.path)
+                    conn.close()
+                    continue
                 self.counters["client_replaced"] += 1
                 self._drop_client()
             conn.setblocking(False)
