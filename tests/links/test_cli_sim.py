@@ -248,3 +248,20 @@ def test_corrupt_state_is_one_clear_error(cli, sim_state):
     sim_state.write_text("{not json")
     _, err = cli("link", "show", rc=2)
     assert "cannot read the sim state" in err and f"rm {sim_state}" in err
+
+
+def test_a_16_byte_name_is_refused_in_iproute2s_words_and_nothing_is_made(cli):
+    _, err = cli("link", "add", "link", "eth0", "name", "a" * 16, "type", "macvlan", rc=255)
+    assert err.splitlines()[0] == f'Error: argument "{"a" * 16}" is wrong: "name" not a valid ifname'
+    assert links(cli) == []
+
+
+def test_a_failed_add_up_leaves_no_link_as_ip_does(cli):
+    """rtnl_newlink() unregisters a link whose open fails: no half-made child."""
+    cli("link", "add", "link", "eth0", "name", "a", "type", "macvlan", "address", "02:00:00:00:00:01", "up")
+    _, err = cli("link", "add", "link", "eth0", "name", "b", "type", "macvlan", "address", "02:00:00:00:00:01",
+                 "up", rc=2)
+    assert err.startswith("RTNETLINK answers: Address already in use")
+    assert sorted(by_name(cli)) == ["a", "eth0"]
+    cli("link", "add", "link", "eth0", "name", "b", "type", "macvlan", "address", "02:00:00:00:00:02", "up")
+    assert sorted(by_name(cli)) == ["a", "b", "eth0"]  # the journal replays cleanly after the refusal

@@ -10,9 +10,10 @@ from collections import deque
 
 from ..engine import Engine, PARENT, WIRE, Trace
 from ..engine.device import Lower, MacvlanDev
-from ..model import KernelError, MacaddrMode, flag_names, flags_from_names, mac_str, mode_from_name, parse_mac
+from ..model import KernelError, flag_names, flags_from_names, mac_str, mode_from_name, parse_mac
+from ..model.link import apply_change
 from ..model.iproute import link_flags, operstate
-from ..scenario.schema import load_scenario
+from ..scenario.schema import load_scenario, step_change
 
 SIM_KERNEL = {"6.18": "6.18 (modelled)", "net-next": "net-next 2026 (modelled, b52363f706e5)"}
 
@@ -78,37 +79,12 @@ class Simulation:
         return {"ok": True}
 
     def _do_set(self, st: dict) -> dict:
-        """One `ip link set` request: changelink first, then address, MTU, flags (do_setlink)."""
+        """One `ip link set` request (:func:`apply_change`), then the macvtap reader."""
         e, name = self.engine, st["name"]
         e.child(name)
-        if any(k in st for k in ("mode", "flags", "bcqueuelen", "bclim", "macaddr")):
-            op = st.get("macaddr")
-            e.changelink(name, mode_from_name(st["mode"]) if "mode" in st else None,
-                         int(flags_from_names(st["flags"])) if "flags" in st else None,
-                         st.get("bcqueuelen"), st.get("bclim"),
-                         MacaddrMode[op["op"].upper()] if op and op["op"] in ("set", "flush") else None,
-                         [parse_mac(m) for m in op["macs"]] if op and op["op"] == "set" else ())
-            if op and op["op"] in ("add", "del"):
-                for m in op["macs"]:
-                    e.changelink(name, macaddr_op=MacaddrMode[op["op"].upper()], macaddrs=[parse_mac(m)])
-        if "mac" in st:
-            e.set_mac(name, parse_mac(st["mac"]))
-        if "mtu" in st:
-            e.set_mtu(name, st["mtu"])
-        error = None
-        if "up" in st:
-            try:
-                e.set_up(name, st["up"])
-            except KernelError as err:  # __dev_change_flags() still applies promisc/allmulti
-                error = err
-        if "promisc" in st:
-            e.set_promisc(name, st["promisc"])
-        if "allmulticast" in st:
-            e.set_allmulticast(name, st["allmulticast"])
+        apply_change(e, name, step_change(st))
         if "reader" in st:
             (e.attach_reader if st["reader"] else e.detach_reader)(name)
-        if error is not None:
-            raise error
         return {"ok": True}
 
     def _do_join(self, st: dict) -> dict:

@@ -436,7 +436,8 @@ def make_driver(g: Globals):
 def kernel_error_lines(e: KernelError, verb: str) -> tuple[list[str], int]:
     """iproute2's words for a refused request, then the advice."""
     msg = e.message
-    if msg.startswith(("Cannot find device", "Device ", "Cannot open network namespace")):
+    if msg.startswith(("Cannot find device", "Device ", "Cannot open network namespace", "Error: argument",
+                       "Invalid netns name")):
         lines, code = [msg], 1 if e.errno_name == "ENODEV" else 255
     else:
         lines, code = [f"RTNETLINK answers: {os.strerror(e.errno)}"], 2
@@ -484,9 +485,8 @@ def run_link(g: Globals, words: list[str], out=None) -> int:
         driver = make_driver(g)
         if not cmd.req.name:
             cmd.req.name = free_name(driver, cmd.req.kind)
+        cmd.req.up = cmd.up  # one request: a link that cannot come up is not left behind
         added = driver.add(cmd.req)
-        if cmd.up:
-            driver.set(cmd.req.name, LinkChange(up=True), netns=cmd.req.netns)
         if isinstance(added, dict) and added.get("endpoint"):  # where the VM attaches
             print(f"{cmd.req.name}: {endpoint_text(added['endpoint'])}", file=out)
         if cmd.host_access:

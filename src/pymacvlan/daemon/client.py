@@ -34,6 +34,7 @@ class Connection:
                               "the control socket is root-only (mode 0600): run as root") from None
         self._reader = LineReader()
         self._lines: list[bytes] = []
+        self._next_id = 1
 
     def close(self) -> None:
         self.sock.close()
@@ -67,6 +68,10 @@ class Connection:
         return load_line(self._lines.pop(0))
 
     def call(self, obj: dict) -> dict:
+        """Send one request (numbered: the daemon's reply, errors included, carries the id)
+        and return its reply; a refusal raises the daemon's KernelError."""
+        obj = {**obj, "id": self._next_id}
+        self._next_id += 1
         try:
             self.send(obj)
         except KernelError:

@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model import KernelError, MacaddrMode, Mode, mac_str
-from ..model.link import LinkChange, LinkRequest, check_endpoint
+from ..model.link import LinkChange, LinkRequest, apply_change, check_endpoint, validate_request
 from . import state
 from .codec import (DEFAULT_SOCKET, DEFAULT_STATE, MAX_REQUEST, PROTOCOL_VERSION, LineReader, decode,
                     dump_line, load_line)
@@ -344,10 +344,18 @@ class Daemon:
         conn.close()
 
     def _request(self, conn: socket.socket, line: bytes) -> dict | None:
+        """One request's reply, always (with the request's ``id`` when it had one): a bug
+        while handling it is an EIO reply naming the request, never silence."""
         try:
             req = load_line(line)
         except KernelError as e:
             return e.as_result()
+        reply = self._handle(conn, req)
+        if reply is not None and "id" in req:
+            reply["id"] = req["id"]
+        return reply
+
+    def _handle(self, conn: socket.socket, req: dict) -> dict | None:
         op = req.get("op")
         try:
             with self._lock:
@@ -370,7 +378,7 @@ class Daemon:
                 if op == "stats":
                     return {"ok": True, **self.stats(req.get("name"), req.get("netns"))}
                 if op == "trace":
-                    self.subscribe(conn, TraceFilter.from_request(req))
+                    self.subscribe(conn, TraceFilter.from_request(req), req.get("id"))
                     return None  # subscribe() answered before the first event
             return KernelError("EOPNOTSUPP", f"unknown op {op!r}",
                                "expected hello, stop, link.add, link.set, link.del, link.show, stats or trace").as_result()
@@ -378,6 +386,12 @@ class Daemon:
             return e.as_result()
         except OSError as e:
             return _oserror(e, str(op)).as_result()
+        except Exception as e:  # a bug: say so to the client at once, keep serving
+            self.counters["internal_error"] += 1
+            log.exception("request %s (%s) failed", req.get("id", "?"), op)
+            return KernelError("EIO", f"internal error in the daemon handling request {req.get('id', '?')} "
+                               f"({op}): {type(e).__name__}: {e}",
+                               "a bug: the daemon's log has the traceback; please report it").as_result()
 
     # -- links ---------------------------------------------------------------------------------
     def _find(self, name: str, netns: str | None) -> LinkRecord:
@@ -425,12 +439,12 @@ class Daemon:
 
     def link_add(self, req: LinkRequest, save: bool = True, adopt: LinkRecord | None = None) -> dict:
         """``adopt``: the record of a child a previous daemon left (its TAP is re-attached)."""
+        validate_request(req)
+        check_endpoint(req, "userspace")
         key = child_key(req.name, req.netns)
         if key in self.links:
             raise KernelError("EEXIST", f"a device named {req.name!r} already exists"
                               + (f" in namespace {req.netns}" if req.netns else ""))
-        if req.kind not in ("macvlan", "macvtap"):
-            raise KernelError("EOPNOTSUPP", f"unknown link type {req.kind!r}", "use macvlan or macvtap")
         if req.kind == "macvtap" and req.netns is not None:
             raise KernelError("EOPNOTSUPP", "a userspace macvtap is a socket, not a netdev: it has no namespace",
                               "drop netns; QEMU connects to the socket path `link show` prints")
@@ -438,8 +452,6 @@ class Daemon:
         dp = self._datapath(req.parent)
         kw: dict[str, Any] = {}
         if req.macaddrs or req.macaddr_mode in (MacaddrMode.SET, MacaddrMode.ADD):
-            if req.macaddr_mode in (MacaddrMode.DEL, MacaddrMode.FLUSH):
-                raise KernelError("EINVAL", "macaddr del/flush make no sense on a new link", "use macaddr add or set")
             kw["macaddr"] = list(req.macaddrs)
         if req.bcqueuelen is not None:
             kw["bcqueuelen"] = req.bcqueuelen
@@ -479,6 +491,14 @@ class Daemon:
             if fresh:
                 self._release_parent_if_unused(req.parent)
             raise
+        if req.up:
+            try:
+                dp.set_up(key, True)
+            except (KernelError, OSError):  # rtnl_newlink(): a link that cannot come up goes again
+                dp.delete(key)
+                if fresh:
+                    self._release_parent_if_unused(req.parent)
+                raise
         vlan = dp.engine.children[key]
         self.links[key] = LinkRecord(req.name, req.parent, req.kind, req.netns, int(vlan.mode), mac_str(vlan.mac),
                                      req.mtu, int(vlan.flags), [mac_str(m) for m in req.macaddrs],
@@ -499,7 +519,6 @@ class Daemon:
         ``<endpoint dir>/<name>.sock``, owned and moded as asked, before any is made."""
         from ..backends.userspace.endpoints import DgramEndpoint, StreamEndpoint, TapFdEndpoint
 
-        check_endpoint(req, "userspace")
         uid, gid = _owner(req.endpoint_user, req.endpoint_group)
         path = str(Path(self.cfg.endpoint_dir or Path(self.cfg.socket).parent) / f"{req.name}.sock")
         kind = req.endpoint or "stream"
@@ -545,38 +564,10 @@ class Daemon:
                               f"say `type {rec.kind}`")
         dp = self.datapaths[rec.parent]
         try:
-            dp.call(self._apply_change, dp, rec, change)
+            dp.call(apply_change, dp, rec.key, change)
         finally:
             self._snapshot(rec)
             self._save()
-
-    def _apply_change(self, dp, rec: LinkRecord, ch: LinkChange) -> None:
-        """On the datapath's thread: do_setlink()'s order (changelink, address, MTU, flags)."""
-        key = rec.key
-        flags = None if ch.flags is None else int(ch.flags)
-        if ch.macaddr_mode in (MacaddrMode.ADD, MacaddrMode.DEL):
-            if any(v is not None for v in (ch.mode, flags, ch.bcqueuelen, ch.bclim)):
-                dp.change(key, ch.mode, flags, ch.bcqueuelen, ch.bclim)
-            for m in ch.macaddrs:  # one IFLA_MACVLAN_MACADDR per request, as iproute2 sends them
-                dp.change(key, macaddr_op=ch.macaddr_mode, macaddrs=[m])
-        elif any(v is not None for v in (ch.mode, flags, ch.bcqueuelen, ch.bclim, ch.macaddr_mode)):
-            dp.change(key, ch.mode, flags, ch.bcqueuelen, ch.bclim, ch.macaddr_mode, list(ch.macaddrs))
-        if ch.address is not None:
-            dp.set_address(key, ch.address)
-        if ch.mtu is not None:
-            dp.set_mtu(key, ch.mtu)
-        error = None
-        if ch.up is not None:
-            try:
-                dp.set_up(key, ch.up)
-            except KernelError as e:  # __dev_change_flags() still applies promisc/allmulti
-                error = e
-        if ch.promisc is not None:
-            dp.set_promisc(key, ch.promisc)
-        if ch.allmulticast is not None:
-            dp.set_allmulticast(key, ch.allmulticast)
-        if error is not None:
-            raise error
 
     def link_del(self, name: str, netns: str | None = None) -> None:
         rec = self._find(name, netns)
@@ -649,11 +640,12 @@ class Daemon:
         return {"daemon": {**self.counters, "trace_subscribers": subs}, "parents": parents}
 
     # -- trace ------------------------------------------------------------------------------------
-    def subscribe(self, conn: socket.socket, flt: TraceFilter) -> None:
+    def subscribe(self, conn: socket.socket, flt: TraceFilter, request_id: Any = None) -> None:
         if flt.child is not None and not any(flt.child in (r.name, r.key) for r in self.links.values()):
             raise KernelError("ENODEV", f'Cannot find device "{flt.child}"',
                               "trace --child takes the name of one of the daemon's children")
-        self._reply(conn, {"ok": True, "parents": sorted(self.datapaths)})
+        self._reply(conn, {"ok": True, "parents": sorted(self.datapaths),
+                           **({"id": request_id} if request_id is not None else {})})
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TRACE_SNDBUF)
         with self._sub_lock:
             self._subs[conn] = flt

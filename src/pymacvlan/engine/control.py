@@ -3,17 +3,14 @@ multicast lists and the parent's notifier events, with the kernel's errors."""
 
 from __future__ import annotations
 
-from ..model import KernelError, MacaddrMode, Mode, is_multicast, is_zero, mac_str
+from collections.abc import Sequence
+
+from ..model import KernelError, MacaddrMode, MacvlanFlag, Mode, mac_str
+from ..model.link import check_flags, check_kind, check_mtu, check_unicast
 from .device import MacvlanDev
 from .port import Port, compute_child_filter
 
-NOPROMISC = 1
-ETH_MIN_MTU = 68
-ETH_MAX_MTU = 65535
-
-
-def _valid_unicast(mac: bytes) -> bool:
-    return len(mac) == 6 and not is_multicast(mac) and not is_zero(mac)
+NOPROMISC = MacvlanFlag.NOPROMISC
 
 
 class ControlPlane:
@@ -40,16 +37,12 @@ class ControlPlane:
         lower = self.lower
         if name in self.children:
             raise KernelError("EEXIST", f"a device named {name!r} already exists")
-        if kind not in ("macvlan", "macvtap"):
-            raise KernelError("EOPNOTSUPP", f"unknown link type {kind!r}", "use macvlan or macvtap")
-        if mac is not None and not _valid_unicast(mac):
-            raise KernelError("EADDRNOTAVAIL", f"{mac_str(mac)} is not a valid unicast MAC address",
-                              "use a unicast address (lowest bit of the first byte clear), not all zeros")
-        if flags & ~3:
-            raise KernelError("EINVAL", f"unknown macvlan flags {flags:#x}")
+        check_kind(kind)
+        if mac is not None:
+            check_unicast(mac)
+        check_flags(flags)
         if mtu is not None:
-            if not ETH_MIN_MTU <= mtu <= ETH_MAX_MTU:
-                raise KernelError("EINVAL", f"MTU {mtu} is outside {ETH_MIN_MTU}..{ETH_MAX_MTU}")
+            check_mtu(mtu)
             if mtu > lower.mtu:
                 raise KernelError("EINVAL", f"MTU {mtu} is above the parent's {lower.mtu}",
                                   f"a child's MTU can be at most its parent's; raise {lower.name}'s MTU first")
@@ -67,8 +60,7 @@ class ControlPlane:
         if macaddr is not None and mode != Mode.SOURCE:
             raise KernelError("EINVAL", "a macaddr list needs mode source")
         for m in macaddr or ():
-            if not _valid_unicast(m):
-                raise KernelError("EADDRNOTAVAIL", f"{mac_str(m)} is not a valid unicast MAC address for the source list")
+            check_unicast(m, " for the source list")
         if created:
             self.port = port
         vlan = MacvlanDev(name, kind, mode, flags, mac if mac is not None else self._random_mac(),
@@ -98,7 +90,7 @@ class ControlPlane:
     # -- changelink ---------------------------------------------------------------------------
     def changelink(self, name: str, mode: Mode | None = None, flags: int | None = None,
                    bcqueuelen: int | None = None, bclim: int | None = None,
-                   macaddr_op: MacaddrMode | None = None, macaddrs: list[bytes] = ()) -> None:
+                   macaddr_op: MacaddrMode | None = None, macaddrs: Sequence[bytes] = ()) -> None:
         """macvlan_changelink(): applied in the kernel's order, without rollback."""
         vlan = self.child(name)
         port = self.port
@@ -109,8 +101,7 @@ class ControlPlane:
             if vlan.mode == Mode.SOURCE and mode != Mode.SOURCE:
                 port.source_flush(vlan)
         if flags is not None:
-            if flags & ~3:
-                raise KernelError("EINVAL", f"unknown macvlan flags {flags:#x}")
+            check_flags(flags)
             if port.passthru and (flags ^ vlan.flags) & NOPROMISC:
                 self._lower_promiscuity(-1 if flags & NOPROMISC else 1)
             vlan.flags = flags
@@ -130,8 +121,7 @@ class ControlPlane:
     def _changelink_sources(self, vlan: MacvlanDev, op: MacaddrMode, macs: list[bytes]) -> None:
         port = self.port
         for m in macs:
-            if not _valid_unicast(m):
-                raise KernelError("EADDRNOTAVAIL", f"{mac_str(m)} is not a valid unicast MAC address for the source list")
+            check_unicast(m, " for the source list")
         if op in (MacaddrMode.ADD, MacaddrMode.DEL):
             if len(macs) != 1:
                 raise KernelError("EINVAL", f"macaddr {op.name.lower()} takes exactly one address")
@@ -263,8 +253,7 @@ class ControlPlane:
     def set_mac(self, name: str, mac: bytes) -> None:
         """macvlan_set_mac_address()."""
         vlan = self.child(name)
-        if not _valid_unicast(mac):
-            raise KernelError("EADDRNOTAVAIL", f"{mac_str(mac)} is not a valid unicast MAC address")
+        check_unicast(mac)
         if mac == vlan.mac:
             return
         port = self.port
@@ -296,8 +285,7 @@ class ControlPlane:
 
     def set_mtu(self, name: str, mtu: int) -> None:
         vlan = self.child(name)
-        if not ETH_MIN_MTU <= mtu <= self.lower.max_mtu:
-            raise KernelError("EINVAL", f"MTU {mtu} is outside {ETH_MIN_MTU}..{self.lower.max_mtu}")
+        check_mtu(mtu, self.lower.max_mtu)
         if mtu > self.lower.mtu:
             raise KernelError("EINVAL", f"MTU {mtu} is above the parent's {self.lower.mtu}",
                               f"a child's MTU can be at most its parent's; raise {self.lower.name}'s MTU first")
@@ -361,8 +349,7 @@ class ControlPlane:
     # -- the parent ----------------------------------------------------------------------------------
     def set_parent_mac(self, mac: bytes) -> None:
         self._need_lower()
-        if not _valid_unicast(mac):
-            raise KernelError("EADDRNOTAVAIL", f"{mac_str(mac)} is not a valid unicast MAC address")
+        check_unicast(mac)
         self.lower.mac = mac
         port = self.port
         if port is not None and port.passthru and port.vlans:  # NETDEV_CHANGEADDR
@@ -370,8 +357,7 @@ class ControlPlane:
 
     def set_parent_mtu(self, mtu: int) -> None:
         self._need_lower()
-        if not ETH_MIN_MTU <= mtu <= self.lower.max_mtu:
-            raise KernelError("EINVAL", f"MTU {mtu} is outside {ETH_MIN_MTU}..{self.lower.max_mtu}")
+        check_mtu(mtu, self.lower.max_mtu)
         self.lower.mtu = mtu
         for vlan in self.children.values():  # NETDEV_CHANGEMTU: clamp, never raise
             if vlan.mtu > mtu:

@@ -23,8 +23,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ..backends.kernel import nl  # registers the full macvlan attribute tables
 from ..backends.kernel.topology import NETNS_DIR, in_netns
 from ..model import KernelError, MacaddrMode, Mode, mac_str
-from ..model.link import check_endpoint
-from . import LinkChange, LinkRequest
+from ..model.link import LinkChange, LinkRequest, check_endpoint, validate_change, validate_request
 
 IFF_UP, IFF_PROMISC, IFF_ALLMULTI = nl.IFF_UP, nl.IFF_PROMISC, nl.IFF_ALLMULTI
 _LINK_TYPES = {1: "ether", 772: "loopback", 65534: "none"}
@@ -72,6 +71,7 @@ class Driver:
 
     # -- LinkDriver --------------------------------------------------------------------------------
     def add(self, req: LinkRequest) -> None:
+        validate_request(req)
         check_endpoint(req, "kernel")
         with self._ipr() as ipr:
             kw: dict[str, Any] = {"ifname": req.name, "kind": req.kind}
@@ -88,6 +88,8 @@ class Driver:
                 kw["net_ns_fd"] = req.netns
             kw.update(_macvlan_data(req.kind, req.mode, req.flags, req.macaddr_mode, req.macaddrs,
                                     req.bcqueuelen, req.bclim))
+            if req.up:  # IFF_UP in the same RTM_NEWLINK: the kernel unregisters a link that cannot open
+                kw["state"] = "up"
             try:
                 ipr.link("add", **kw)
             except NetlinkError as e:
@@ -95,6 +97,7 @@ class Driver:
 
     def set(self, name: str, change: LinkChange, netns: str | None = None) -> None:
         ch = change
+        validate_change(ch)
         with self._ipr(netns) as ipr:
             index = self._index(ipr, name)
             data = _macvlan_data(ch.kind or "macvlan", ch.mode, ch.flags, ch.macaddr_mode, ch.macaddrs,

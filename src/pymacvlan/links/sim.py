@@ -28,8 +28,7 @@ from ..engine import Engine
 from ..engine.device import MacvlanDev
 from ..model import KernelError, MacaddrMode, Mode, mac_str, random_mac
 from ..model.iproute import link_flags, operstate
-from ..model.link import check_endpoint
-from . import LinkChange, LinkRequest
+from ..model.link import LinkChange, LinkRequest, apply_change, check_endpoint, validate_request
 
 STATE_ENV = "PMV_SIM_STATE"
 JOURNAL_VERSION = 1
@@ -136,8 +135,7 @@ class World:
 
     # -- operations --------------------------------------------------------------------------------
     def add(self, ns: str | None, req: LinkRequest) -> None:
-        if not req.parent:
-            raise KernelError("EINVAL", "a macvlan needs a parent", "say `link PARENT`")
+        validate_request(req)
         target = req.netns if req.netns is not None else ns
         if self._find(req.name, target)[0] is not None:
             raise KernelError("EEXIST", f"a link named {req.name} already exists in {_ns_words(target)}",
@@ -161,6 +159,13 @@ class World:
         engine.add(req.name, req.kind, req.mode, int(req.flags or 0), req.address, req.mtu, macs,
                    req.bcqueuelen, req.bclim)
         self.children[(target, req.name)] = _Child(parent_name, self._alloc(), target)
+        if req.up:
+            try:
+                engine.set_up(req.name, True)
+            except KernelError:  # rtnl_newlink(): a link that cannot come up is unregistered again
+                engine.delete(req.name)
+                del self.children[(target, req.name)]
+                raise
 
     def set(self, ns: str | None, name: str, ch: LinkChange) -> None:
         kind, rec = self._need(name, ns)
@@ -172,25 +177,7 @@ class World:
         if ch.kind is not None and ch.kind != v.kind:
             raise KernelError("EOPNOTSUPP", f"{name} is a {v.kind}, not a {ch.kind}",
                               f"say `type {v.kind}` to change its settings")
-        if any(x is not None for x in (ch.mode, ch.flags, ch.bcqueuelen, ch.bclim, ch.macaddr_mode)):
-            e.changelink(name, ch.mode, None if ch.flags is None else int(ch.flags), ch.bcqueuelen, ch.bclim,
-                         ch.macaddr_mode, list(ch.macaddrs))
-        if ch.address is not None:
-            e.set_mac(name, ch.address)
-        if ch.mtu is not None:
-            e.set_mtu(name, ch.mtu)
-        error = None
-        if ch.up is not None:
-            try:
-                e.set_up(name, ch.up)
-            except KernelError as err:  # __dev_change_flags() still applies promisc/allmulti
-                error = err
-        if ch.promisc is not None:
-            e.set_promisc(name, ch.promisc)
-        if ch.allmulticast is not None:
-            e.set_allmulticast(name, ch.allmulticast)
-        if error is not None:
-            raise error
+        apply_change(e, name, ch)
 
     def _set_parent(self, name: str, rec: _Parent, ch: LinkChange) -> None:
         e = rec.engine

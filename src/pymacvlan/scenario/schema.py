@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..model import MODES, FLAG_NAMES, parse_mac, mac_str
+from ..model import MODES, FLAG_NAMES, MacaddrMode, flags_from_names, mac_str, mode_from_name, parse_mac
+from ..model.link import LinkChange
 
 TOP_KEYS = {"parent", "wire", "steps", "description", "kernel_rules", "seed", "note",
             "nondeterministic", "name"}
@@ -217,3 +218,17 @@ def _macaddr(val, k: str, do: str):
     if val["op"] in ("add", "del") and not macs:
         raise ScenarioError(f"{k}.macs: macaddr {val['op']} needs at least one address")
     return {"op": val["op"], "macs": [_mac(m, f"{k}.macs") for m in macs]}
+
+
+def step_change(st: dict) -> LinkChange:
+    """A validated ``set`` step as the `ip link set` request it stands for (``reader`` is not
+    part of it: it is the macvtap's reader opening or closing /dev/tapN)."""
+    op = st.get("macaddr")
+    return LinkChange(
+        up=st.get("up"), address=parse_mac(st["mac"]) if "mac" in st else None, mtu=st.get("mtu"),
+        mode=mode_from_name(st["mode"]) if "mode" in st else None,
+        flags=flags_from_names(st["flags"]) if "flags" in st else None,
+        macaddr_mode=MacaddrMode[op["op"].upper()] if op else None,
+        macaddrs=[parse_mac(m) for m in op.get("macs", [])] if op and op["op"] != "flush" else [],
+        bcqueuelen=st.get("bcqueuelen"), bclim=st.get("bclim"),
+        allmulticast=st.get("allmulticast"), promisc=st.get("promisc"))

@@ -399,3 +399,57 @@ def test_link_cli_adds_a_userspace_child(lab: Lab, tmp_path: Path) -> None:
         d.stop()
     out = cli("link", "show", "--backend", "userspace")
     assert out.returncode != 0 and "pymacvlan daemon" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.live
+@pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true", reason=str(_REASON))
+def test_bad_requests_are_refused_at_once_and_leave_nothing(lab: Lab, tmp_path: Path) -> None:
+    """The issue's two userspace-only mistakes: a 16-byte name hung the client for 60 s (the
+    daemon's ValueError went unanswered); `link add ... address SIBLING up` made a child with
+    another, random MAC and exit 0, where sim and kernel refuse and leave no link."""
+    P, W, parent = _setup(lab)
+    A, B = lab.ns("A"), lab.ns("B")
+    d = DaemonProc(tmp_path, P).start()
+    env = dict(os.environ, PYMACVLAN_SOCKET=d.socket)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pymacvlan.cli.main", "--backend", "userspace", *args],
+                              env=env, capture_output=True, text=True, timeout=60)
+    try:
+        drv = Driver(d.socket, timeout=10)
+        with pytest.raises(KernelError) as e:
+            drv.add(LinkRequest(parent, "a" * 16, netns=A))
+        assert e.value.errno_name == "EINVAL" and "not a valid ifname" in e.value.message
+        out = cli("link", "add", "link", parent, "name", "eth0", "netns", A, "type", "macvlan", "mode", "bridge",
+                  "address", MAC_A, "up")
+        assert out.returncode == 0, out.stderr
+        out = cli("link", "add", "link", parent, "name", "eth0", "netns", B, "type", "macvlan", "mode", "bridge",
+                  "address", MAC_A, "up")
+        assert out.returncode == 2 and out.stderr.startswith("RTNETLINK answers: Address already in use"), out.stderr
+        assert _link_in(B, "eth0") == ""  # no TAP left in B
+        assert [(x["netns"], x["address"]) for x in drv.show()] == [(A, MAC_A)]
+        assert d.proc is not None and d.proc.poll() is None
+    finally:
+        d.stop()
+
+
+def test_a_bug_in_a_handler_is_answered_at_once_with_the_request_id(daemon: Daemon, monkeypatch) -> None:
+    def boom(*_a, **_k):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(daemon, "link_show", boom)
+    with Connection(daemon.cfg.socket, 5) as c:
+        c.send({"op": "link.show", "id": 41})
+        reply = c.recv()
+        assert reply is not None and reply["ok"] is False and reply["errno"] == "EIO" and reply["id"] == 41
+        assert "request 41" in reply["message"] and "RuntimeError" in reply["message"]
+        assert c.call({"op": "hello"})["ok"]  # the connection and the daemon keep serving
+    assert daemon.counters["internal_error"] == 1
+
+
+def test_requests_are_checked_before_the_parent_is_opened(daemon: Daemon) -> None:
+    """A 16-byte name is EINVAL in iproute2's words, whatever the parent (no datapath made)."""
+    with pytest.raises(KernelError) as e:
+        Driver(daemon.cfg.socket, timeout=5).add(LinkRequest("nosuchparent", "b" * 16))
+    assert e.value.errno_name == "EINVAL" and '"name" not a valid ifname' in e.value.message
+    assert daemon.datapaths == {}

@@ -41,7 +41,9 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ...model import KernelError, MacaddrMode, PacketType, flags_from_names, mode_from_name, parse_mac
+from ...model import KernelError, PacketType, flags_from_names, mode_from_name, parse_mac
+from ...model.link import apply_change
+from ...scenario.schema import step_change
 from ..kernel import KernelBackend, unsupported_reason as kernel_unsupported_reason
 from ..kernel.capture import (ETH_P_ALL, Capture, Tap as CaptureTap, _packet_socket,
                               ipv4_fragment_key)
@@ -222,41 +224,16 @@ class UserspaceSteps(StepDispatcher):
         return child
 
     def do_set(self, step: dict[str, Any]) -> dict[str, Any]:
-        """One `ip link set`: changelink, then address, MTU, flags (do_setlink's order)."""
-        dp, name = self.dp, step["name"]
+        """One `ip link set` request (:func:`apply_change` on the datapath), then the reader."""
+        name = step["name"]
         child = self._child(name)
-        op = step.get("macaddr")
-        if any(k in step for k in ("mode", "flags", "bcqueuelen", "bclim", "macaddr")):
-            dp.change(name, mode_from_name(step["mode"]) if "mode" in step else None,
-                      int(flags_from_names(step["flags"])) if "flags" in step else None,
-                      step.get("bcqueuelen"), step.get("bclim"),
-                      MacaddrMode[op["op"].upper()] if op and op["op"] in ("set", "flush") else None,
-                      [parse_mac(m) for m in op["macs"]] if op and op["op"] == "set" else ())
-            if op and op["op"] in ("add", "del"):
-                for m in op["macs"]:
-                    dp.change(name, macaddr_op=MacaddrMode[op["op"].upper()], macaddrs=[parse_mac(m)])
-        if "mac" in step:
-            dp.set_address(name, parse_mac(step["mac"]))
-        if "mtu" in step:
-            dp.set_mtu(name, step["mtu"])
-        error = None
-        if "up" in step:
-            try:
-                dp.set_up(name, step["up"])
-            except KernelError as exc:  # __dev_change_flags() still applies promisc/allmulti
-                error = exc
-        if "promisc" in step:
-            dp.set_promisc(name, step["promisc"])
-        if "allmulticast" in step:
-            dp.set_allmulticast(name, step["allmulticast"])
+        apply_change(self.dp, name, step_change(step))
         if "reader" in step:
             if child.kind != "macvtap":
                 raise KernelError("EOPNOTSUPP", f"{name} is a macvlan: only a macvtap has a reader")
             if not step["reader"]:
                 self._drain_reader(child)  # closing /dev/tapN frees its ring
             child.stalled = bool(step["reader"])
-        if error is not None:
-            raise error
         return {"ok": True}
 
     def do_join(self, step: dict[str, Any]) -> dict[str, Any]:

@@ -42,7 +42,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ...engine import WIRE, Engine
 from ...engine.device import STACK_GROUPS, MacvlanDev
@@ -638,7 +638,7 @@ class Datapath:
     # shield, and absorbs the link events its own TAP change caused: mirrored back later, a
     # stale one (say the old MTU, seen after a newer change) would undo what was just done.
 
-    def set_address(self, name: str, mac: bytes) -> None:
+    def set_mac(self, name: str, mac: bytes) -> None:
         """`ip link set NAME address MAC` (macvlan_set_mac_address)."""
         self.call(self._control, self.engine.set_mac, name, mac)
 
@@ -654,8 +654,9 @@ class Datapath:
         """`ip link set NAME allmulticast on|off`."""
         self.call(self._control, self.engine.set_allmulticast, name, on, flag=(IFF_ALLMULTI, on))
 
-    def change(self, name: str, mode: Mode | None = None, flags: int | None = None, bcqueuelen: int | None = None,
-               bclim: int | None = None, macaddr_op: MacaddrMode | None = None, macaddrs: list[bytes] = ()) -> None:
+    def changelink(self, name: str, mode: Mode | None = None, flags: int | None = None,
+                   bcqueuelen: int | None = None, bclim: int | None = None,
+                   macaddr_op: MacaddrMode | None = None, macaddrs: Sequence[bytes] = ()) -> None:
         """`ip link set NAME type macvlan ...` (macvlan_changelink, in the kernel's order)."""
         self.call(self._control, self.engine.changelink, name, mode, flags, bcqueuelen, bclim, macaddr_op,
                   list(macaddrs))
