@@ -14,10 +14,3 @@ def ping(netns: str, dst: str, count: int = 3, timeout: float = 3.0, interval: f
     """:func:`pymacvlan.netlab.ping` with the tests' patience (3 requests, 3 s)."""
     return netlab.ping(netns, dst, count, timeout, interval)
 
-
-def live_marks(need_tun: bool = True) -> list:
-    """The live tests' ``pytestmark``: marked live; skipped only outside CI when this machine
-    cannot run them (under CI=true they run, and fail, instead)."""
-    from tests.ci import live_marks as marks
-
-    return marks(live_unavailable(need_tun))

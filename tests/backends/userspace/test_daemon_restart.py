@@ -22,11 +22,12 @@ import pytest
 from pymacvlan.links.userspace import Connection, Driver
 from pymacvlan.model import LinkChange, LinkRequest, Mode
 from pymacvlan.netlab import PacedStream
+from tests.ci import live_marks
 
-from .netlab import Lab, live_marks, ping, sh
+from .netlab import Lab, live_unavailable, ping, sh
 from .test_daemon import STATION, DaemonProc, _link_in, _setup, _wait
 
-pytestmark = live_marks()
+pytestmark = live_marks(live_unavailable())
 
 
 def _children(lab: Lab, d: DaemonProc, parent: str) -> tuple[str, str]:

@@ -13,9 +13,11 @@ import pytest
 
 from pymacvlan.backends.userspace import Datapath, DatapathConfig, ParentConfig
 
-from .netlab import Lab, live_marks, sh
+from tests.ci import live_marks
 
-pytestmark = live_marks()
+from .netlab import Lab, live_unavailable, sh
+
+pytestmark = live_marks(live_unavailable())
 
 
 def test_two_datapaths_started_alike_draw_different_macs(lab: Lab) -> None:
