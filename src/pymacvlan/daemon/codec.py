@@ -37,8 +37,10 @@ def load_line(line: bytes) -> dict:
     """One message back; anything but a JSON object is EINVAL."""
     try:
         obj = json.loads(line)
-    except ValueError as e:
-        raise KernelError("EINVAL", f"bad request: {e}") from None
+    except ValueError as e:  # also bytes that are not UTF-8
+        raise KernelError("EINVAL", f"bad request: {e}", "a request is one JSON object per line") from None
+    except RecursionError:
+        raise KernelError("EINVAL", "bad request: nested too deeply", "a request is one JSON object per line") from None
     if not isinstance(obj, dict):
         raise KernelError("EINVAL", "bad request: a request is a JSON object")
     return obj
@@ -58,11 +60,17 @@ class LineReader:
             i = self.buf.find(b"\n")
             if i < 0:
                 break
+            if self.limit is not None and i > self.limit:
+                self._too_long()
             lines.append(bytes(self.buf[:i]))
             del self.buf[:i + 1]
         if self.limit is not None and len(self.buf) > self.limit:
-            raise KernelError("EMSGSIZE", "request too long")
+            self._too_long()
         return lines
+
+    def _too_long(self) -> None:
+        raise KernelError("EMSGSIZE", f"request line longer than {self.limit} bytes",
+                          "a request is one JSON object per line, well under the limit; the connection is closed")
 
 
 # -- LinkRequest / LinkChange ----------------------------------------------------------------------------

@@ -38,6 +38,14 @@ root or the daemon's own uid; anyone else gets ``EPERM`` and is disconnected.
                  ``{"event": "frame", ...}`` line per matching frame until the peer closes
 ===============  ========================================================================
 
+Hostile or broken clients cost the daemon nothing: a line that is not a JSON object gets
+``EINVAL`` and the connection stays; a line over 1 MiB gets ``EMSGSIZE`` and is cut off; an
+unfinished request line (a half-open peer) gets ``ETIMEDOUT`` after ``request_timeout``, an
+idle connection after ``idle_timeout``; beyond ``max_clients`` connections a new one gets
+``EBUSY``; replies are never waited for: a peer that does not read has at most
+``max_output`` bytes queued and is cut off beyond that or after ``request_timeout`` without
+progress (``slow_reader_dropped``). Every case is counted (``stats``'s ``daemon`` section).
+
 Errors are ``{"ok": false, "errno": NAME, "message": ..., "advice": ...}``
 (:meth:`KernelError.as_result`). A child's key is its name plus its namespace, as in the
 kernel, so every child can be ``eth0`` in a namespace of its own.
@@ -62,6 +70,7 @@ import signal
 import socket
 import struct
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +128,25 @@ class DaemonConfig:
     shield: bool = False
     #: where macvtap children's QEMU stream sockets go (default: next to the control socket)
     endpoint_dir: str | None = None
+    #: seconds a connection may sit without a request (trace subscribers excepted)
+    idle_timeout: float = 300.0
+    #: seconds a started request line may take to finish, and queued replies to drain
+    request_timeout: float = 10.0
+    #: control connections at once (a new one beyond gets EBUSY)
+    max_clients: int = 256
+    #: reply bytes queued for a peer that does not read, before it is cut off
+    max_output: int = 4 << 20
+
+
+@dataclass
+class _Peer:
+    """One control connection: its partial request, its queued replies, its clock."""
+
+    reader: LineReader
+    last: float  # the last byte in or out
+    out: bytearray = dataclasses.field(default_factory=bytearray)
+    partial_since: float | None = None  # an unfinished request line began
+    stalled_since: float | None = None  # replies queued that the peer does not read
 
 
 class Daemon:
@@ -136,7 +164,7 @@ class Daemon:
         self._remove_on_stop = False
         self.sel = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
-        self._bufs: dict[socket.socket, LineReader] = {}
+        self._peers: dict[socket.socket, _Peer] = {}
         self._subs: dict[socket.socket, TraceFilter] = {}
         self._sub_lock = threading.Lock()
         self.counters: Counter[str] = Counter()
@@ -163,7 +191,7 @@ class Daemon:
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
-        s.listen(16)
+        s.listen(socket.SOMAXCONN)  # beyond max_clients a peer is told EBUSY, not left hanging
         s.setblocking(False)
         self.listener = s
         self.sel.register(s, selectors.EVENT_READ, self._accept)
@@ -190,12 +218,13 @@ class Daemon:
             signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         try:
             while not self._stop:
-                for key, _ev in self.sel.select(timeout=1.0):
+                for key, _ev in self.sel.select(timeout=0.5):
                     try:
                         key.data(key.fileobj)
                     except Exception:  # a bad client or a bug must not end the daemon
                         log.exception("control socket handler failed")
                         self.counters["control_error"] += 1
+                self._reap(time.monotonic())
         finally:
             if threading.current_thread() is threading.main_thread():
                 signal.set_wakeup_fd(-1)
@@ -229,7 +258,7 @@ class Daemon:
         with self._lock:
             if self.listener is None:
                 return
-            for conn in list(self._bufs):
+            for conn in list(self._peers):
                 self._drop(conn)
             self._close_listener()
             if remove:
@@ -280,23 +309,31 @@ class Daemon:
                 conn, _ = listener.accept()
             except BlockingIOError:
                 return
+            conn.setblocking(False)
             uid = peer_uid(conn)
             if uid not in (0, os.getuid()):
                 self.counters["peer_refused"] += 1
                 log.warning("refused a control connection from uid %d", uid)
-                try:
-                    conn.sendall(dump_line(KernelError(
-                        "EPERM", f"uid {uid} may not control pymacvlan",
-                        "the control socket is for root (or the daemon's own user)").as_result()))
-                except OSError:
-                    pass
-                conn.close()
+                self._say_and_close(conn, KernelError("EPERM", f"uid {uid} may not control pymacvlan",
+                                                      "the control socket is for root (or the daemon's own user)"))
                 continue
-            conn.setblocking(False)
-            self._bufs[conn] = LineReader(MAX_REQUEST)
+            if len(self._peers) >= self.cfg.max_clients:
+                self.counters["client_refused_busy"] += 1
+                self._say_and_close(conn, KernelError(
+                    "EBUSY", f"too many control connections ({self.cfg.max_clients})",
+                    "close idle ones, or try again"))
+                continue
+            self._peers[conn] = _Peer(LineReader(MAX_REQUEST), time.monotonic())
             self.sel.register(conn, selectors.EVENT_READ, self._on_conn)
 
     def _on_conn(self, conn: socket.socket) -> None:
+        peer = self._peers.get(conn)
+        if peer is None:
+            return
+        if peer.out:
+            self._flush(conn, peer)
+            if conn not in self._peers:
+                return
         try:
             data = conn.recv(65536)
         except BlockingIOError:
@@ -306,33 +343,88 @@ class Daemon:
         if not data:
             self._drop(conn)
             return
+        now = time.monotonic()
+        peer.last = now
         try:
-            lines = self._bufs[conn].feed(data)
+            lines = peer.reader.feed(data)
         except KernelError as e:
-            self._reply(conn, e.as_result())
-            self._drop(conn)
+            self.counters["request_too_long"] += 1
+            log.warning("control peer cut off: %s", e.message)
+            self._drop(conn, e)
             return
+        peer.partial_since = (peer.partial_since or now) if peer.reader.buf else None
         for line in lines:
             if conn in self._subs:
                 continue  # a subscriber only ever closes
             reply = self._request(conn, line)
             if reply is not None:
                 self._reply(conn, reply)
+            if conn not in self._peers:
+                return  # cut off (it does not read its replies)
 
     def _reply(self, conn: socket.socket, obj: dict) -> None:
-        conn.setblocking(True)
-        conn.settimeout(5)
+        """Queue one reply and send what the socket takes now; never wait for the peer."""
+        peer = self._peers.get(conn)
+        if peer is None:
+            return
+        peer.out += dump_line(obj)
+        if len(peer.out) > self.cfg.max_output:
+            self._slow_reader(conn, f"more than {self.cfg.max_output} bytes of replies unread")
+            return
+        self._flush(conn, peer)
+
+    def _flush(self, conn: socket.socket, peer: _Peer) -> None:
         try:
-            conn.sendall(dump_line(obj))
+            n = conn.send(peer.out)
+        except BlockingIOError:
+            n = 0
         except OSError:
             self._drop(conn)
             return
-        finally:
-            if conn.fileno() >= 0:
-                conn.setblocking(False)
+        del peer.out[:n]
+        if n:
+            peer.last = time.monotonic()
+        if peer.out:
+            if n or peer.stalled_since is None:  # the clock runs while nothing moves
+                peer.stalled_since = time.monotonic()
+            self.sel.modify(conn, selectors.EVENT_READ | selectors.EVENT_WRITE, self._on_conn)
+        elif peer.stalled_since is not None:
+            peer.stalled_since = None
+            self.sel.modify(conn, selectors.EVENT_READ, self._on_conn)
 
-    def _drop(self, conn: socket.socket) -> None:
-        self._bufs.pop(conn, None)
+    def _slow_reader(self, conn: socket.socket, why: str) -> None:
+        self.counters["slow_reader_dropped"] += 1
+        log.warning("control peer cut off: %s", why)
+        self._drop(conn)
+
+    def _reap(self, now: float) -> None:
+        """Close what waits too long: idle peers, unfinished requests, unread replies."""
+        cfg = self.cfg
+        for conn, peer in list(self._peers.items()):
+            if conn in self._subs:
+                continue  # a trace subscriber is quiet by design; its events never wait
+            if peer.stalled_since is not None and now - peer.stalled_since > cfg.request_timeout:
+                self._slow_reader(conn, f"replies unread for {cfg.request_timeout:g} s")
+            elif peer.partial_since is not None and now - peer.partial_since > cfg.request_timeout:
+                self.counters["request_timeout"] += 1
+                self._drop(conn, KernelError("ETIMEDOUT", f"request line unfinished after {cfg.request_timeout:g} s",
+                                             "end every request with a newline"))
+            elif now - peer.last > cfg.idle_timeout:
+                self.counters["idle_closed"] += 1
+                self._drop(conn, KernelError("ETIMEDOUT", f"idle for {cfg.idle_timeout:g} s",
+                                             "connect again when there is something to ask"))
+
+    @staticmethod
+    def _say_and_close(conn: socket.socket, err: KernelError) -> None:
+        """A last error line, if the socket takes it now, then close."""
+        try:
+            conn.send(dump_line(err.as_result()), socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        conn.close()
+
+    def _drop(self, conn: socket.socket, last_word: KernelError | None = None) -> None:
+        self._peers.pop(conn, None)
         with self._sub_lock:
             had = self._subs.pop(conn, None) is not None
         if had:
@@ -341,7 +433,10 @@ class Daemon:
             self.sel.unregister(conn)
         except (KeyError, ValueError):
             pass
-        conn.close()
+        if last_word is not None:
+            self._say_and_close(conn, last_word)
+        else:
+            conn.close()
 
     def _request(self, conn: socket.socket, line: bytes) -> dict | None:
         """One request's reply, always (with the request's ``id`` when it had one): a bug
