@@ -17,7 +17,8 @@ from pymacvlan.fuzz import random_scenario
 from tests.ci import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = ["kernel", "userspace"]
+#: userspace-veth: veth children with PACKET_MMAP rings (backends/userspace/backend.VARIANTS)
+BACKENDS = ["kernel", "userspace", "userspace-veth"]
 GENERATED = int(os.environ.get("PMV_CONFORMANCE_GENERATED", "150"))
 
 
@@ -39,7 +40,7 @@ def backend_cannot_run(backend: str, sc: dict) -> str | None:
     if backend == "kernel":
         from pymacvlan.backends.kernel import unsupported_reason
         return unsupported_reason(sc)
-    if backend == "userspace":
+    if backend.startswith("userspace"):
         from pymacvlan.backends.userspace.backend import unsupported_reason as userspace_reason
         return userspace_reason(sc)
     return None

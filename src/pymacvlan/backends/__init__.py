@@ -18,4 +18,8 @@ def get_backend(name: str):
     if name == "userspace":
         from .userspace.backend import UserspaceBackend
         return UserspaceBackend()
+    if name.startswith("userspace-"):  # a datapath variant (userspace.backend.VARIANTS), for tests
+        from .userspace.backend import VARIANTS, UserspaceBackend
+        if name[10:] in VARIANTS:
+            return UserspaceBackend(**VARIANTS[name[10:]])
     raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")

@@ -92,6 +92,13 @@ class FrameTracer:
                 continue
             self._child_buf(dp, vlan, buf)
 
+    def on_child_buf(self, dp, vlan, buf: bytes) -> None:
+        """One buffer a veth child sent (the veth ring reader's slow twin)."""
+        if len(buf) < MIN_BUF:
+            dp.counters["tx_runt"] += 1
+            return
+        self._child_buf(dp, vlan, buf)
+
     def on_endpoint(self, dp, ep, buf: bytes) -> None:
         """A macvtap endpoint's client transmits (``Datapath._endpoint_sink``'s slow twin)."""
         vlan = ep.child

@@ -48,9 +48,12 @@ class World:
         sh("ip", "-n", self.W, "addr", "add", f"{STATION}/24", "dev", self.wire)
         self.dp: Datapath | None = None
 
+    #: DatapathConfig fields of the path under test (PATHS); the fixtures run every test with each
+    path: dict = {}
+
     def start(self, shield: bool = False, **parent_kw) -> Datapath:
         pcfg = ParentConfig(parent_kw.pop("ifname", self.parent), self.P, **parent_kw)
-        self.dp = Datapath(DatapathConfig(pcfg, shield=shield)).start()
+        self.dp = Datapath(DatapathConfig(pcfg, shield=shield, **self.path)).start()
         return self.dp
 
     def child(self, role: str, mode: str, mac: bytes, ip: str | None) -> str:
@@ -76,12 +79,18 @@ class World:
             self.dp = None
 
 
-@pytest.fixture
-def world():
+#: the datapath's ways of carrying a child's frames: TAP children, veth children with rings,
+#: and those with the eBPF fast path
+PATHS = {"tap": {"children": "tap"}, "veth": {"children": "veth"}, "fast": {"children": "veth", "fastpath": True}}
+
+
+@pytest.fixture(params=list(PATHS))
+def world(request):
     lab = Lab()
     w = None
     try:
         w = World(lab)
+        w.path = PATHS[request.param]
         yield w
     finally:
         if w is not None:

@@ -22,7 +22,7 @@ from pymacvlan.backends.userspace._sys import in_netns
 from pymacvlan.reachability import STATION_MAC, reach
 
 from .netlab import Lab, leftovers, live_unavailable, sh
-from .test_live import World
+from .test_live import PATHS, World
 from tests.ci import live_marks
 
 _REASON = live_unavailable()
@@ -88,8 +88,9 @@ def _collect(socks: dict[str, socket.socket], seconds: float) -> dict[str, set[b
                     got[by_fd[s.fileno()]].add(data[18:26])
 
 
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("wire", ["plain", "hairpin"])
-def test_every_mode_matches_the_engines_table(wire: str) -> None:
+def test_every_mode_matches_the_engines_table(wire: str, path: str) -> None:
     lab = Lab()
     w = None
     mismatches: list[str] = []
@@ -97,6 +98,7 @@ def test_every_mode_matches_the_engines_table(wire: str) -> None:
     expected: set[bool] = set()
     try:
         w = ModeWorld(lab, wire)
+        w.path = PATHS[path]
         w.start()
         for mode in MODES:
             roles = ["S"] if mode == "passthru" else ["S", "R"]

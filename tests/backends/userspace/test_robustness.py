@@ -20,19 +20,20 @@ from pymacvlan.backends.userspace._sys import in_netns
 from pymacvlan.backends.userspace.endpoints import recv_fd
 
 from .netlab import Lab, leftovers, live_unavailable, ping, sh
-from .test_live import MAC_A, MAC_B, MAC_T, STATION, World, _arp_request, _wait_for
+from .test_live import MAC_A, MAC_B, MAC_T, PATHS, STATION, World, _arp_request, _wait_for
 from tests.ci import live_marks
 
 _REASON = live_unavailable()
 pytestmark = live_marks(_REASON)
 
 
-@pytest.fixture
-def world():
+@pytest.fixture(params=list(PATHS))
+def world(request):
     lab = Lab()
     w = None
     try:
         w = World(lab)
+        w.path = PATHS[request.param]
         yield w
     finally:
         if w is not None:

@@ -56,7 +56,11 @@ from .datapath import Datapath, DatapathConfig
 from .endpoints import TapFdEndpoint, recv_fd
 from .parent import ParentConfig
 
-__all__ = ["UserspaceBackend", "unavailable_reason", "unsupported_reason", "INHERENT"]
+__all__ = ["UserspaceBackend", "unavailable_reason", "unsupported_reason", "INHERENT", "VARIANTS"]
+
+#: ``get_backend("userspace-NAME")``: the datapath's ways of carrying child frames
+VARIANTS: dict[str, dict[str, Any]] = {"veth": {"children": "veth"},
+                                       "fast": {"children": "veth", "fastpath": True}}
 
 #: The named differences a result may carry under "inherent" (docs/userspace-differences.md).
 INHERENT = {
@@ -75,6 +79,8 @@ INHERENT = {
                      "copies are reassembled, by the engine",
     "tap_no_carrier": "a TAP without carrier drops what its stack sends at its own (noop) qdisc, before "
                       "the datapath sees it, and counts nothing: the kernel's macvlan counts tx_dropped",
+    "veth_rx_mtu": "a veth child drops a non-GSO frame longer than its MTU + 18 that the Python path writes "
+                   "to it (is_skb_forwardable); macvlan delivers it",
 }
 #: a TapFd TAP must never be what limits a frame to the VM: macvlan does not check rx sizes
 _ENDPOINT_TAP_MTU = 65521  # tun max_mtu: 65535 - ETH_HLEN
@@ -317,6 +323,11 @@ class UserspaceSteps(StepDispatcher):
             inherent["parent_unshielded"] = ["@parent"]
         if frame[0] & 1 and ipv4_fragment_key(frame) is not None:
             inherent["parent_defrag"] = ["@parent"]
+        if self.dp.cfg.children == "veth":
+            mtus = self.dp.call(lambda: {n: v.mtu for n, v in self.dp.engine.children.items()})
+            small = [n for n, c in self.children.items() if c.kind == "macvlan" and len(frame) > mtus[n] + 18]
+            if small:
+                inherent["veth_rx_mtu"] = small
         if child is not None and child.kind == "macvlan" and not self.dp.engine.lower.carrier:
             inherent["tap_no_carrier"] = [child.name]
         if inherent:
@@ -372,9 +383,11 @@ class UserspaceBackend(KernelBackend):
 
     name = "userspace"
 
-    def __init__(self, cap: float = 5.0, shield: bool = True) -> None:
+    def __init__(self, cap: float = 5.0, shield: bool = True, **datapath: Any) -> None:
         super().__init__(cap=cap)
         self.shield = shield
+        #: further DatapathConfig fields (children="veth", fastpath=True: see VARIANTS)
+        self.datapath = datapath
         self._dp: Datapath | None = None
         self._steps: UserspaceSteps | None = None
         self._sockdir: str | None = None
@@ -388,7 +401,7 @@ class UserspaceBackend(KernelBackend):
     def replay(self, topo: Topology, capture: Capture, steps: list[dict]) -> list[dict]:
         self._sockdir = tempfile.mkdtemp(prefix="pmv")
         self._dp = Datapath(DatapathConfig(ParentConfig(topo.parent_ifname, netns=topo.ns_parent),
-                                           shield=self.shield)).start()
+                                           shield=self.shield, **self.datapath)).start()
         self._steps = UserspaceSteps(topo, capture, self._dp, self._sockdir)
         capture.barrier = self._dp.settled  # every probe round: the datapath did what it was handed
         return [self._steps.run(step) for step in steps]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import fcntl
+import logging
 import os
 import select
 import struct
@@ -50,10 +51,15 @@ from ...model import KernelError, MacaddrMode, Mode, mode_from_name
 from ._sys import (IFF_ALLMULTI, IFF_LOWER_UP, IFF_PROMISC, IFF_UP, ZERO_VNET_HDR, NetdevCtl, ifreq,
                    read_proc_net)
 from .endpoints import Endpoint
+from .fastpath import EMPTY, FastChild, FastPath, fastpath_rules
 from .gso import GSOError, finalize
 from .netlink import LinkEvent, LinkMonitor
 from .parent import Parent, ParentConfig
 from .tap import Tap, TapConfig
+from .veth import VethChild, VethConfig
+from ._sys import netns_inode
+
+log = logging.getLogger("pymacvlan.datapath")
 from .vnet import VNET_HDR_LEN
 
 __all__ = ["Datapath", "DatapathConfig"]
@@ -121,6 +127,15 @@ class DatapathConfig:
     #: TAP children outlive the datapath (TUNSETPERSIST): :meth:`Datapath.close` with
     #: ``keep_children`` leaves them (carrier off) for the next one to adopt (the daemon)
     persist: bool = False
+    #: what a macvlan child is: "tap" (a TAP device, one read/write per frame) or "veth" (a veth
+    #: pair whose outer end, next to the parent, the datapath reads and writes through
+    #: PACKET_MMAP rings; see veth.py and docs/fastpath.md). macvtap endpoints stay TAPs.
+    children: str = "tap"
+    #: forward known unicast in the kernel (eBPF tc programs, fastpath.py) between the wire and
+    #: veth children and between bridge children; the rest stays on this Python path. Needs
+    #: children="veth" and CAP_BPF; where it cannot load, the datapath says so once and runs the
+    #: Python path alone (``stats()["path"]`` shows which is active and why)
+    fastpath: bool = False
 
 
 class Datapath:
@@ -151,12 +166,19 @@ class Datapath:
                              bridge_mc_to_bridge=cfg.bridge_mc_to_bridge, seed=cfg.seed)
         #: child → writer of hdr+frame buffers (TAP write or endpoint.deliver)
         self._out: dict[MacvlanDev, Callable[[bytes], Any]] = {}
-        self.taps: dict[str, Tap] = {}
+        self.taps: dict[str, Tap | VethChild] = {}
         self.endpoints: dict[str, Endpoint] = {}
         self._flushers: list[Callable[[], None]] = []
+        #: veth children's ring sockets: kicked once per pass, re-kicked soon while stalled
+        self._rings: list[Parent] = []
         self._monitors: dict[str | None, LinkMonitor] = {}
         self._mc_dirty: set[str] = set()
         self.shield = None
+        #: the eBPF fast path (None: off, or it could not load: see fastpath_error)
+        self.fastpath: FastPath | None = None
+        self.fastpath_error: str | None = None
+        #: veth children the fast path forwards to and from, by name
+        self._fast: dict[str, FastChild] = {}
         #: a :class:`pymacvlan.daemon.trace.FrameTracer` while someone runs `pymacvlan trace` (else None)
         self._trace = None
         try:
@@ -172,6 +194,10 @@ class Datapath:
                                      "use it only with untagged parents")
                 from .shield import Shield
                 self.shield = Shield(self.parent.base, pcfg.netns)
+            if cfg.fastpath:
+                if cfg.children != "veth":
+                    raise ValueError("the fast path forwards into veth children: use children='veth' with fastpath=True")
+                self._start_fastpath()
         except BaseException:
             self._close_all()
             raise
@@ -236,15 +262,14 @@ class Datapath:
                 timeout = 0.0
             else:
                 timeout = max(0.0, self._next_hk - now)
-                parent = self.parent
-                if parent is not None and parent.tx_stalled:
+                if self._tx_stalled():
                     timeout = min(timeout, 0.0002)  # re-kick the tx ring soon (see Parent.flush)
             try:
                 events = poll(timeout)
             except InterruptedError:  # pragma: no cover - PEP 475 retries
                 continue
             if not events:
-                if now < spin_until and (self.parent is None or not self.parent.tx_stalled):
+                if now < spin_until and not self._tx_stalled():
                     continue  # spinning and nothing to flush; housekeeping waits for the next sleep
             elif spin:
                 spin_until = monotonic() + spin
@@ -264,6 +289,15 @@ class Datapath:
                 except Exception as e:
                     counters[f"housekeeping_error_{type(e).__name__}"] += 1
 
+    def _tx_stalled(self) -> bool:
+        parent = self.parent
+        if parent is not None and parent.tx_stalled:
+            return True
+        for ring in self._rings:
+            if ring.tx_stalled:
+                return True
+        return False
+
     def _end_of_pass(self) -> None:
         engine = self.engine
         if engine.bc_pending:
@@ -275,6 +309,8 @@ class Datapath:
         parent = self.parent
         if parent is not None:
             parent.flush()
+        for ring in self._rings:
+            ring.flush()
         for fl in self._flushers:
             fl()
 
@@ -295,11 +331,14 @@ class Datapath:
             pass
         with self._cmd_lock:
             cmds, self._cmds = self._cmds, []
+        if self._fast:
+            self._fold_fastpath()  # whatever the commands read, the kernel's counts are in
         for fn, args, kw, fut in cmds:
             try:
                 fut.set_result(fn(*args, **kw))
             except BaseException as e:
                 fut.set_exception(e)
+        self._sync_fastpath()  # a command may have started or ended a trace
 
     def close(self, keep_children: bool = False) -> None:
         """Stop the loop, delete every child (TAPs vanish), release every membership.
@@ -372,14 +411,42 @@ class Datapath:
                     w(ZERO_VNET_HDR + f)
 
     # -- hot path: a child transmits --------------------------------------------------------------------
-    def _make_tap_reader(self, tap: Tap, vlan: MacvlanDev) -> Callable[[int], None]:
-        fd = tap.fd
-        read = os.read
-        budget = self.cfg.budget
+    def _make_child_sender(self, vlan: MacvlanDev) -> Callable[[bytes], None]:
+        """What the datapath does with one hdr+frame buffer a macvlan child sent (TAP read or
+        veth ring): the engine's transmit decision, handed on."""
         xmit = self.engine.xmit
         dispatch = self._dispatch
         counters = self.counters
         out = self._out
+
+        def sent(buf: bytes) -> None:
+            if len(buf) < MIN_BUF:
+                counters["tx_runt"] += 1
+                return
+            if buf[VNET_HDR_LEN] & 1:
+                self._xmit_multicast(vlan, buf)
+                return
+            # bytes, not a memoryview: hashing a view's slice (the engine's MAC lookups)
+            # hashes the whole underlying buffer first, 64 KB of siphash for a GSO frame
+            frame = buf[VNET_HDR_LEN:]
+            deliveries = xmit(vlan, frame, None, buf[1] != 0)
+            if len(deliveries) == 1:  # the common case, one child gets the frame itself
+                target, _pt, f = deliveries[0]
+                if f is frame:
+                    w = out.get(target)
+                    if w is not None:
+                        w(buf)
+                        return
+            dispatch(deliveries, frame, buf)
+
+        return sent
+
+    def _make_tap_reader(self, tap: Tap, vlan: MacvlanDev) -> Callable[[int], None]:
+        fd = tap.fd
+        read = os.read
+        budget = self.cfg.budget
+        counters = self.counters
+        sent = self._make_child_sender(vlan)
 
         def on_tap(events: int) -> None:
             if self._trace is not None:
@@ -394,27 +461,29 @@ class Datapath:
                     if e.errno == errno.EBADFD:  # the TAP is gone (namespace torn down)
                         self.unwatch(fd)
                     return
-                n = len(buf)
-                if n < MIN_BUF:
-                    counters["tx_runt"] += 1
-                    continue
-                if buf[VNET_HDR_LEN] & 1:
-                    self._xmit_multicast(vlan, buf)
-                    continue
-                # bytes, not a memoryview: hashing a view's slice (the engine's MAC lookups)
-                # hashes the whole underlying buffer first, 64 KB of siphash for a GSO frame
-                frame = buf[VNET_HDR_LEN:]
-                deliveries = xmit(vlan, frame, None, buf[1] != 0)
-                if len(deliveries) == 1:  # the common case, one child gets the frame itself
-                    target, _pt, f = deliveries[0]
-                    if f is frame:
-                        w = out.get(target)
-                        if w is not None:
-                            w(buf)
-                            continue
-                dispatch(deliveries, frame, buf)
+                sent(buf)
 
         return on_tap
+
+    def _make_veth_reader(self, child: VethChild, vlan: MacvlanDev) -> Callable[[int], None]:
+        ring = child.ring
+        budget = self.cfg.budget
+        sent = self._make_child_sender(vlan)
+
+        def on_veth(events: int) -> None:
+            bufs = ring.drain(budget)
+            if not bufs:
+                ring.rx_resync()
+                return
+            trace = self._trace
+            if trace is not None:
+                for buf in bufs:
+                    trace.on_child_buf(self, vlan, buf)
+                return
+            for buf in bufs:
+                sent(buf)
+
+        return on_veth
 
     def _xmit_multicast(self, vlan: MacvlanDev, buf: bytes) -> None:
         """Slow path for multicast from a child: finalize partial checksums, notice group changes."""
@@ -474,6 +543,11 @@ class Datapath:
         frame = buf[VNET_HDR_LEN:]
         self._dispatch(self.engine.xmit(vlan, frame, None, buf[1] != 0), frame, buf)
 
+    @staticmethod
+    def _make_ring_writer(ring: Parent) -> Callable[[bytes], None]:
+        """Into a veth child's tx ring (kicked once per loop pass, see _end_of_pass)."""
+        return ring.queue
+
     def _make_tap_writer(self, tap: Tap) -> Callable[[bytes], None]:
         fd = tap.fd
         write = os.write
@@ -508,17 +582,23 @@ class Datapath:
         mode = mode_from_name(mode) if isinstance(mode, str) else mode
         vlan = self.engine.add(name, "macvlan", mode, flags, mac, mtu, **engine_kw)
         try:
-            tap = Tap(TapConfig(ifname or name, netns, mac=vlan.mac, mtu=vlan.mtu,
-                                carrier=self.engine.lower.carrier, persist=self.cfg.persist, adopt=adopt))
+            dev = self._new_child_dev(name, ifname or name, netns, vlan, adopt)
         except BaseException:
             self.engine.delete(name)
             raise
-        self.taps[name] = tap
-        self._out[vlan] = self._make_tap_writer(tap)
-        self.watch(tap.fd, self._make_tap_reader(tap, vlan))
+        self.taps[name] = dev
+        if isinstance(dev, VethChild):
+            ring = dev.ring
+            self._out[vlan] = self._make_ring_writer(ring)
+            self._rings.append(ring)
+            self.watch(dev.fd, self._make_veth_reader(dev, vlan))
+            self._fastpath_add(name, dev)
+        else:
+            self._out[vlan] = self._make_tap_writer(dev)
+            self.watch(dev.fd, self._make_tap_reader(dev, vlan))
         self._monitor(netns)
         if adopt is not None:
-            ev = self._monitors[netns].query(tap.ifindex)
+            ev = self._monitors[netns].query(dev.ifindex)
             if ev is not None:
                 lost = max(0, ev.tx_dropped - tx_dropped_seen)
                 self.counters["detached_tx_dropped"] += lost
@@ -526,11 +606,26 @@ class Datapath:
                 self._child_event(name, ev)  # the device is the truth: the user may have changed it
             self.counters["children_adopted"] += 1
         if up:
-            tap.set_admin_up(True)
+            dev.set_admin_up(True)
             self._engine_set_up(name, True)
         self._sync_parent()  # a source list (nodst) changes the shield even while down
-        return {"name": name, "ifname": tap.name, "ifindex": tap.ifindex, "netns": netns,
-                "mac": vlan.mac.hex(":"), "mtu": vlan.mtu, "mode": vlan.mode.name.lower()}
+        return {"name": name, "ifname": dev.name, "ifindex": dev.ifindex, "netns": netns,
+                "mac": vlan.mac.hex(":"), "mtu": vlan.mtu, "mode": vlan.mode.name.lower(),
+                "kind": "veth" if isinstance(dev, VethChild) else "tap"}
+
+    def _new_child_dev(self, name: str, ifname: str, netns: str | None, vlan: MacvlanDev,
+                       adopt: int | None = None) -> Tap | VethChild:
+        carrier = self.engine.lower.carrier
+        if self.cfg.children == "veth":
+            if adopt is not None:
+                raise OSError(errno.EOPNOTSUPP, "veth children are not adopted across restarts yet; "
+                              "use TAP children (DatapathConfig.children='tap') with persist")
+            return VethChild(VethConfig(ifname, netns, self.cfg.parent.netns, mac=vlan.mac, mtu=vlan.mtu,
+                                        outer_mtu=max(vlan.mtu, self.engine.lower.mtu), carrier=carrier, key=name))
+        if self.cfg.children != "tap":
+            raise ValueError(f"children must be 'tap' or 'veth', not {self.cfg.children!r}")
+        return Tap(TapConfig(ifname, netns, mac=vlan.mac, mtu=vlan.mtu, carrier=carrier, persist=self.cfg.persist,
+                             adopt=adopt))
 
     def add_macvtap(self, name: str, endpoint: Endpoint, mode: str | Mode = "bridge", *,
                     mac: bytes | None = None, mtu: int | None = None, flags: int = 0, up: bool = True,
@@ -598,10 +693,14 @@ class Datapath:
         vlan = self.engine.children.get(name)
         if vlan is not None:
             self._out.pop(vlan, None)
+            self._fastpath_remove(name, vlan)
             self.engine.delete(name)
+            self._sync_fastpath()  # no frame for it leaves the kernel's path once it is gone
         tap = self.taps.pop(name, None)
         if tap is not None:
             self.unwatch(tap.fd)
+            if isinstance(tap, VethChild) and tap.ring in self._rings:
+                self._rings.remove(tap.ring)
             tap.close(remove=not keep)
         ep = self.endpoints.pop(name, None)
         if ep is not None:
@@ -617,6 +716,8 @@ class Datapath:
         return self.call(self._stats)
 
     def _stats(self) -> dict:
+        if self._fast:
+            self._fold_fastpath()
         children = {}
         for name, vlan in self.engine.children.items():
             c = {"up": vlan.up, "mac": vlan.mac.hex(":"), "mode": vlan.mode.name.lower(),
@@ -628,6 +729,7 @@ class Datapath:
                 "parent": self.parent.stats() if self.parent is not None else None,
                 "lower": {"rx_dropped": self.engine.lower.rx_dropped, "carrier": self.engine.lower.carrier},
                 "shield": self.shield.rules() if self.shield is not None else None,
+                "path": self._path_info(),
                 "children": children}
 
     # -- control plane (shared by the replay backend and the daemon) --------------------------------
@@ -759,6 +861,9 @@ class Datapath:
                 self.counters["close_error"] += 1
         if delete_parent_in_engine:
             self.engine.delete_parent()
+        if self.fastpath is not None:
+            self.fastpath.close()
+            self.fastpath = None
         if self.shield is not None:
             self.shield.close()
             self.shield = None
@@ -771,6 +876,91 @@ class Datapath:
         for mon in list(self._monitors.values()):
             self._on_link_events(mon)
 
+    # -- the eBPF fast path (fastpath.py) ----------------------------------------------------------------
+    def _start_fastpath(self) -> None:
+        """Load the programs and attach them to the parent; where that fails, say so once and
+        stay on the Python path."""
+        try:
+            if self.parent.vlan is not None:
+                raise OSError(errno.EOPNOTSUPP, "a userspace VLAN parent needs its tag inserted in Python")
+            self.fastpath = FastPath(self.cfg.parent.netns)
+            self._fastpath_attach_parent()
+        except Exception as e:  # no CAP_BPF, a verifier refusal, no clsact: the Python path carries all
+            if self.fastpath is not None:
+                self.fastpath.close()
+                self.fastpath = None
+            self.fastpath_error = f"{type(e).__name__}: {e}"
+            self.counters["fastpath_unavailable"] += 1
+            log.warning("eBPF fast path unavailable, every frame takes the Python path: %s", self.fastpath_error)
+
+    def _fastpath_attach_parent(self) -> None:
+        if self.fastpath is not None and self.parent is not None:
+            self.fastpath.attach(self.parent.ifindex, self.parent.sock)
+
+    def _fastpath_add(self, name: str, dev: VethChild) -> None:
+        fp = self.fastpath
+        if fp is None:
+            return
+        slot = fp.new_slot()
+        try:
+            fp.attach(dev.outer_ifindex, dev.ring.sock)
+        except Exception:  # this child stays on the Python path
+            fp.free_slot(slot)
+            self.counters["fastpath_child_attach_error"] += 1
+            return
+        # bpf_redirect_peer refuses a peer in the namespace it is called in
+        peer_ok = netns_inode(dev.netns) != netns_inode(self.cfg.parent.netns)
+        self._fast[name] = FastChild(dev.outer_ifindex, slot, peer_ok)
+
+    def _fastpath_remove(self, name: str, vlan: MacvlanDev) -> None:
+        fc = self._fast.pop(name, None)
+        if fc is None or self.fastpath is None:
+            return
+        self.fastpath.fold(fc.slot, vlan.stats)
+        self.fastpath.forget(fc.outer_ifindex)
+        self.fastpath.free_slot(fc.slot)
+
+    def _sync_fastpath(self) -> None:
+        """The maps from the engine's port, now (before the control operation returns)."""
+        fp = self.fastpath
+        if fp is None:
+            return
+        parent = self.parent
+        if self._trace is not None or parent is None:
+            want = EMPTY  # a trace sees every frame; no parent, nothing to forward
+        else:
+            want = fastpath_rules(self.engine, parent.ifindex, parent.frame_max, self._fast)
+        try:
+            fp.sync(want)
+        except OSError as e:  # a map full or refused: fall back to the Python path for everything
+            self.counters[f"fastpath_sync_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+            fp.sync(EMPTY)
+
+    def _fold_fastpath(self) -> None:
+        fp = self.fastpath
+        if fp is None:
+            return
+        children = self.engine.children
+        for name, fc in self._fast.items():
+            vlan = children.get(name)
+            if vlan is not None:
+                fp.fold(fc.slot, vlan.stats)
+
+    def _path_info(self) -> dict:
+        """Which path carries frames, for ``stats``: "fast" (eBPF for known unicast, Python for
+        the rest) or "python"."""
+        fp = self.fastpath
+        info: dict[str, Any] = {"active": "fast" if fp is not None else "python",
+                                "children": self.cfg.children}
+        if fp is not None:
+            info.update(fp.describe())
+            info["fast_children"] = sorted(self._fast)
+        elif self.cfg.fastpath:
+            info["reason"] = self.fastpath_error
+        else:
+            info["reason"] = "off (DatapathConfig.fastpath)"
+        return info
+
     # -- the parent's filters ------------------------------------------------------------------------------
     def _sync_parent(self) -> None:
         """Memberships (and shield rules) from the engine's view of L: what dev_uc_add(),
@@ -782,6 +972,7 @@ class Datapath:
             parent.sync_memberships(set(lower.uc_list), set(lower.mc_synced), promisc, lower.allmulti > 0)
         if self.shield is not None:
             self.shield.sync(self.engine)
+        self._sync_fastpath()
 
     # -- following devices ---------------------------------------------------------------------------------
     def _monitor(self, netns: str | None) -> None:
@@ -827,6 +1018,7 @@ class Datapath:
             self.engine.set_wire_carrier(False)
             self.engine.set_parent_up(False)
             self._carrier_to_children()
+            self._sync_fastpath()
             return
         if self.parent is None:
             try:
@@ -836,6 +1028,7 @@ class Datapath:
                 return
             self.counters["parent_reattached"] += 1
             self._watch_parent()
+            self._fastpath_attach_parent()
             if self.parent.mac != self.engine.lower.mac:
                 self.engine.set_parent_mac(self.parent.mac)
             self._sync_parent()
@@ -885,6 +1078,8 @@ class Datapath:
                     self.counters["child_mtu_refused"] += 1
                     tap.set_mtu(vlan.mtu)
             up = bool(ev.flags & IFF_UP)
+            if up and not vlan.up and not tap.flags() & IFF_UP:
+                up = False  # a stale event (a veth reports up twice: flags, then carrier) of a refused open
             if up != vlan.up:
                 try:
                     self.engine.set_up(name, up)
@@ -915,6 +1110,8 @@ class Datapath:
                 self._sync_child_groups(name)
         if self.parent is not None:
             self.parent.kernel_stats()
+        if self._fast:
+            self._fold_fastpath()
 
     def _sync_child_groups(self, name: str) -> None:
         """The child's link-layer multicast list (what dev_mc_sync would copy) into the engine."""

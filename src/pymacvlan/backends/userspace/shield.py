@@ -46,28 +46,20 @@ import os
 import struct
 
 from ._sys import in_netns
+from .bpf import (BPF_MAP_CREATE, BPF_MAP_DELETE_ELEM, BPF_MAP_TYPE_HASH, BPF_MAP_UPDATE_ELEM,
+                  BPF_PROG_TYPE_SCHED_CLS, HELPER_MAP_LOOKUP, HELPER_SKB_LOAD_BYTES, R0, R1, R2, R3, R4, R6, R7,
+                  R10, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf as _bpf, insn as _i, prog_load, tc_attach, tc_detach)
 
 __all__ = ["Shield", "shield_rules"]
 
-_libc = ctypes.CDLL(None, use_errno=True)
-SYS_BPF = 321  # x86_64
-BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY, BPF_PROG_LOAD = 0, 2, 3, 4, 5
-BPF_MAP_TYPE_HASH = 1
-BPF_PROG_TYPE_SCHED_CLS = 3
 FILTER_NAME = "pmv_shield"
+#: after the fast path's filter (prio 1), which hands on what it does not forward
+TC_PRIO = 2
 CONSUME_UNICAST_TO, CONSUME_MCAST_FROM, CONSUME_ALL_FROM = 1, 2, 4
 ALL_UNICAST_KEY = bytes(6)
-TC_ACT_UNSPEC, TC_ACT_SHOT = -1, 2
-
-# -- a tiny eBPF assembler -----------------------------------------------------------------
-R0, R1, R2, R3, R4, R6, R7, R10 = 0, 1, 2, 3, 4, 6, 7, 10
-_INSN = struct.Struct("<BBhi")
 
 
-def _i(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
-    return _INSN.pack(code, dst | (src << 4), off, imm)
-
-
+# -- the shield's instructions (the assembler with labels is bpf.Asm; this program predates it) --
 def mov_reg(dst: int, src: int) -> bytes: return _i(0xBF, dst, src)
 def mov_imm(dst: int, imm: int) -> bytes: return _i(0xB7, dst, 0, 0, imm)
 def add_imm(dst: int, imm: int) -> bytes: return _i(0x07, dst, 0, 0, imm)
@@ -83,7 +75,6 @@ def ja(off: int) -> bytes: return _i(0x05, 0, 0, off)
 def ld_map_fd(dst: int, fd: int) -> bytes: return _i(0x18, dst, 1, 0, fd) + _i(0, 0, 0, 0, 0)
 
 
-HELPER_MAP_LOOKUP, HELPER_SKB_LOAD_BYTES = 1, 26
 
 
 def _program(map_fd: int) -> bytes:
@@ -176,15 +167,6 @@ def _program(map_fd: int) -> bytes:
     return b"".join(out)
 
 
-def _bpf(cmd: int, attr: bytes) -> int:
-    buf = ctypes.create_string_buffer(attr, len(attr))
-    r = _libc.syscall(SYS_BPF, cmd, buf, len(attr))
-    if r < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"bpf({cmd}): {os.strerror(err)}")
-    return r
-
-
 def _key(mac: bytes) -> bytes:
     return mac + b"\0\0"
 
@@ -227,16 +209,7 @@ class Shield:
             raise
 
     def _load(self) -> int:
-        insns = _program(self.map_fd)
-        insn_buf = ctypes.create_string_buffer(insns, len(insns))
-        lic = ctypes.create_string_buffer(b"GPL")
-        log = ctypes.create_string_buffer(65536)
-        attr = struct.pack("IIQQIIQII16s", BPF_PROG_TYPE_SCHED_CLS, len(insns) // 8, ctypes.addressof(insn_buf),
-                           ctypes.addressof(lic), 1, len(log), ctypes.addressof(log), 0, 0, b"pmv_shield")
-        try:
-            return _bpf(BPF_PROG_LOAD, attr.ljust(128, b"\0"))
-        except OSError as e:
-            raise OSError(e.errno, f"{e.strerror}; verifier: {log.value.decode(errors='replace')[-800:]}") from None
+        return prog_load(BPF_PROG_TYPE_SCHED_CLS, _program(self.map_fd), b"pmv_shield")
 
     def _ipr(self):
         from pyroute2 import IPRoute
@@ -248,32 +221,9 @@ class Shield:
         try:
             idx = ipr.link_lookup(ifname=self.ifname)[0]
             self.ifindex = idx
-            self._del_ours(ipr, idx)
-            try:
-                ipr.tc("add", "clsact", idx)
-                self._created_clsact = True
-            except Exception:  # it exists already (someone else's filters live there)
-                self._created_clsact = False
-            ipr.tc("add-filter", "bpf", idx, ":1", fd=self.prog_fd, name=FILTER_NAME, parent="ffff:fff2",
-                   classid=1, direct_action=True, prio=1)
+            self._created_clsact = tc_attach(ipr, idx, self.prog_fd, FILTER_NAME, TC_PRIO)
         finally:
             ipr.close()
-
-    @staticmethod
-    def _del_ours(ipr, idx: int) -> None:
-        """Remove a filter a crashed run left (ours by name), nothing else."""
-        try:
-            filters = ipr.get_filters(idx, parent="ffff:fff2")
-        except Exception:
-            return
-        for f in filters:
-            opts = f.get_attr("TCA_OPTIONS")
-            name = opts.get_attr("TCA_BPF_NAME") if opts is not None else None
-            if name and FILTER_NAME in name:
-                try:
-                    ipr.tc("del-filter", "bpf", idx, ":1", parent="ffff:fff2", prio=f["info"] >> 16)
-                except Exception:
-                    pass
 
     def sync(self, engine) -> None:
         want = shield_rules(engine)
@@ -317,13 +267,13 @@ class Shield:
             try:
                 idx = ipr.link_lookup(ifname=self.ifname)
                 if idx:
+                    tc_detach(ipr, idx[0], FILTER_NAME)
                     if self._created_clsact:
-                        try:
-                            ipr.tc("del", "clsact", idx[0])
+                        try:  # the fast path's filter may still be there: it removes its own
+                            if not ipr.get_filters(idx[0], parent="ffff:fff2"):
+                                ipr.tc("del", "clsact", idx[0])
                         except Exception:
-                            self._del_ours(ipr, idx[0])
-                    else:
-                        self._del_ours(ipr, idx[0])
+                            pass
             finally:
                 ipr.close()
         self._close_fds()

@@ -1,0 +1,112 @@
+"""A control operation takes effect on the very next frame, on every path (TAP, veth, and the
+eBPF fast path, whose maps must follow the engine before the operation returns).
+
+For each operation one marked frame is sent right after the call returns, and where it
+arrived is checked against what the operation means: down (no delivery), address change (the
+old MAC is nobody's, the new one is the child's), mode change (a vepa sender's frame leaves
+for the wire instead of a bridge neighbour), delete (a new child with the deleted one's MAC
+gets the next frame). Before each, the same frame is shown to take the other way.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from pymacvlan.model import Mode
+
+from .netlab import Lab, leftovers, live_unavailable, sh
+from .test_live import PATHS, World
+from .test_modes_live import ETH_P_TEST, _collect, _listener, _sender
+
+_REASON = live_unavailable()
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true",
+                       reason=f"{_REASON}; under CI=true these tests run (and fail) instead of skipping"),
+]
+
+A, B, C, W = (bytes.fromhex(f"0200000000{x}") for x in ("0a", "0b", "0c", "ee"))
+_seq = [0]
+
+
+def _frame(dst: bytes, src: bytes) -> tuple[bytes, bytes]:
+    _seq[0] += 1
+    marker = f"nf{_seq[0]:06d}".encode()
+    f = dst + src + ETH_P_TEST.to_bytes(2, "big") + b"pmv!" + marker
+    return f + bytes(60 - len(f)), marker
+
+
+@pytest.fixture(params=list(PATHS))
+def world(request):
+    lab = Lab()
+    w = None
+    try:
+        w = World(lab)
+        w.path = PATHS[request.param]
+        w.start()
+        yield w
+    finally:
+        if w is not None:
+            w.close()
+        lab.close()
+        assert not leftovers(lab.tag), f"leftover namespaces or links: {leftovers(lab.tag)}"
+
+
+def _child(w: World, name: str, mode: str, mac: bytes) -> str:
+    ns = w.lab.ns(name.upper())
+    w.dp.add_macvlan(name, mode, netns=ns, ifname="eth0", mac=mac)
+    sh("ip", "-n", ns, "link", "set", "eth0", "up")
+    w.wait_up(name)
+    return ns
+
+
+def _where(w: World, listeners: dict, sender, frame: bytes, marker: bytes) -> set[str]:
+    _collect(listeners, 0.02)
+    sender.send(frame)
+    got = _collect(listeners, 0.4)
+    return {k for k, v in got.items() if marker in v}
+
+
+def test_each_control_operation_decides_the_very_next_frame(world: World) -> None:
+    dp = world.dp
+    a_ns = _child(world, "a", "bridge", A)
+    b_ns = _child(world, "b", "bridge", B)
+    time.sleep(0.2)  # the children's own IPv6 chatter passes
+    listen = {"a": _listener(a_ns, "eth0"), "b": _listener(b_ns, "eth0"), "wire": _listener(world.W, world.wire)}
+    from_wire, from_a = _sender(world.W, world.wire), _sender(a_ns, "eth0")
+    socks = [*listen.values(), from_wire, from_a]
+    try:
+        # down: the wire's next frame to B's MAC reaches nobody
+        assert _where(world, listen, from_wire, *_frame(B, W)) == {"b"}
+        dp.set_up("b", False)
+        assert _where(world, listen, from_wire, *_frame(B, W)) == set()
+        dp.set_up("b", True)
+        assert _where(world, listen, from_wire, *_frame(B, W)) == {"b"}
+        # address change: the old MAC is nobody's, the new one is B's, from the next frame on
+        dp.set_address("b", C)
+        assert _where(world, listen, from_wire, *_frame(B, W)) == set()
+        assert _where(world, listen, from_wire, *_frame(C, W)) == {"b"}
+        # mode change: A's frame to its bridge neighbour B leaves for the wire once A is vepa
+        assert _where(world, listen, from_a, *_frame(C, A)) == {"b"}
+        dp.change("a", mode=Mode.VEPA)
+        assert _where(world, listen, from_a, *_frame(C, A)) == {"wire"}
+        # delete: a new child with B's MAC gets the next frame, the deleted one's device none
+        listen.pop("b").close()
+        dp.delete("b")
+        d_ns = _child(world, "d", "bridge", C)
+        listen["d"] = _listener(d_ns, "eth0")
+        socks.append(listen["d"])
+        assert _where(world, listen, from_wire, *_frame(C, W)) == {"d"}
+        st = dp.stats()
+        assert st["children"]["d"]["rx"]["packets"] >= 1
+        if world.path.get("fastpath"):
+            assert st["path"]["active"] == "fast" and "d" in st["path"]["fast_children"]
+    finally:
+        for s in socks:
+            try:
+                s.close()
+            except OSError:
+                pass
