@@ -11,7 +11,11 @@ station ``W`` as the client), built once at the start and kept until the end:
 - ``vde``: ``vde_switch -t tapA -t tapB``, the TAPs moved into the namespaces;
 - ``pymacvlan``: the userspace datapath (its own process) on a veth parent, two TAP children
   in bridge mode, child↔child;
-- ``pymacvlan-wire``: the same datapath, station on the veth's peer → AF_PACKET parent → TAP.
+- ``pymacvlan-wire``: the same datapath, station on the veth's peer → AF_PACKET parent → TAP;
+- ``pymacvlan-veth`` (and ``-wire``): the Python path with veth children whose outer ends the
+  datapath reads and writes through PACKET_MMAP rings (``DatapathConfig.children="veth"``);
+- ``pymacvlan-fast`` (and ``-wire``): the same with the eBPF fast path (``fastpath=True``):
+  known unicast never reaches Python.
 
 A round measures each metric on every setup in turn (the setups' order rotates each round),
 so load from anything else on the machine falls on all setups alike; the table shows the
@@ -238,13 +242,22 @@ class Bench:
             if nice is not None:  # the same priority for both userspace switches
                 os.setpriority(os.PRIO_PROCESS, sw.pid, nice)
             self.setups.append(Setup("vde", A, B, IP_B, datapath=sw))
-        pmv = {"": self.datapath_config} if want("pymacvlan", "pymacvlan-wire") else {}
-        for i, (name, config) in enumerate({**pmv, **(variants or {})}.items()):
+        # the datapath's own setups (TAP children, veth children with rings, the eBPF fast path),
+        # then one per variant; each also as wire→child
+        pmv: dict[str, dict] = {}
+        for base, extra in PYMACVLAN.items():
+            if want(base, base + "-wire"):
+                pmv[base] = {**self.datapath_config, **extra}
+        for name, config in (variants or {}).items():
+            pmv[f"pymacvlan[{name}]"] = config
+        for i, (name, config) in enumerate(pmv.items()):
             W, A, B, dp = self._pymacvlan(f"u{i}", config)
-            suffix = f"[{name}]" if name else ""
-            self.setups.append(Setup("pymacvlan" + suffix, A, B, IP_B, datapath=dp))
-            if (not name and want("pymacvlan-wire")) or (name and only is not None and "pymacvlan-wire" in only):
-                self.setups.append(Setup("pymacvlan-wire" + suffix, W, A, IP_A, datapath=dp))
+            base, _, variant = name.partition("[")
+            wire_name = f"{base}-wire" + (f"[{variant}" if variant else "")
+            if not variant or only is None or want(name):
+                self.setups.append(Setup(name, A, B, IP_B, datapath=dp))
+            if want(base + "-wire") if not variant else (only is not None and "pymacvlan-wire" in only):
+                self.setups.append(Setup(wire_name, W, A, IP_A, datapath=dp))
         for s in self.setups:
             if s.name.endswith("-wire"):
                 continue
@@ -409,6 +422,12 @@ def icmp_echo_ns(netns: str, dst: str, count: int, ident: int) -> list[tuple[int
 
 
 # -- report -------------------------------------------------------------------------------------------------
+#: the pymacvlan setups and their DatapathConfig fields (over --datapath)
+PYMACVLAN = {
+    "pymacvlan": {},
+    "pymacvlan-veth": {"children": "veth"},
+    "pymacvlan-fast": {"children": "veth", "fastpath": True},
+}
 LABELS = {
     "kernel-macvlan": "kernel macvlan, bridge, child↔child",
     "kernel-macvlan-wire": "kernel macvlan, wire→child",
@@ -416,6 +435,10 @@ LABELS = {
     "vde": "VDE vde_switch + TAP ports",
     "pymacvlan": "pymacvlan, bridge, child↔child (TAPs)",
     "pymacvlan-wire": "pymacvlan, wire→child (AF_PACKET → TAP)",
+    "pymacvlan-veth": "pymacvlan Python path, veth+rings, child↔child",
+    "pymacvlan-veth-wire": "pymacvlan Python path, veth+rings, wire→child",
+    "pymacvlan-fast": "pymacvlan eBPF fast path, child↔child",
+    "pymacvlan-fast-wire": "pymacvlan eBPF fast path, wire→child",
 }
 
 
@@ -432,6 +455,15 @@ def ratio(a: float | None, b: float | None) -> str:
     return "—" if a is None or not b else f"{a / b:.2f}x"
 
 
+def ref(by: dict[str, Setup], s: Setup) -> Setup:
+    """The kernel macvlan setup a row is compared with: the same direction (wire→child rows
+    with kernel macvlan wire→child, when it was measured), else child↔child."""
+    k = by.get("kernel-macvlan", Setup("", "", "", ""))
+    if s.name.partition("[")[0].endswith("-wire") and "kernel-macvlan-wire" in by:
+        return by["kernel-macvlan-wire"]
+    return k
+
+
 def table(setups: list[Setup]) -> str:
     by = {s.name: s for s in setups}
     k, v = by.get("kernel-macvlan", Setup("", "", "", "")), by.get("vde", Setup("", "", "", ""))
@@ -439,6 +471,7 @@ def table(setups: list[Setup]) -> str:
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in setups:
         tcp, udp, rtt = med(s, "tcp_gbit"), med(s, "udp_kpps"), med(s, "rtt_us")
+        k = ref(by, s)
         krtt = med(k, "rtt_us")
         rows.append(" | ".join([
             f"| {LABELS.get(s.name, s.name.replace('[', ' [') )}", fmt(tcp, ".2f"), ratio(tcp, med(k, "tcp_gbit")),
@@ -537,7 +570,8 @@ def main() -> None:
         f"{args.pings} pings per RTT sample; medians over rounds; RTT by {method}).",
         f"Machine: {os.cpu_count()} CPUs, load average {load0} before and {load1} after; "
         f"all CPUs {busy:.0f}% busy over the {t1 - t0:.0f} s run (this benchmark included).",
-        "×kmv: ratio to kernel macvlan child↔child; ×VDE: ratio to VDE; datapath CPU: the switch's or "
+        "×kmv: ratio to kernel macvlan in the same direction (wire→child rows to kernel macvlan wire→child, "
+        "the others to child↔child); ×VDE: ratio to VDE; datapath CPU: the switch's or "
         "datapath's process during the TCP test (100% = one core); CPU/GB: CPU time of iperf3 client, server "
         "and datapath per GB moved, ratio to kernel macvlan.",
     ])

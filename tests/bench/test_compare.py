@@ -42,3 +42,14 @@ def test_a_setup_without_samples_shows_dashes() -> None:
     u = _setup("pymacvlan")
     line = compare.table([k, u]).splitlines()[-1]
     assert line.count("—") == 9
+
+
+def test_wire_rows_compare_with_kernel_macvlan_wire() -> None:
+    k = _setup("kernel-macvlan", tcp_gbit=[20], udp_kpps=[200])
+    kw = _setup("kernel-macvlan-wire", tcp_gbit=[10], udp_kpps=[100])
+    f = _setup("pymacvlan-fast-wire", tcp_gbit=[10], udp_kpps=[50])
+    c = _setup("pymacvlan-fast", tcp_gbit=[10], udp_kpps=[50])
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in compare.table([k, kw, f, c]).splitlines()[2:]}
+    assert rows["| " + compare.LABELS["pymacvlan-fast-wire"]][2] == "1.00x"
+    assert rows["| " + compare.LABELS["pymacvlan-fast-wire"]][4] == "0.50x"
+    assert rows["| " + compare.LABELS["pymacvlan-fast"]][2] == "0.50x"

@@ -17,8 +17,8 @@ from pymacvlan.fuzz import random_scenario
 from tests.ci import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]
-#: userspace-veth: veth children with PACKET_MMAP rings (backends/userspace/backend.VARIANTS)
-BACKENDS = ["kernel", "userspace", "userspace-veth"]
+#: userspace-fast: veth children and the eBPF fast path (backends/userspace/backend.VARIANTS)
+BACKENDS = ["kernel", "userspace", "userspace-fast"]
 GENERATED = int(os.environ.get("PMV_CONFORMANCE_GENERATED", "150"))
 
 

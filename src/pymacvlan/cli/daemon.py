@@ -29,7 +29,7 @@ def _daemon(args) -> int:
         print("pymacvlan daemon: ENODEV: /dev/net/tun is missing (load the tun module: modprobe tun)",
               file=sys.stderr)
         return 1
-    cfg = DaemonConfig(args.socket, args.state, args.netns, args.shield, args.endpoint_dir)
+    cfg = DaemonConfig(args.socket, args.state, args.netns, args.shield, args.endpoint_dir, fastpath=args.fastpath)
     try:
         return run(cfg)
     except KernelError as e:
@@ -49,7 +49,7 @@ def _daemon_args(args) -> list[str]:
                                 ("--netns", args.netns, None), ("--endpoint-dir", args.endpoint_dir, None)):
         if value != default:
             out += [opt, value]
-    return out + ["--shield"] * args.shield + ["--verbose"] * args.verbose
+    return out + ["--shield"] * args.shield + ["--fastpath"] * args.fastpath + ["--verbose"] * args.verbose
 
 
 def _install_unit(args) -> int:
@@ -111,6 +111,9 @@ def register(sub) -> None:
     d.add_argument("--netns", help="network namespace the parents are in (default: the daemon's own)")
     d.add_argument("--shield", action="store_true",
                    help="keep parents' stacks from what macvlan consumes (eBPF tc ingress filter)")
+    d.add_argument("--fastpath", action="store_true",
+                   help="forward known unicast in the kernel (eBPF) with veth children; `pymacvlan stats` shows "
+                        "the active path (needs CAP_BPF, else the Python path runs and says why)")
     d.add_argument("--endpoint-dir", help="where macvtap stream sockets go (default: the control socket's directory)")
     d.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     d.set_defaults(func=_daemon, action=None)

@@ -136,6 +136,9 @@ class DaemonConfig:
     max_clients: int = 256
     #: reply bytes queued for a peer that does not read, before it is cut off
     max_output: int = 4 << 20
+    #: the eBPF fast path, with veth children (DatapathConfig.fastpath); False: the Python path
+    #: with TAP children
+    fastpath: bool = False
 
 
 @dataclass
@@ -511,7 +514,9 @@ class Daemon:
         from ..backends.userspace.parent import ParentConfig
 
         try:
-            dp = Datapath(DatapathConfig(ParentConfig(parent, self.cfg.netns), shield=self.cfg.shield, persist=True))
+            fast = {"children": "veth", "fastpath": True} if self.cfg.fastpath else {}
+            dp = Datapath(DatapathConfig(ParentConfig(parent, self.cfg.netns), shield=self.cfg.shield, persist=True,
+                                         **fast))
         except OSError as e:
             if e.errno == errno.ENODEV:
                 raise KernelError("ENODEV", f'Cannot find device "{parent}"',

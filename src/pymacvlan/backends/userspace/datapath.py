@@ -49,7 +49,7 @@ from ...engine import WIRE, Engine
 from ...engine.device import STACK_GROUPS, MacvlanDev
 from ...model import KernelError, MacaddrMode, Mode, mode_from_name
 from ._sys import (IFF_ALLMULTI, IFF_LOWER_UP, IFF_PROMISC, IFF_UP, ZERO_VNET_HDR, NetdevCtl, ifreq,
-                   read_proc_net)
+                   netns_inode, read_proc_net)
 from .endpoints import Endpoint
 from .fastpath import EMPTY, FastChild, FastPath, fastpath_rules
 from .gso import GSOError, finalize
@@ -57,10 +57,9 @@ from .netlink import LinkEvent, LinkMonitor
 from .parent import Parent, ParentConfig
 from .tap import Tap, TapConfig
 from .veth import VethChild, VethConfig
-from ._sys import netns_inode
+from .vnet import VNET_HDR_LEN
 
 log = logging.getLogger("pymacvlan.datapath")
-from .vnet import VNET_HDR_LEN
 
 __all__ = ["Datapath", "DatapathConfig"]
 
@@ -617,11 +616,9 @@ class Datapath:
                        adopt: int | None = None) -> Tap | VethChild:
         carrier = self.engine.lower.carrier
         if self.cfg.children == "veth":
-            if adopt is not None:
-                raise OSError(errno.EOPNOTSUPP, "veth children are not adopted across restarts yet; "
-                              "use TAP children (DatapathConfig.children='tap') with persist")
             return VethChild(VethConfig(ifname, netns, self.cfg.parent.netns, mac=vlan.mac, mtu=vlan.mtu,
-                                        outer_mtu=max(vlan.mtu, self.engine.lower.mtu), carrier=carrier, key=name))
+                                        outer_mtu=max(vlan.mtu, self.engine.lower.mtu), carrier=carrier, key=name,
+                                        adopt=adopt))
         if self.cfg.children != "tap":
             raise ValueError(f"children must be 'tap' or 'veth', not {self.cfg.children!r}")
         return Tap(TapConfig(ifname, netns, mac=vlan.mac, mtu=vlan.mtu, carrier=carrier, persist=self.cfg.persist,

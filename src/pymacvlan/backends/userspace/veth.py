@@ -63,6 +63,9 @@ class VethConfig:
     key: str | None = None
     rx_frames: int = 1024
     tx_frames: int = 512
+    #: re-attach the pair a previous datapath left (close(remove=False)): the inner end must
+    #: still have this name *and* this ifindex, the outer end its name (else ENODEV)
+    adopt: int | None = None
 
 
 class VethChild:
@@ -72,7 +75,6 @@ class VethChild:
     kind = "veth"
 
     def __init__(self, cfg: VethConfig) -> None:
-        from pyroute2 import IPRoute
         self.cfg = cfg
         self.name = cfg.name
         self.netns = cfg.netns
@@ -85,29 +87,15 @@ class VethChild:
         self.carrier = False
         created = False
         try:
-            if self.ctl.ifindex(cfg.name) is not None:
-                raise OSError(errno.EEXIST, f"a device named {cfg.name!r} already exists"
-                              + (f" in namespace {cfg.netns}" if cfg.netns else ""))
-            if self.outer_ctl.ifindex(self.outer) is not None:
-                raise OSError(errno.EEXIST, f"the veth end {self.outer!r} already exists (left by a previous run? "
-                              f"`ip link del {self.outer}` removes it and the child's inner end)")
-            with in_netns(cfg.parent_netns):
-                ipr = IPRoute()
-            try:
-                peer: dict = {"ifname": cfg.name}
-                nsfd = -1
-                if cfg.netns != cfg.parent_netns:
-                    nsfd = os.open(netns_path(cfg.netns) if cfg.netns else "/proc/thread-self/ns/net", os.O_RDONLY)
-                    peer["net_ns_fd"] = nsfd
-                try:
-                    ipr.link("add", ifname=self.outer, kind="veth", peer=peer)
-                finally:
-                    if nsfd >= 0:
-                        os.close(nsfd)
+            found = self.ctl.ifindex(cfg.name)
+            if cfg.adopt is not None:
+                outer_idx = self.outer_ctl.ifindex(self.outer)
+                if found != cfg.adopt or outer_idx is None:
+                    raise OSError(errno.ENODEV, f"{cfg.name} is no longer the veth child with ifindex {cfg.adopt}")
+                self.outer_ifindex: int = outer_idx
+            else:
+                self._create(found)
                 created = True
-                self.outer_ifindex: int = ipr.link_lookup(ifname=self.outer)[0]
-            finally:
-                ipr.close()
             write_sysctl(cfg.parent_netns, f"net/ipv6/conf/{self.outer}/disable_ipv6", "1")
             if cfg.outer_mtu:
                 self.outer_ctl.set_mtu(self.outer, cfg.outer_mtu)
@@ -115,7 +103,7 @@ class VethChild:
             if idx is None:  # pragma: no cover - created just above
                 raise OSError(errno.ENODEV, f"veth end {cfg.name!r} vanished")
             self.ifindex: int = idx
-            if cfg.mac is not None:
+            if cfg.mac is not None and (cfg.adopt is None or self.mac() != cfg.mac):
                 self.set_mac(cfg.mac)
             if cfg.mtu is not None:
                 self.set_mtu(cfg.mtu)
@@ -132,6 +120,32 @@ class VethChild:
             self.ctl.close()
             self.outer_ctl.close()
             raise
+
+    def _create(self, found: int | None) -> None:
+        from pyroute2 import IPRoute
+        cfg = self.cfg
+        if found is not None:
+            raise OSError(errno.EEXIST, f"a device named {cfg.name!r} already exists"
+                          + (f" in namespace {cfg.netns}" if cfg.netns else ""))
+        if self.outer_ctl.ifindex(self.outer) is not None:
+            raise OSError(errno.EEXIST, f"the veth end {self.outer!r} already exists (left by a previous run? "
+                          f"`ip link del {self.outer}` removes it and the child's inner end)")
+        with in_netns(cfg.parent_netns):
+            ipr = IPRoute()
+        try:
+            peer: dict = {"ifname": cfg.name}
+            nsfd = -1
+            if cfg.netns != cfg.parent_netns:
+                nsfd = os.open(netns_path(cfg.netns) if cfg.netns else "/proc/thread-self/ns/net", os.O_RDONLY)
+                peer["net_ns_fd"] = nsfd
+            try:
+                ipr.link("add", ifname=self.outer, kind="veth", peer=peer)
+            finally:
+                if nsfd >= 0:
+                    os.close(nsfd)
+            self.outer_ifindex = ipr.link_lookup(ifname=self.outer)[0]
+        finally:
+            ipr.close()
 
     def fileno(self) -> int:
         return self.fd
