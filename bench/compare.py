@@ -148,6 +148,8 @@ class Bench:
         self.datapath_config: dict = {}
         #: (metric, path): perf record the main pymacvlan datapath during that metric, last round
         self.perf: tuple[str, str] | None = None
+        #: the setup --perf records
+        self.perf_setup = "pymacvlan"
         self.last_round = False
 
     # -- building --------------------------------------------------------------------------------
@@ -316,7 +318,7 @@ class Bench:
         (``<metric>_dp_*`` samples). Returns (JSON, CPU of everything, datapath CPU seconds)."""
         dp0 = sched_sample(s.datapath.pid) if s.datapath is not None else None
         perf = None
-        if self.perf and self.perf[0] == metric and s.name == "pymacvlan" and self.last_round:
+        if self.perf and self.perf[0] == metric and s.name == self.perf_setup and self.last_round:
             perf = subprocess.Popen(["perf", "record", "-g", "-o", self.perf[1], "-p", str(s.datapath.pid)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.3)
@@ -526,6 +528,8 @@ def main() -> None:
                     help="DatapathConfig fields for the pymacvlan setups, e.g. '{\"nice\": -5}'")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help="an extra pymacvlan setup with these DatapathConfig fields (repeatable)")
+    ap.add_argument("--perf-setup", default="pymacvlan", metavar="SETUP",
+                    help="the setup --perf records (default pymacvlan; e.g. pymacvlan-veth)")
     ap.add_argument("--perf", metavar="METRIC:FILE", help="perf record -g the pymacvlan datapath during its "
                     "tcp or udp test of the last round into FILE (then: perf report -i FILE --no-children)")
     ap.add_argument("-v", "--verbose", action="store_true", help="name each test as it starts (stderr)")
@@ -542,6 +546,7 @@ def main() -> None:
     bench = Bench(args.seconds, args.pings)
     bench.verbose = args.verbose
     bench.datapath_config = json.loads(args.datapath)
+    bench.perf_setup = args.perf_setup
     if args.perf:
         metric, _, path = args.perf.partition(":")
         bench.perf = (metric, path or f"/tmp/pmv-perf-{metric}.data")

@@ -15,6 +15,8 @@ import select
 import socket
 import struct
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
@@ -84,19 +86,27 @@ class World:
 PATHS = {"tap": {"children": "tap"}, "veth": {"children": "veth"}, "fast": {"children": "veth", "fastpath": True}}
 
 
-@pytest.fixture(params=list(PATHS))
-def world(request):
+@contextmanager
+def world_on(path: str) -> Iterator[World]:
+    """A World whose datapath carries frames the PATHS[path] way; everything removed after,
+    even when the test fails (the datapath first, then the namespaces)."""
     lab = Lab()
     w = None
     try:
         w = World(lab)
-        w.path = PATHS[request.param]
+        w.path = PATHS[path]
         yield w
     finally:
         if w is not None:
             w.close()
         lab.close()
         assert not leftovers(lab.tag), f"leftover namespaces or links: {leftovers(lab.tag)}"
+
+
+@pytest.fixture(params=list(PATHS))
+def world(request):
+    with world_on(request.param) as w:
+        yield w
 
 
 def _frames(sock: socket.socket, timeout: float, framing: str = "stream"):

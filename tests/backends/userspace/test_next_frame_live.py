@@ -10,16 +10,18 @@ gets the next frame). Before each, the same frame is shown to take the other way
 
 from __future__ import annotations
 
+import errno
 import os
+import select
 import time
 
 import pytest
 
 from pymacvlan.model import Mode
 
-from .netlab import Lab, leftovers, live_unavailable, sh
-from .test_live import PATHS, World
-from .test_modes_live import ETH_P_TEST, _collect, _listener, _sender
+from .netlab import live_unavailable, sh
+from .test_live import PATHS, World, world_on
+from .test_modes_live import ETH_P_TEST, PACKET_OUTGOING, _listener, _sender
 
 _REASON = live_unavailable()
 pytestmark = [
@@ -41,18 +43,9 @@ def _frame(dst: bytes, src: bytes) -> tuple[bytes, bytes]:
 
 @pytest.fixture(params=list(PATHS))
 def world(request):
-    lab = Lab()
-    w = None
-    try:
-        w = World(lab)
-        w.path = PATHS[request.param]
+    with world_on(request.param) as w:
         w.start()
         yield w
-    finally:
-        if w is not None:
-            w.close()
-        lab.close()
-        assert not leftovers(lab.tag), f"leftover namespaces or links: {leftovers(lab.tag)}"
 
 
 def _child(w: World, name: str, mode: str, mac: bytes) -> str:
@@ -61,6 +54,30 @@ def _child(w: World, name: str, mode: str, mac: bytes) -> str:
     sh("ip", "-n", ns, "link", "set", "eth0", "up")
     w.wait_up(name)
     return ns
+
+
+def _collect(socks: dict, seconds: float) -> dict[str, set[bytes]]:
+    """Markers each listener got (incoming only); a listener whose device went down reports
+    ENETDOWN once (packet_notifier), which is not a frame."""
+    got: dict[str, set[bytes]] = {k: set() for k in socks}
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        r, _, _ = select.select(list(socks.values()), [], [], left)
+        for name, s in socks.items():
+            if s not in r:
+                continue
+            while True:
+                try:
+                    data, addr = s.recvfrom(2048)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.ENETDOWN:
+                        raise
+                    break
+                if addr[2] != PACKET_OUTGOING and data[12:18] == b"\x88\xb5pmv!":
+                    got[name].add(data[18:26])
+    return got
 
 
 def _where(w: World, listeners: dict, sender, frame: bytes, marker: bytes) -> set[str]:

@@ -20,7 +20,7 @@ from pymacvlan.backends.userspace._sys import in_netns
 from pymacvlan.backends.userspace.endpoints import recv_fd
 
 from .netlab import Lab, leftovers, live_unavailable, ping, sh
-from .test_live import MAC_A, MAC_B, MAC_T, PATHS, STATION, World, _arp_request, _wait_for
+from .test_live import MAC_A, MAC_B, MAC_T, PATHS, STATION, World, _arp_request, _wait_for, world_on
 from tests.ci import live_marks
 
 _REASON = live_unavailable()
@@ -29,17 +29,8 @@ pytestmark = live_marks(_REASON)
 
 @pytest.fixture(params=list(PATHS))
 def world(request):
-    lab = Lab()
-    w = None
-    try:
-        w = World(lab)
-        w.path = PATHS[request.param]
+    with world_on(request.param) as w:
         yield w
-    finally:
-        if w is not None:
-            w.close()
-        lab.close()
-        assert not leftovers(lab.tag), f"leftover namespaces or links: {leftovers(lab.tag)}"
 
 
 def _two_children(world: World) -> tuple[str, str]:

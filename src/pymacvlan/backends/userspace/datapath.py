@@ -466,6 +466,7 @@ class Datapath:
 
     def _make_veth_reader(self, child: VethChild, vlan: MacvlanDev) -> Callable[[int], None]:
         ring = child.ring
+        assert ring is not None  # open until the child is deleted
         budget = self.cfg.budget
         sent = self._make_child_sender(vlan)
 
@@ -588,6 +589,7 @@ class Datapath:
         self.taps[name] = dev
         if isinstance(dev, VethChild):
             ring = dev.ring
+            assert ring is not None
             self._out[vlan] = self._make_ring_writer(ring)
             self._rings.append(ring)
             self.watch(dev.fd, self._make_veth_reader(dev, vlan))
@@ -830,7 +832,7 @@ class Datapath:
                 self.counters["child_apply_error"] += 1
             self._absorb_own_events(tap)
 
-    def _absorb_own_events(self, tap: Tap) -> None:
+    def _absorb_own_events(self, tap: Tap | VethChild) -> None:
         """Drop the pending events of ``tap`` (our own changes, already in the engine);
         handle everything else its namespace's monitor reported."""
         mon = self._monitors.get(tap.netns)
@@ -878,7 +880,7 @@ class Datapath:
         """Load the programs and attach them to the parent; where that fails, say so once and
         stay on the Python path."""
         try:
-            if self.parent.vlan is not None:
+            if self.parent is None or self.parent.vlan is not None:
                 raise OSError(errno.EOPNOTSUPP, "a userspace VLAN parent needs its tag inserted in Python")
             self.fastpath = FastPath(self.cfg.parent.netns)
             self._fastpath_attach_parent()
@@ -896,7 +898,7 @@ class Datapath:
 
     def _fastpath_add(self, name: str, dev: VethChild) -> None:
         fp = self.fastpath
-        if fp is None:
+        if fp is None or dev.ring is None:
             return
         slot = fp.new_slot()
         try:

@@ -113,11 +113,11 @@ def fastpath_rules(engine, parent_ifindex: int | None, max_len: int, children: d
     ports: dict[int, tuple[int, int, int, int]] = {parent_ifindex: (0, FROM_WIRE, 0, 0)}
     flags = (WORLD_OK if lower.up and lower.carrier else 0) | (FWD_OK if lower.up else 0)
     max_len = min(max_len, lower.mtu + 18)
-    for name, fc in children.items():
+    for name, child in children.items():
         vlan = engine.children.get(name)
         if vlan is None:
             continue
-        ports[fc.outer_ifindex] = (fc.slot, flags | (BRIDGE if vlan.mode == Mode.BRIDGE else 0),
+        ports[child.outer_ifindex] = (child.slot, flags | (BRIDGE if vlan.mode == Mode.BRIDGE else 0),
                                    parent_ifindex, max_len)
     macs: dict[bytes, tuple[int, int, int]] = {}
     for mac, vlan in port.vlan_hash.items():

@@ -57,7 +57,40 @@ class TapConfig:
     adopt: int | None = None
 
 
-class Tap:
+class ChildNetdev:
+    """What a macvlan child's netdev (a TAP, a veth pair's inner end) answers alike: the device
+    named ``self.name`` in ``self.netns``, reached through ``self.ctl``."""
+
+    name: str
+    netns: str | None
+    netns_ino: int | None
+    ctl: NetdevCtl
+
+    def mac(self) -> bytes:
+        return self.ctl.get_mac(self.name)
+
+    def set_admin_up(self, up: bool) -> None:
+        if up:
+            self.ctl.set_flags(self.name, set_bits=IFF_UP)
+        else:
+            self.ctl.set_flags(self.name, clear_bits=IFF_UP)
+
+    def flags(self) -> int:
+        return self.ctl.get_flags(self.name)
+
+    def netns_still_named(self) -> bool:
+        """The namespace the device was created in is still reachable under its name.
+
+        A TAP fd holds a reference on its namespace, so ``ip netns del`` only removes the
+        name: the namespace (and the TAP in it) lives on until we close the fd. The datapath
+        checks this to let such a namespace die instead of keeping it alive forever.
+        """
+        if self.netns is None:
+            return True
+        return netns_inode(self.netns) == self.netns_ino
+
+
+class Tap(ChildNetdev):
     """One TAP device and its fd."""
 
     def __init__(self, cfg: TapConfig) -> None:
@@ -118,9 +151,6 @@ class Tap:
     def set_mac(self, mac: bytes) -> None:
         fcntl.ioctl(self.fd, SIOCSIFHWADDR, ifreq(self.name, struct.pack("H", ARPHRD_ETHER) + mac))
 
-    def mac(self) -> bytes:
-        return self.ctl.get_mac(self.name)
-
     def set_mtu(self, mtu: int) -> None:
         self.ctl.set_mtu(self.name, mtu)
 
@@ -129,15 +159,6 @@ class Tap:
         fcntl.ioctl(self.fd, TUNSETCARRIER, struct.pack("i", 1 if on else 0))
         self.carrier = on
 
-    def set_admin_up(self, up: bool) -> None:
-        if up:
-            self.ctl.set_flags(self.name, set_bits=IFF_UP)
-        else:
-            self.ctl.set_flags(self.name, clear_bits=IFF_UP)
-
-    def flags(self) -> int:
-        return self.ctl.get_flags(self.name)
-
     def alive(self) -> bool:
         """TUNGETIFF fails with EBADFD once the device is gone (its namespace was torn down)."""
         try:
@@ -145,17 +166,6 @@ class Tap:
             return True
         except OSError:
             return False
-
-    def netns_still_named(self) -> bool:
-        """The namespace the TAP was created in is still reachable under its name.
-
-        The TAP fd holds a reference on its namespace, so ``ip netns del`` only removes the
-        name: the namespace (and the TAP in it) lives on until we close the fd. The datapath
-        checks this to let such a namespace die instead of keeping it alive forever.
-        """
-        if self.netns is None:
-            return True
-        return netns_inode(self.netns) == self.netns_ino
 
     def close(self, remove: bool = True) -> None:
         """Close the fd; ``remove`` also deletes a persistent TAP (else it stays, carrier off)."""

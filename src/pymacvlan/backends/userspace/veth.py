@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from ._sys import IFF_UP, NetdevCtl, in_netns, netns_inode, netns_path, write_sysctl
 from .parent import Parent, ParentConfig
+from .tap import ChildNetdev
 
 __all__ = ["VethChild", "VethConfig", "outer_name"]
 
@@ -68,9 +69,10 @@ class VethConfig:
     adopt: int | None = None
 
 
-class VethChild:
+class VethChild(ChildNetdev):
     """One veth pair and the ring socket on its outer end. Same interface as :class:`~.tap.Tap`
-    where the datapath uses it (MAC, MTU, flags, carrier, namespace checks)."""
+    where the datapath uses it (MAC, MTU, flags, carrier, namespace checks). (A veth does not
+    pin its namespace: when the namespace dies the pair goes with it.)"""
 
     kind = "veth"
 
@@ -154,9 +156,6 @@ class VethChild:
     def set_mac(self, mac: bytes) -> None:
         self.ctl.set_mac(self.name, mac)
 
-    def mac(self) -> bytes:
-        return self.ctl.get_mac(self.name)
-
     def set_mtu(self, mtu: int) -> None:
         if mtu > self.outer_ctl.get_mtu(self.outer):  # the outer end takes what the inner sends
             self.outer_ctl.set_mtu(self.outer, mtu)
@@ -172,24 +171,8 @@ class VethChild:
             self.outer_ctl.set_flags(self.outer, clear_bits=IFF_UP)
         self.carrier = on
 
-    def set_admin_up(self, up: bool) -> None:
-        if up:
-            self.ctl.set_flags(self.name, set_bits=IFF_UP)
-        else:
-            self.ctl.set_flags(self.name, clear_bits=IFF_UP)
-
-    def flags(self) -> int:
-        return self.ctl.get_flags(self.name)
-
     def alive(self) -> bool:
         return self.outer_ctl.ifindex(self.outer) == self.outer_ifindex
-
-    def netns_still_named(self) -> bool:
-        """As :meth:`.tap.Tap.netns_still_named`. (A veth does not pin its namespace: when the
-        namespace dies the pair goes with it and the monitor reports the deletion.)"""
-        if self.netns is None:
-            return True
-        return netns_inode(self.netns) == self.netns_ino
 
     # -- teardown ----------------------------------------------------------------------------------
     def _delete_pair(self) -> None:
