@@ -179,3 +179,15 @@ def test_kernel_stats_per_child(capsys) -> None:
         assert rc == 1 and "ENODEV" in err
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_stats_text_names_the_active_path() -> None:
+    from pymacvlan.cli.stats import format_stats
+
+    def report(path: dict) -> dict:
+        return {"backend": "userspace", "parents": {"eth0": {"children": {}, "path": path}}}
+
+    fast = format_stats(report({"active": "fast", "children": "veth", "generation": 7, "macs": {"02:00:00:00:00:0a": 7}}))
+    assert "eBPF fast path" in fast and "generation 7" in fast and "1 MACs" in fast
+    slow = format_stats(report({"active": "python", "children": "tap", "reason": "PermissionError: bpf(0): EPERM"}))
+    assert "path: Python" in slow and "EPERM" in slow

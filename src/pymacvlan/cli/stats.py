@@ -37,11 +37,22 @@ def _reasons(title: str, counts: dict | None) -> list[str]:
     return [f"  {title}:"] + [f"    {k:<28} {v}" for k, v in sorted(counts.items())]
 
 
+def _path_line(path: dict) -> str:
+    """Which path carries this parent's frames (the userspace datapath's ``stats()["path"]``)."""
+    if path.get("active") == "fast":
+        return (f"  path: eBPF fast path for known unicast, Python for the rest ({path.get('children')} children, "
+                f"maps generation {path.get('generation')}, {len(path.get('macs') or {})} MACs)")
+    return f"  path: Python ({path.get('children')} children; fast path {path.get('reason') or 'off'})"
+
+
 def format_stats(report: dict) -> str:
     """Text for the dict :func:`collect` returns."""
     lines = []
     for pname, p in report["parents"].items():
         lines.append(f"{pname} ({report['backend']})")
+        path = p.get("path")
+        if path:
+            lines.append(_path_line(path))
         lines.append(HEADER)
         for cname, c in p["children"].items():
             lines.append(_child_row(c.get("ifname", cname) + (f" ({c['netns']})" if c.get("netns") else ""), c))
@@ -80,6 +91,7 @@ def collect(args) -> dict:
             par = st.get("parent") or {}
             parents[pname] = {"children": children, "engine_drops": st.get("engine_drops", {}),
                               "datapath": st.get("datapath", {}), "lower": st.get("lower"),
+                              "path": st.get("path"),
                               "parent_socket": {k: par.get(k) for k in ("drops", "rx_frames", "tx_frames",
                                                                          "kernel_drops") if k in par}}
         return {"backend": "userspace", "daemon": raw.get("daemon", {}), "parents": parents}
