@@ -1,0 +1,293 @@
+"""ADD, DEL, CHECK, STATUS and GC of `pymacvlan-cni`.
+
+ADD and DEL follow the reference plugin step by step (plugins/main/macvlan/macvlan.go), with
+two deliberate differences: every failure after the child exists rolls back both the child and
+the IPAM allocation (the reference leaks the child when the IPAM plugin fails: its ``err`` is
+shadowed), and a config mistake is code 7 naming the key where the reference says 999.
+
+Each attachment made is recorded under ``stateDir/NETWORK/`` (container ID, interface,
+namespace, addresses, the config it was made with): GC tears down those not in
+``cni.dev/valid-attachments`` (IPAM DEL with their own config, then the child), and hostAccess
+keeps its routes from these records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Callable
+
+from . import conf as conflib
+from . import ipam
+from .skel import (ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_PLUGIN_NOT_AVAILABLE, ERR_TRY_AGAIN_LATER, Args,
+                   CNIError)
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"pymacvlan-cni: {msg}\n")
+
+
+# -- attachment records ---------------------------------------------------------------------------
+def _record_dir(n: conflib.NetConf) -> str:
+    return os.path.join(n.state_dir, n.name)
+
+
+def _record_path(n: conflib.NetConf, container_id: str, ifname: str) -> str:
+    return os.path.join(_record_dir(n), f"{container_id}-{ifname}.json")
+
+
+def write_record(n: conflib.NetConf, a: Args, result: dict) -> None:
+    d = _record_dir(n)
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    rec = {"containerID": a.container_id, "ifname": a.ifname, "netns": a.netns, "backend": n.backend,
+           "master": n.master, "addresses": [ip["address"] for ip in result.get("ips", [])],
+           "config": a.stdin.decode()}
+    path = _record_path(n, a.container_id, a.ifname)
+    with open(path + ".tmp", "w") as f:
+        json.dump(rec, f)
+    os.replace(path + ".tmp", path)
+
+
+def read_records(n: conflib.NetConf) -> list[dict]:
+    out = []
+    try:
+        names = sorted(os.listdir(_record_dir(n)))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        if name.endswith(".json"):
+            try:
+                with open(os.path.join(_record_dir(n), name)) as f:
+                    out.append(json.load(f))
+            except (OSError, ValueError):
+                log(f"ignoring unreadable attachment record {name}")
+    return out
+
+
+def drop_record(n: conflib.NetConf, container_id: str, ifname: str) -> None:
+    try:
+        os.unlink(_record_path(n, container_id, ifname))
+    except FileNotFoundError:
+        pass
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_add(a: Args) -> dict:
+    from . import netns
+    from .result import convert
+
+    n = conflib.load(a.conf, a.args, a.container_id, a.ifname)
+    netns.check_netns(a.netns)
+    where = a.netns if n.link_in_container else None
+    if not n.master:
+        n.master = netns.default_route_ifname(where)
+    master = netns.master_mtu(n.master, where, n.mtu)
+    from .preflight import preflight
+
+    preflight(n, master, where)
+    if n.backend == "userspace":
+        from .userspace import add as us_add
+
+        iface = us_add(n, a)
+    else:
+        iface = netns.create(n, a.ifname, a.netns)
+    result: dict[str, Any] = {"cniVersion": "1.1.0", "interfaces": [iface], "ips": [], "routes": [], "dns": {}}
+    ipam_done = False
+    try:
+        if n.ipam_type:
+            cur = ipam.add(a, n.ipam_type)
+            ipam_done = True
+            result["ips"] = [dict(ip, interface=0) for ip in cur["ips"]]
+            result["routes"] = cur["routes"]
+            netns.configure(a.ifname, a.netns, result)
+        else:
+            netns.set_up(a.ifname, a.netns)
+        result["dns"] = n.dns
+        write_record(n, a, result)
+        if n.host_access:
+            from .hostaccess import sync
+
+            sync(n)
+    except BaseException:
+        _rollback(n, a, ipam_done)
+        raise
+    return convert(result, a.cni_version)
+
+
+def _rollback(n: conflib.NetConf, a: Args, ipam_done: bool) -> None:
+    from . import netns
+
+    drop_record(n, a.container_id, a.ifname)
+    try:
+        if n.backend == "userspace":
+            from .userspace import delete as us_del
+
+            us_del(n, a)
+        else:
+            netns.delete(a.ifname, a.netns)
+    except Exception as e:
+        log(f"rollback: could not delete {a.ifname} in {a.netns}: {e}")
+    if ipam_done:
+        try:
+            ipam.execute(a, "DEL", n.ipam_type)
+        except CNIError as e:
+            log(f"rollback: IPAM DEL failed: {e.msg}")
+
+
+def cmd_del(a: Args) -> None:
+    """IPAM first, then the child; succeeds when things are already gone, and without a netns."""
+    from . import netns
+
+    n = conflib.load_for_del(a.conf)
+    if n.ipam_type:
+        ipam.execute(a, "DEL", n.ipam_type)
+    if n.backend == "userspace":
+        from .userspace import delete as us_del
+
+        us_del(n, a)
+    elif a.netns:
+        try:
+            netns.delete(a.ifname, a.netns)
+        except OSError as e:
+            raise CNIError(ERR_INTERNAL, f"failed to delete {a.ifname} in {a.netns}: {e}") from None
+    drop_record(n, a.container_id, a.ifname)
+    if n.host_access:
+        from .hostaccess import sync
+
+        sync(n)
+    return None
+
+
+def cmd_check(a: Args) -> None:
+    """The child in ``CNI_NETNS`` against ``prevResult``: kind, mode, MAC, addresses, routes."""
+    import ipaddress
+
+    from . import netns
+    from .result import to_current
+
+    n = conflib.load(a.conf, a.args, a.container_id, a.ifname)
+    netns.check_netns(a.netns)
+    where = a.netns if n.link_in_container else None
+    if not n.master:
+        n.master = netns.default_route_ifname(where)
+    netns.master_mtu(n.master, where, n.mtu)
+    if n.ipam_type:
+        ipam.execute(a, "CHECK", n.ipam_type)
+    prev = a.conf.get("prevResult")
+    if not isinstance(prev, dict):
+        raise CNIError(ERR_INVALID_CONFIG, "required prevResult missing", "CHECK needs the ADD result as prevResult")
+    r = to_current(prev)
+    mine = next((i for i in r["interfaces"] if i.get("name") == a.ifname and i.get("sandbox") == a.netns), None)
+    if mine is None:
+        raise CNIError(ERR_INTERNAL, f"sandbox in prevResult  doesn't match configured netns: {a.netns}")
+    if n.backend == "userspace":
+        from .userspace import check as us_check
+
+        us_check(n, a, mine)
+    else:
+        info = netns.link_info(a.ifname, a.netns)
+        if info is None:
+            raise CNIError(ERR_INTERNAL, f"container Interface name in prevResult: {a.ifname} not found")
+        if info["kind"] != "macvlan":
+            raise CNIError(ERR_INTERNAL, f"error: Container interface {a.ifname} not of type macvlan")
+        from ..model import MODE_NAMES, Mode
+
+        have = MODE_NAMES.get(Mode(info["mode"]), str(info["mode"])) if info["mode"] else "?"
+        if have != n.mode:
+            raise CNIError(ERR_INTERNAL, f"container macvlan mode {have} does not match expected value: {n.mode}")
+        if mine.get("mac") and mine["mac"].lower() != (info["mac"] or "").lower():
+            raise CNIError(ERR_INTERNAL, f"interface {a.ifname} Mac {mine['mac']} doesn't match container Mac: {info['mac']}")
+    have_addrs = {str(ipaddress.ip_interface(x)) for x in netns.addresses(a.ifname, a.netns) or []}
+    for ip in r["ips"]:
+        if str(ipaddress.ip_interface(ip["address"])) not in have_addrs:
+            raise CNIError(ERR_INTERNAL, f"Failed to match addr {ip['address']} on interface {a.ifname}")
+    have_routes = netns.routes(a.netns)
+    for rt in r["routes"]:
+        dst = str(ipaddress.ip_network(rt["dst"], strict=False))
+        if not any(str(ipaddress.ip_network(h["dst"], strict=False)) == dst and (not rt.get("gw") or h["gw"] == rt["gw"])
+                   for h in have_routes):
+            raise CNIError(ERR_INTERNAL, f"Expected Route {rt} not found in the container's routing table")
+    return None
+
+
+def _delegate_optional(a: Args, command: str, plugin: str, stdin: bytes | None = None) -> None:
+    """STATUS/GC to an IPAM plugin that may predate spec 1.1.0 (Debian's 1.1.1 plugins answer
+    "unknown CNI_COMMAND" or "incompatible CNI versions"): such an answer means "nothing to do"."""
+    try:
+        ipam.execute(a, command, plugin, stdin=stdin)
+    except CNIError as e:
+        if e.code in (1, 3, 4) and ("CNI_COMMAND" in e.msg or "version" in e.msg or "containerID" in e.msg):
+            log(f"IPAM plugin {plugin!r} does not implement {command} ({e.msg}); skipped")
+            return
+        raise
+
+
+def cmd_status(a: Args) -> None:
+    """50 when an ADD would fail for sure: the daemon does not answer, the master is gone."""
+    from . import netns
+
+    n = conflib.load_for_del(a.conf)
+    if n.backend == "userspace":
+        from .userspace import status
+
+        status(n)
+    elif n.master and not n.link_in_container and netns.link_info(n.master, None) is None:
+        raise CNIError(ERR_PLUGIN_NOT_AVAILABLE, f"master {n.master!r} does not exist",
+                       "create the parent interface or fix \"master\"")
+    if n.ipam_type:
+        _delegate_optional(a, "STATUS", n.ipam_type)
+    return None
+
+
+def cmd_gc(a: Args) -> None:
+    """Tear down the attachments we recorded that are not in ``cni.dev/valid-attachments``."""
+    from . import netns
+
+    n = conflib.load_for_del(a.conf)
+    valid_raw = a.conf.get("cni.dev/valid-attachments") or []
+    if not isinstance(valid_raw, list):
+        raise CNIError(ERR_INVALID_CONFIG, "cni.dev/valid-attachments: must be a list of {containerID, ifname}")
+    valid = {(v.get("containerID"), v.get("ifname")) for v in valid_raw if isinstance(v, dict)}
+    for rec in read_records(n):
+        if (rec.get("containerID"), rec.get("ifname")) in valid:
+            continue
+        log(f"GC: tearing down {rec.get('containerID')}/{rec.get('ifname')}")
+        env = {"CNI_CONTAINERID": rec.get("containerID", ""), "CNI_IFNAME": rec.get("ifname", ""),
+               "CNI_NETNS": rec.get("netns", "")}
+        sub = Args(command="DEL", container_id=env["CNI_CONTAINERID"], netns=env["CNI_NETNS"],
+                   ifname=env["CNI_IFNAME"], path=a.path, stdin=rec.get("config", "").encode())
+        try:
+            sub.conf = json.loads(sub.stdin or b"{}")
+            rn = conflib.load_for_del(sub.conf) if sub.conf.get("name") else n
+            if rn.ipam_type:
+                ipam.execute(sub, "DEL", rn.ipam_type, env=env)
+            if rec.get("backend") == "userspace":
+                from .userspace import delete as us_del
+
+                us_del(rn, sub)
+            elif sub.netns:
+                netns.delete(sub.ifname, sub.netns)
+        except (CNIError, OSError, ValueError) as e:
+            log(f"GC: {rec.get('containerID')}/{rec.get('ifname')}: {getattr(e, 'msg', e)}")
+            continue
+        drop_record(n, sub.container_id, sub.ifname)
+    if n.host_access:
+        from .hostaccess import sync
+
+        sync(n)
+    if n.ipam_type:
+        _delegate_optional(a, "GC", n.ipam_type)
+    return None
+
+
+COMMANDS: dict[str, Callable[[Args], Any]] = {
+    "ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "STATUS": cmd_status, "GC": cmd_gc,
+}
+
+
+def command(name: str) -> Callable[[Args], Any]:
+    return COMMANDS[name]
+
+
+__all__ = ["COMMANDS", "command", "ERR_TRY_AGAIN_LATER"]

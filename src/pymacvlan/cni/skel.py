@@ -1,0 +1,229 @@
+"""The CNI protocol (spec 1.1.0), as libcni's ``pkg/skel`` runs a plugin.
+
+Order of checks is skel's, so a runtime sees the same code for the same mistake as from the
+reference plugin: required environment (4), no ``CNI_COMMAND`` at all (the about text on
+stderr, exit 0), the config's JSON (6) and network name (7), container ID (3/4) and interface
+name (4), the config's ``cniVersion`` against ours (1), then the command. Errors are printed as
+the spec's object (``code``, ``msg``, ``details``) on stdout, indented as Go's MarshalIndent
+does, with exit status 1; an unexpected exception becomes code 999 (what libcni wraps a plain
+Go error in) with one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, TextIO
+
+from . import IMPLEMENTED_VERSION, SUPPORTED_VERSIONS
+
+# Codes of the spec (SPEC.md "Error"), named as libcni names them.
+ERR_INCOMPATIBLE_VERSION = 1
+ERR_UNSUPPORTED_FIELD = 2
+ERR_UNKNOWN_CONTAINER = 3
+ERR_INVALID_ENV = 4
+ERR_IO = 5
+ERR_DECODING = 6
+ERR_INVALID_CONFIG = 7
+ERR_TRY_AGAIN_LATER = 11
+ERR_PLUGIN_NOT_AVAILABLE = 50
+ERR_PLUGIN_NOT_AVAILABLE_LIMITED = 51
+ERR_INTERNAL = 999
+
+ABOUT = "CNI pymacvlan-cni plugin (macvlan drop-in) version {version}"
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "DEL": ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"),
+    "GC": ("CNI_PATH",),
+    "STATUS": ("CNI_PATH",),
+}
+_ENV_ORDER = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
+#: Commands that exist only from this spec version on (skel refuses them for older configs).
+_SINCE = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
+
+
+class CNIError(Exception):
+    """The spec's error object; ``code`` is one of the spec's (or ≥100, ours)."""
+
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.code, self.msg, self.details = code, msg, details
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "msg": self.msg}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+def config_error(key: str, msg: str, allowed: str = "") -> CNIError:
+    """Code 7 naming the key (``ipam.type``, ``mtu`` ...) and, when known, what is allowed."""
+    return CNIError(ERR_INVALID_CONFIG, f"{key}: {msg}", allowed)
+
+
+@dataclass
+class Args:
+    """What skel hands a command: the environment and the raw config (``CmdArgs``)."""
+
+    command: str
+    container_id: str = ""
+    netns: str = ""
+    ifname: str = ""
+    args: str = ""
+    path: str = ""
+    stdin: bytes = b""
+    conf: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cni_version(self) -> str:
+        return version_of(self.conf)
+
+    @property
+    def paths(self) -> list[str]:
+        return [p for p in self.path.split(":") if p]
+
+
+def version_of(conf: dict[str, Any]) -> str:
+    """A config without ``cniVersion`` is 0.1.0 (libcni's ConfigDecoder)."""
+    v = conf.get("cniVersion")
+    return v if isinstance(v, str) and v else "0.1.0"
+
+
+def version_tuple(v: str) -> tuple[int, int, int]:
+    try:
+        parts = [int(p) for p in v.split(".")]
+    except ValueError:
+        raise CNIError(ERR_DECODING, f"invalid version {v!r}: the format must be major.minor.patch") from None
+    if len(parts) != 3 or any(p < 0 for p in parts):
+        raise CNIError(ERR_DECODING, f"invalid version {v!r}: the format must be major.minor.patch")
+    return parts[0], parts[1], parts[2]
+
+
+def dump(obj: Any) -> str:
+    """JSON as Go's json.MarshalIndent(v, "", "    ") prints it (what the reference prints)."""
+    return json.dumps(obj, indent=4, ensure_ascii=False)
+
+
+def _validate_ifname(name: str) -> None:
+    """utils.ValidateInterfaceName: what the kernel's dev_valid_name() accepts, as CNI words it."""
+    if not name:
+        raise CNIError(ERR_INVALID_ENV, "interface name is empty")
+    if len(name) > 15:
+        raise CNIError(ERR_INVALID_ENV, "interface name is too long",
+                       "interface name should be less than 16 characters")
+    if name in (".", ".."):
+        raise CNIError(ERR_INVALID_ENV, "interface name is . or ..")
+    if any(c in "/:" or c.isspace() for c in name):
+        raise CNIError(ERR_INVALID_ENV, "interface name contains / or : or whitespace characters")
+
+
+def parse(env: dict[str, str], stdin: bytes) -> Args:
+    """Environment and stdin to :class:`Args`, with skel's checks in skel's order."""
+    cmd = env.get("CNI_COMMAND", "")
+    missing = [n for n in _ENV_ORDER
+               if not env.get(n) and (n == "CNI_COMMAND" or n in _REQUIRED.get(cmd, ()))]
+    if missing:
+        raise CNIError(ERR_INVALID_ENV, f"required env variables [{','.join(missing)}] missing")
+    a = Args(command=cmd, container_id=env.get("CNI_CONTAINERID", ""), netns=env.get("CNI_NETNS", ""),
+             ifname=env.get("CNI_IFNAME", ""), args=env.get("CNI_ARGS", ""), path=env.get("CNI_PATH", ""),
+             stdin=b"" if cmd == "VERSION" else stdin)
+    if cmd == "VERSION":
+        return a
+    try:
+        conf = json.loads(a.stdin or b"null")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CNIError(ERR_DECODING, f"error unmarshall network config: {e}") from None
+    if not isinstance(conf, dict):
+        raise CNIError(ERR_DECODING, "error unmarshall network config: the config must be a JSON object")
+    a.conf = conf
+    name = conf.get("name")
+    if not isinstance(name, str) or not name:
+        raise CNIError(ERR_INVALID_CONFIG, "missing network name", "the config needs \"name\"")
+    if not _NAME_RE.match(name):
+        raise CNIError(ERR_INVALID_CONFIG, "invalid characters found in network name", name)
+    if cmd in ("ADD", "CHECK", "DEL"):
+        if not _NAME_RE.match(a.container_id):
+            raise CNIError(ERR_INVALID_ENV, "invalid characters in containerID", a.container_id)
+        _validate_ifname(a.ifname)
+    return a
+
+
+def check_version(a: Args) -> None:
+    """VersionReconciler.Check, plus skel's CHECK/GC/STATUS minimum config versions."""
+    v = a.conf.get("cniVersion", "0.1.0")
+    if not isinstance(v, str):
+        raise CNIError(ERR_DECODING, "cniVersion: must be a string like \"1.0.0\"")
+    v = v or "0.1.0"
+    since = _SINCE.get(a.command)
+    if since and version_tuple(v) < version_tuple(since):
+        raise CNIError(ERR_INCOMPATIBLE_VERSION, f"config version does not allow {a.command}",
+                       f"{a.command} needs cniVersion {since} or later")
+    if v not in SUPPORTED_VERSIONS:
+        supported = " ".join(f'"{s}"' for s in SUPPORTED_VERSIONS)
+        raise CNIError(ERR_INCOMPATIBLE_VERSION, "incompatible CNI versions",
+                       f'config is "{v}", plugin supports [{supported}]')
+
+
+def version_info() -> dict[str, Any]:
+    return {"cniVersion": IMPLEMENTED_VERSION, "supportedVersions": list(SUPPORTED_VERSIONS)}
+
+
+def run(env: dict[str, str], stdin: bytes, out: TextIO, err: TextIO,
+        commands: Callable[[str], Callable[[Args], Any]] | None = None) -> int:
+    """One invocation; returns the exit status. ``commands`` maps a command to its function
+    (tests inject fakes; by default :func:`pymacvlan.cni.plugin.command`)."""
+    from .. import __version__
+
+    try:
+        a = parse(env, stdin)
+    except CNIError as e:
+        if e.code == ERR_INVALID_ENV and not env.get("CNI_COMMAND"):
+            err.write(ABOUT.format(version=__version__) + "\n")
+            err.write(f"CNI protocol versions supported: {', '.join(SUPPORTED_VERSIONS)}\n")
+            return 0
+        out.write(dump(e.as_dict()))
+        return 1
+    try:
+        if a.command == "VERSION":
+            out.write(json.dumps(version_info(), separators=(",", ":")))
+            return 0
+        if a.command not in _REQUIRED:
+            raise CNIError(ERR_INVALID_ENV, f"unknown CNI_COMMAND: {a.command}")
+        check_version(a)
+        if commands is None:
+            from .plugin import command as commands
+        result = commands(a.command)(a)
+        if result is not None:
+            out.write(dump(result))
+        return 0
+    except CNIError as e:
+        out.write(dump(e.as_dict()))
+        return 1
+    except Exception as e:  # never a traceback: the runtime shows stdout, the log gets one line
+        err.write(f"pymacvlan-cni: {a.command}: internal error: {type(e).__name__}: {e}\n")
+        out.write(dump(CNIError(ERR_INTERNAL, f"{type(e).__name__}: {e}").as_dict()))
+        return 1
+
+
+def main() -> int:
+    """Console-script entry point (`pymacvlan-cni`)."""
+    stdin = b""
+    if os.environ.get("CNI_COMMAND", "") != "VERSION":
+        try:
+            stdin = sys.stdin.buffer.read()
+        except OSError as e:
+            sys.stdout.write(dump(CNIError(ERR_IO, f"error reading from stdin: {e}").as_dict()))
+            return 1
+    if os.environ.get("CNI_COMMAND") in _REQUIRED:
+        from .netns import lite_pyroute2
+
+        lite_pyroute2()
+    rc = run(dict(os.environ), stdin, sys.stdout, sys.stderr)
+    sys.stdout.flush()
+    return rc
