@@ -81,7 +81,7 @@ def parse_cni_args(text: str) -> dict[str, str]:
         return {}
     known = {"IgnoreUnknown", "MAC"}
     out: dict[str, str] = {}
-    unknown = []
+    unknown: list[str] = []
     for pair in text.split(";"):
         kv = pair.split("=")
         if len(kv) != 2:

@@ -47,10 +47,11 @@ def execute(a: Args, command: str, plugin: str, stdin: bytes | None = None,
             raise CNIError(ERR_INTERNAL, f"netplugin failed: {msg!r}" if msg else
                            "netplugin failed with no error message")
         try:
-            e = json.loads(out)
-            raise CNIError(int(e["code"]), str(e.get("msg", "")), str(e.get("details") or ""))
+            obj = json.loads(out)
+            err = CNIError(int(obj["code"]), str(obj.get("msg", "")), str(obj.get("details") or ""))
         except (ValueError, KeyError, TypeError):
             raise CNIError(ERR_INTERNAL, f"netplugin failed: {out.decode(errors='replace')!r}") from None
+        raise err
     if not out:
         return None
     try:

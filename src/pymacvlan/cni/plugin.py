@@ -73,16 +73,25 @@ def drop_record(n: conflib.NetConf, container_id: str, ifname: str) -> None:
 
 
 # -- commands -------------------------------------------------------------------------------------
-def cmd_add(a: Args) -> dict:
+def _load_checked(a: Args) -> tuple[conflib.NetConf, dict[str, Any], str | None]:
+    """loadConf of the reference: the config, the namespace, the master (default: the default
+    route's interface) and the MTU against it; returns the config, the master's facts and where
+    the master lives (None: here; the pod's namespace with linkInContainer)."""
     from . import netns
-    from .result import convert
 
     n = conflib.load(a.conf, a.args, a.container_id, a.ifname)
     netns.check_netns(a.netns)
     where = a.netns if n.link_in_container else None
     if not n.master:
         n.master = netns.default_route_ifname(where)
-    master = netns.master_mtu(n.master, where, n.mtu)
+    return n, netns.master_mtu(n.master, where, n.mtu), where
+
+
+def cmd_add(a: Args) -> dict:
+    from . import netns
+    from .result import convert
+
+    n, master, where = _load_checked(a)
     from .preflight import preflight
 
     preflight(n, master, where)
@@ -166,12 +175,7 @@ def cmd_check(a: Args) -> None:
     from . import netns
     from .result import to_current
 
-    n = conflib.load(a.conf, a.args, a.container_id, a.ifname)
-    netns.check_netns(a.netns)
-    where = a.netns if n.link_in_container else None
-    if not n.master:
-        n.master = netns.default_route_ifname(where)
-    netns.master_mtu(n.master, where, n.mtu)
+    n, _master, _where = _load_checked(a)
     if n.ipam_type:
         ipam.execute(a, "CHECK", n.ipam_type)
     prev = a.conf.get("prevResult")

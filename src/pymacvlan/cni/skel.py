@@ -197,7 +197,9 @@ def run(env: dict[str, str], stdin: bytes, out: TextIO, err: TextIO,
             raise CNIError(ERR_INVALID_ENV, f"unknown CNI_COMMAND: {a.command}")
         check_version(a)
         if commands is None:
-            from .plugin import command as commands
+            from .plugin import command as default_commands
+
+            commands = default_commands
         result = commands(a.command)(a)
         if result is not None:
             out.write(dump(result))
