@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from .. import ci
+
 REF = "/usr/lib/cni/macvlan"
 CNI_DIR = "/usr/lib/cni"
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -31,10 +33,7 @@ def live_reason() -> str | None:
 
 
 def live_marks():
-    reason = live_reason()
-    return [pytest.mark.live,
-            pytest.mark.skipif(reason is not None and os.environ.get("CI") != "true",
-                               reason=f"{reason}; under CI=true these tests run (and fail) instead of skipping")]
+    return ci.live_marks(live_reason())
 
 
 def ip(*args: str, check: bool = True) -> str:
@@ -135,9 +134,7 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    reason = live_reason()
-    if reason is not None and os.environ.get("CI") != "true":
-        pytest.skip(reason)
+    ci.skip_or_fail(live_reason())
     prefix = "pmv" + secrets.token_hex(3)
     host, wire = prefix + "h", prefix + "w"
     lab = Lab(prefix=prefix, host=host, wire=wire, tmp=tmp_path_factory.mktemp("cni"))
