@@ -87,7 +87,7 @@ def test_sim_trace_takes_a_scenario_setup(capsys) -> None:
     (["trace", "--dst", "ff:ff:ff:ff:ff:ff", "--ethertype", "xyz"], "EINVAL", 2),
     (["trace", "--at", "nosuch", "--dst", "02:00:00:00:00:01"], "ENODEV", 1),
     (["trace", "--parent", "eth9", "--dst", "02:00:00:00:00:01"], "ENODEV", 1),
-    (["trace", "--backend", "kernel"], "EOPNOTSUPP", 1),
+    (["trace", "--backend", "kernel", "--frame", "00" * 14], "EINVAL", 2),
     (["stats", "nosuch"], "ENODEV", 1),
 ])
 def test_errors_are_one_line_with_the_errno(sim, capsys, argv, errno_name, rc) -> None:
@@ -191,3 +191,14 @@ def test_stats_text_names_the_active_path() -> None:
     assert "eBPF fast path" in fast and "generation 7" in fast and "1 MACs" in fast
     slow = format_stats(report({"active": "python", "children": "tap", "reason": "PermissionError: bpf(0): EPERM"}))
     assert "path: Python" in slow and "EPERM" in slow
+
+
+def test_kernel_trace_refuses_injection_options_and_unknown_namespaces(capsys) -> None:
+    rc, _out, err = run(capsys, "trace", "--backend", "kernel", "--dst", "ff:ff:ff:ff:ff:ff")
+    assert rc == 2 and "EINVAL" in err and "--backend sim" in err
+    if os.geteuid() == 0:
+        rc, _out, err = run(capsys, "trace", "--backend", "kernel", "-n", "pmv-no-such-namespace")
+        assert rc == 1 and "ENOENT" in err and "ip netns list" in err
+    else:
+        rc, _out, err = run(capsys, "trace", "--backend", "kernel")
+        assert rc == 1 and "EPERM" in err

@@ -119,12 +119,14 @@ class Simulation:
         e = self.engine
         frame = bytes.fromhex(st["frame"])
         at = st["at"]
+        # a GSO super-frame (seen on a live host's packet sockets): exempt from the MTU checks
+        gso = bool(st.get("gso"))
         tr = Trace() if self.trace else None
         obs = Observation(e)
         pending: deque[bytes] = deque()
         if at == "wire":
             lower = e.lower
-            if lower.carrier and len(frame) > lower.mtu + 18:
+            if lower.carrier and len(frame) > lower.mtu + 18 and not gso:
                 # veth: the parent refuses it (is_skb_forwardable) and the sender hears so
                 raise KernelError("ENOBUFS", f"{len(frame)} bytes exceed the parent's MTU {lower.mtu} + 18: "
                                   "dropped on arrival", "the station must send smaller frames")
@@ -146,9 +148,9 @@ class Simulation:
             vlan = e.child(at[6:])
             if not vlan.up:
                 raise KernelError("ENETDOWN", f"{vlan.name} is down", f"bring it up first (link set {vlan.name} up)")
-            if not frame_fits(frame, vlan.mtu):
+            if not gso and not frame_fits(frame, vlan.mtu):
                 raise KernelError("EMSGSIZE", f"{len(frame)} bytes exceed {vlan.name}'s MTU {vlan.mtu} + 14")
-            self._record(e.xmit(vlan, frame, tr), obs, pending, tr)
+            self._record(e.xmit(vlan, frame, tr, gso), obs, pending, tr)
         while True:
             while pending:
                 f = pending.popleft()
@@ -193,6 +195,21 @@ class Simulation:
     # -- state -------------------------------------------------------------------------------------
     def _do_show(self, st: dict) -> dict:
         return {"ok": True, "state": state(self.engine)}
+
+
+def frame_event(parent: str, origin: str, frame: bytes, res: dict, wire: str) -> dict:
+    """One explained frame as `pymacvlan trace` prints it, from an inject step's result
+    (with trace): who got it (``delivered``), the journey and each device's rules."""
+    obs = res["observed"]
+    delivered = sorted([n for n, v in obs["children"].items() if v] + ([PARENT] if obs["parent"] else [])
+                       + ([WIRE] if obs["wire"] else []))
+    ev = {"event": "frame", "parent": parent, "from": origin, "dst": frame[0:6].hex(":"),
+          "src": frame[6:12].hex(":"), "ethertype": f"0x{int.from_bytes(frame[12:14], 'big'):04x}",
+          "len": len(frame), "delivered": delivered, "path": res["path"], "trace": res["trace"],
+          "wire": wire}
+    if res.get("salted"):
+        ev["salted"] = res["salted"]
+    return ev
 
 
 class Observation:

@@ -6,11 +6,16 @@
 * ``--backend sim``: one injected frame (``--frame HEX`` or ``--dst/--src/--ethertype``)
   against the sim links of `pymacvlan link --backend sim` (or a scenario file's setup,
   ``--scenario``), explained the same way. Nothing is changed by it.
+* ``--backend kernel``: live, the host's own macvlan: the engine mirrors the parents'
+  children from netlink and explains what packet sockets see arrive and leave
+  (:mod:`pymacvlan.backends.kernel.livetrace`); ``--verify`` checks it against who really
+  received each frame. Read-only.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..model import KernelError, parse_mac
@@ -36,11 +41,25 @@ def format_event(ev: dict) -> str:
         lines.append(f"  {t['device']:<{width}}  {got:<9} {rules[0]}")
         lines += [f"  {'':<{width}}  {'':<9} {r}" for r in rules[1:]]
     lines.append("  delivered to: " + (", ".join(ev.get("delivered", [])) or "nobody"))
+    if "observed" in ev:
+        seen = ", ".join(ev["observed"]) or "nobody"
+        lines.append(f"  observed:     {seen} " + ("(agrees; @parent is not observed)" if ev["agrees"] else
+                                                  "<<< DISAGREES WITH THE ENGINE >>>"))
+    bad = ev.get("disagreement")
+    if bad:
+        lines.append("  !!! the kernel did not do what the engine says:")
+        lines += [f"  !!! {d}" for diff in bad["differences"] for d in diff.splitlines()]
+        lines.append("  !!! mirror state: " + json.dumps(bad["mirror"]))
+        lines.append("  !!! as a scenario (pymacvlan replay --backend kernel FILE): " + json.dumps(bad["scenario"]))
     return "\n".join(lines)
 
 
 def _print(ev: dict, as_json: bool) -> None:
     print(json.dumps(ev) if as_json else format_event(ev) + "\n", flush=True)
+    if as_json and ev.get("disagreement"):
+        print(f"pymacvlan trace: DISAGREEMENT on a frame from {ev['from']} ({ev['src']} > {ev['dst']}): "
+              f"engine {ev['delivered']}, kernel {ev['observed']}; the object carries the scenario",
+              file=sys.stderr, flush=True)
 
 
 # -- frames given on the command line --------------------------------------------------------------
@@ -86,7 +105,7 @@ def _sim_engines(args) -> tuple[dict, str]:
 
 
 def _trace_sim(args) -> int:
-    from ..backends.sim import Simulation
+    from ..backends.sim import Simulation, frame_event
 
     engines, wire = _sim_engines(args)
     if not engines:
@@ -97,7 +116,7 @@ def _trace_sim(args) -> int:
             raise KernelError("ENODEV", f'Cannot find device "{args.parent}"',
                               f"sim parents: {', '.join(engines)}")
         pname = args.parent
-    elif args.at not in ("wire", "parent"):
+    elif (args.at or "wire") not in ("wire", "parent"):
         hits = [n for n, e in engines.items() if args.at in e.children]
         if not hits:
             raise KernelError("ENODEV", f'Cannot find device "{args.at}"',
@@ -108,6 +127,7 @@ def _trace_sim(args) -> int:
     else:
         raise KernelError("EINVAL", f"several sim parents ({', '.join(engines)})", "say which with --parent")
     engine = engines[pname]
+    args.at = args.at or "wire"
     if args.at == "wire":
         default_src = parse_mac(STATION_MAC)
     elif args.at == "parent":
@@ -122,15 +142,7 @@ def _trace_sim(args) -> int:
     res = sim.step({"do": "inject", "at": at, "frame": frame.hex()})
     if not res.get("ok"):
         raise KernelError(res["errno"], res["message"], res.get("advice", ""))
-    obs = res["observed"]
-    delivered = sorted([n for n, v in obs["children"].items() if v] + (["@parent"] if obs["parent"] else [])
-                       + (["@wire"] if obs["wire"] else []))
-    ev = {"event": "frame", "parent": pname, "from": args.at, "dst": frame[0:6].hex(":"),
-          "src": frame[6:12].hex(":"), "ethertype": f"0x{int.from_bytes(frame[12:14], 'big'):04x}",
-          "len": len(frame), "delivered": delivered, "path": res["path"], "trace": res["trace"],
-          "wire": wire}
-    if res.get("salted"):
-        ev["salted"] = res["salted"]
+    ev = frame_event(pname, args.at, frame, res, wire)
     _print(ev, args.json)
     return 0
 
@@ -139,9 +151,7 @@ def _trace_sim(args) -> int:
 def _trace_userspace(args) -> int:
     from ..links.userspace import Driver
 
-    if args.frame or args.dst or args.scenario:
-        raise KernelError("EINVAL", "on the userspace backend trace watches real frames",
-                          "drop --frame/--dst/--scenario and send traffic; or use --backend sim to inject one")
+    _live_only(args)
     et = f"0x{_ethertype(args.ethertype):04x}" if args.ethertype else None
     if args.mac:
         try:
@@ -149,20 +159,77 @@ def _trace_userspace(args) -> int:
         except ValueError as e:
             raise KernelError("EINVAL", str(e)) from None
     drv = Driver(args.socket)
-    n = 0
     events = drv.trace(mac=args.mac, ethertype=et, child=args.child)
     try:
         if not args.json:
             what = ", ".join(f"{k} {v}" for k, v in (("mac", args.mac), ("ethertype", et), ("child", args.child)) if v)
             print(f"tracing {what or 'every frame'} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        for ev in events:
-            _print(ev, args.json)
-            n += 1
-            if args.count and n >= args.count:
-                break
+        _stream(events, args)
     finally:
         events.close()
     return 0
+
+
+def _live_only(args) -> None:
+    if args.frame or args.dst or args.scenario:
+        raise KernelError("EINVAL", f"on the {args.backend} backend trace watches real frames",
+                          "drop --frame/--dst/--scenario and send traffic; or use --backend sim to inject one")
+
+
+def _stream(events, args, keep=lambda ev: True, before=lambda: None) -> None:
+    """Print live events until --count of them went out."""
+    n = 0
+    for ev in events:
+        before()
+        if not keep(ev):
+            continue
+        _print(ev, args.json)
+        n += 1
+        if args.count and n >= args.count:
+            return
+
+
+# -- kernel -----------------------------------------------------------------------------------------
+def _trace_kernel(args) -> int:
+    """The host's own macvlan: the engine's mirror of it explains each frame (read-only)."""
+    from ..backends.kernel import unavailable_reason
+    from ..backends.kernel.livetrace import KernelTracer
+
+    _live_only(args)
+    flt = _filter(args)
+    if os.geteuid() != 0:
+        raise KernelError("EPERM", unavailable_reason() or "tracing needs root", "run it as root")
+    ns = args.netns or "/proc/self/ns/net"
+    if args.netns and not os.path.exists(ns if ns.startswith("/") else f"/run/netns/{ns}"):
+        raise KernelError("ENOENT", f"no network namespace named {args.netns!r}", "see `ip netns list`")
+    tracer = KernelTracer(ns, [args.at] if args.at else None, args.wire, args.verify, accept=flt.pre)
+    tracer.start()
+
+    def notes() -> None:
+        for note in tracer.notes:
+            print(f"pymacvlan trace: mirror: {note}", file=sys.stderr, flush=True)
+        tracer.notes.clear()
+
+    try:
+        parents = ", ".join(w.mirror.parent for w in tracer.watches)
+        print(f"tracing {parents}" + (" (verifying)" if args.verify else "") + " (Ctrl-C to stop)",
+              file=sys.stderr, flush=True)
+        _stream(tracer.events(), args, lambda ev: _concerns(flt, ev), notes)
+    finally:
+        tracer.close()
+    return 0
+
+
+def _filter(args):
+    from ..backends.userspace.daemon import TraceFilter
+
+    return TraceFilter.from_request({"mac": args.mac, "ethertype": args.ethertype, "child": args.child})
+
+
+def _concerns(flt, ev: dict) -> bool:
+    """--child: frames the child sends, gets, or was considered for."""
+    considered = {t["device"] for t in ev["trace"] if t["received"] or not t["rules"][0].startswith("not reached")}
+    return flt.child is None or flt.child == ev["from"] or flt.child in ev["delivered"] or flt.child in considered
 
 
 def _trace(args) -> int:
@@ -171,32 +238,36 @@ def _trace(args) -> int:
             return _trace_userspace(args)
         if args.backend == "sim":
             return _trace_sim(args)
-        raise KernelError("EOPNOTSUPP", "the kernel does not explain its macvlan decisions",
-                          "trace the same setup on --backend sim (injected frame) or --backend userspace (live)")
+        return _trace_kernel(args)
     except KernelError as e:
         print(f"pymacvlan trace: {e.errno_name}: {e.message}" + (f" ({e.advice})" if e.advice else ""), file=sys.stderr)
         return 2 if e.errno_name == "EINVAL" else 1
 
 
 def register(sub) -> None:
-    t = sub.add_parser("trace", help="explain where frames go and why (live on userspace, injected on sim)",
+    t = sub.add_parser("trace", help="explain where frames go and why (live on kernel and userspace, injected on sim)",
                        description="Explain macvlan's decisions frame by frame: for every device that could "
                        "have had the frame, whether it did and which kernel rule decided.")
     t.add_argument("--backend", choices=["sim", "userspace", "kernel"], default="sim")
-    flt = t.add_argument_group("filter (userspace; --ethertype also builds the sim frame)")
+    flt = t.add_argument_group("filter (kernel, userspace; --ethertype also builds the sim frame)")
     flt.add_argument("--mac", help="frames from or to this MAC")
     flt.add_argument("--ethertype", help="frames of this ethertype (hex: 0x0806), also behind a VLAN tag")
     flt.add_argument("--child", help="frames a child sends or is offered")
     flt.add_argument("--count", type=int, default=0, help="stop after N frames (default: until Ctrl-C)")
     flt.add_argument("--socket", help="the daemon's control socket (default $PYMACVLAN_SOCKET or /run/pymacvlan/control.sock)")
+    live = t.add_argument_group("the host's own macvlan (kernel)")
+    live.add_argument("-n", "--netns", help="the parent's namespace (default: this one)")
+    live.add_argument("--verify", action="store_true",
+                      help="also watch who really received each frame: adds observed and agrees")
     inj = t.add_argument_group("injected frame (sim)")
-    inj.add_argument("--at", default="wire", help="where it enters: wire (default), parent or a child's name")
+    inj.add_argument("--at", help="sim: where it enters: wire (default), parent or a child's name; "
+                     "kernel: which parent (default: every parent with children)")
     inj.add_argument("--frame", help="the whole frame in hex (from the destination MAC on)")
     inj.add_argument("--dst", help="destination MAC")
     inj.add_argument("--src", help="source MAC (default: the sender's own)")
     inj.add_argument("--parent", help="which sim parent (when there are several)")
     inj.add_argument("--wire", choices=["plain", "hairpin"], default="plain",
-                     help="what is on the other end of the parent (default plain)")
+                     help="what is on the other end of the parent (default plain; kernel too)")
     inj.add_argument("--scenario", help="take the setup (not the frames) from this scenario file instead")
     inj.add_argument("--state", help="the sim link state file (default as `link --backend sim`)")
     t.add_argument("-j", "--json", action="store_true", help="one JSON object per frame")

@@ -117,9 +117,11 @@ class Tap:
     ifname: str
     sock: socket.socket
     strip_tags: bool = False  # the parent's stack sees tagged frames with the tag removed
+    outgoing: bool = False  # also return what the device transmits (PACKET_OUTGOING)
 
     def read(self) -> list[tuple[bytes, int]]:
-        """Every queued incoming frame, VLAN tag re-inserted, with its sll_pkttype."""
+        """Every queued incoming frame (and outgoing one, with ``outgoing``), VLAN tag
+        re-inserted, with its sll_pkttype."""
         frames: list[tuple[bytes, int]] = []
         errors = 0
         while True:
@@ -135,7 +137,7 @@ class Tap:
                     return frames
                 continue
             ifname, pkttype = addr[0], addr[2]
-            if pkttype == PacketType.OUTGOING or ifname != self.ifname:
+            if (pkttype == PacketType.OUTGOING and not self.outgoing) or ifname != self.ifname:
                 # A socket bound to the parent is also served frames that macvlan handed to a
                 # child (RX_HANDLER_ANOTHER: orig_dev's ptype_specific) when that child shares
                 # its namespace; sll_ifindex names the device that really received them.

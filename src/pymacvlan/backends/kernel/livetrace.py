@@ -1,0 +1,286 @@
+"""`trace --backend kernel`: the kernel's own macvlan, explained frame by frame.
+
+For each parent a :class:`.mirror.Mirror` keeps the engine in the kernel's state. Packet
+sockets watch the frames (read-only: no promiscuous mode, nothing sent):
+
+- an ETH_P_ALL socket on the parent sees what arrives from the wire *before* macvlan's
+  rx_handler (ptype_all taps run first), and, as PACKET_OUTGOING, what the parent sends;
+- an ETH_P_ALL socket on each child, in the child's namespace, sees what the child transmits
+  (PACKET_OUTGOING, before macvlan_start_xmit) and what it receives.
+
+A child's frame can come back into the parent (a bridge-mode child's unicast to a bridge
+sibling goes through dev_forward_skb; a hairpin wire reflects what leaves): the parent's tap
+sees it as incoming. Such an echo of a frame a child just sent is part of that child's
+event, not a new frame from the wire. Causality makes this safe: each pass reads the
+netlink listeners, then the parent's tap, then the children's, and explains children's
+frames first, so an echo always finds its cause.
+
+``verify``: every child's incoming frames (and the parent's outgoing copies, ``@wire``) are
+matched to the open event with the same bytes; an event closes once its frame has been quiet
+for ``quiet`` seconds (floods go through macvlan's bc workqueue, reflections through a
+bridge), then ``observed`` and ``agrees`` are added. The comparison is conformance's
+(:func:`~pymacvlan.scenario.compare.diff_results`): children whose receipt hinged on their
+salted multicast filter are not compared. The parent's own stack (``@parent``) is not
+observable without changing the host and is never compared.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from ...model import KernelError, PacketType
+from ...scenario.compare import diff_results
+from ..sim import frame_event
+from .capture import ETH_P_ALL, Tap, _packet_socket, ipv4_datagram_key, ipv4_fragment_key
+from .mirror import Mirror
+
+OUTGOING = PacketType.OUTGOING
+_PKTTYPES = {t.value: t.name for t in PacketType}
+#: how long a child's frame may come back into the parent as an echo of it
+ECHO_WINDOW = 0.5
+
+
+@dataclass
+class Open:
+    """An explained frame waiting for the kernel's receipts (``verify``)."""
+
+    mirror: Mirror
+    event: dict
+    frame: bytes
+    step: dict
+    result: dict
+    children: list[str]
+    seen: dict[str, list[dict]] = field(default_factory=dict)
+    last: float = 0.0
+    start: float = 0.0
+
+    def matches(self, data: bytes) -> bool:
+        if data == self.frame:
+            return True
+        key = ipv4_fragment_key(self.frame)
+        return key is not None and ipv4_datagram_key(data) == key
+
+
+@dataclass
+class Watch:
+    """The taps of one mirror: the parent's and each child's."""
+
+    mirror: Mirror
+    parent: Tap | None = None
+    children: dict[str, Tap] = field(default_factory=dict)
+    echoes: deque = field(default_factory=deque)  # (frame, until)
+
+    def open_taps(self) -> None:
+        m = self.mirror
+        if self.parent is None:
+            self.parent = Tap("@parent", m.parent, _packet_socket(m.ns, m.parent, ETH_P_ALL), outgoing=True)
+        for name in list(self.children):
+            if name not in m.where:
+                self.children.pop(name).sock.close()
+        for name, where in m.where.items():
+            if name not in self.children:
+                ifname = m.seen[name]["ifname"]
+                try:
+                    self.children[name] = Tap(name, ifname, _packet_socket(where.ns, ifname, ETH_P_ALL), outgoing=True)
+                except OSError as e:
+                    m.notes.append(f"cannot watch {name}: {e}")
+
+    def close(self) -> None:
+        for tap in [self.parent, *self.children.values()]:
+            if tap is not None:
+                tap.sock.close()
+        self.parent, self.children = None, {}
+
+
+class KernelTracer:
+    """Explains the frames of the kernel's macvlan parents in namespace ``ns``.
+
+    ``parents``: which (None: every device with a macvlan/macvtap child). ``accept(frame)``
+    is the cheap filter run before the engine sees a frame.
+    """
+
+    def __init__(self, ns: str, parents: list[str] | None = None, wire: str = "plain", verify: bool = False,
+                 accept: Callable[[bytes], bool] = lambda f: True, quiet: float = 0.05, cap: float = 1.0,
+                 poll_groups: float = 0.5, rescan: float = 2.0) -> None:
+        self.ns, self.wire, self.verify, self.accept = ns, wire, verify, accept
+        self.quiet, self.cap, self.poll_groups, self.rescan = quiet, cap, poll_groups, rescan
+        self.names = parents
+        self.watches: list[Watch] = []
+        self.open: list[Open] = []
+        self.notes: list[str] = []
+
+    # -- setup ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        names = self.names or self._parents_with_children()
+        if not names:
+            raise KernelError("ENODEV", "no macvlan or macvtap children here to trace",
+                              "name the parent with --at, or give its namespace with -n")
+        try:
+            for name in names:
+                m = Mirror(self.ns, name, self.wire)
+                m.build()
+                w = Watch(m)
+                self.watches.append(w)
+                w.open_taps()
+        except BaseException:
+            self.close()
+            raise
+
+    def _parents_with_children(self) -> list[str]:
+        from pyroute2 import IPRoute
+
+        from ..userspace._sys import in_netns
+        from .mirror import children_of
+
+        spaces: dict = {}
+        try:
+            lowers = {v["link"] for _w, v in children_of(self.ns, None, spaces)}
+        finally:
+            for space in spaces.values():
+                space.close()
+        with in_netns(self.ns):
+            ipr = IPRoute()
+        try:
+            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+        finally:
+            ipr.close()
+        return [names[i] for i in sorted(lowers) if i in names]
+
+    def close(self) -> None:
+        for w in self.watches:
+            w.close()
+            w.mirror.close()
+        self.watches = []
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def events(self) -> Iterator[dict]:
+        """Explained frames, forever (the caller stops iterating)."""
+        next_groups = time.monotonic() + self.poll_groups
+        next_scan = time.monotonic() + self.rescan
+        while True:
+            now = time.monotonic()
+            timeout = min(next_groups, next_scan) - now
+            if self.open:
+                timeout = min(timeout, min(min(o.last + self.quiet, o.start + self.cap) for o in self.open) - now)
+            fds = [fd for w in self.watches for fd, _ in w.mirror.event_sockets()]
+            fds += [t.sock.fileno() for w in self.watches for t in [w.parent, *w.children.values()] if t]
+            select.select(fds, [], [], max(0.0, timeout))
+            now = time.monotonic()
+            scan = now >= next_scan
+            for w in self.watches:
+                dirty = any(space.drain() for _fd, space in w.mirror.event_sockets())
+                if dirty or scan or now >= next_groups:
+                    self._sync(w, scan)
+            if scan:
+                next_scan = now + self.rescan
+            if now >= next_groups:
+                next_groups = now + self.poll_groups
+            for w in self.watches:
+                yield from self._frames(w)
+            yield from self._close_quiet()
+
+    def _sync(self, w: Watch, rescan: bool) -> None:
+        m = w.mirror
+        try:
+            if m.sync(rescan):
+                w.open_taps()
+        except KernelError:
+            raise
+        except Exception as e:  # a mirror that went wrong is rebuilt, not trusted
+            m.notes.append(f"rebuilding the mirror after {type(e).__name__}: {e}")
+            m.build()
+            w.close()
+            w.open_taps()
+        self.notes += m.notes
+        m.notes.clear()
+
+    def _frames(self, w: Watch) -> Iterator[dict]:
+        """One pass over the taps: the parent's first, then the children's (see the module doc)."""
+        parent = w.parent.read() if w.parent else []
+        children = [(name, tap.read()) for name, tap in list(w.children.items())]
+        now = time.monotonic()
+        while w.echoes and w.echoes[0][1] < now:
+            w.echoes.popleft()
+        for name, frames in children:
+            for data, pkttype in frames:
+                if pkttype == OUTGOING:
+                    w.echoes.append((data, now + ECHO_WINDOW))
+                    yield from self._explain(w, f"child:{name}", name, data)
+        for data, pkttype in parent:
+            if pkttype == OUTGOING:
+                self._observe("@wire", data, None, w)
+            elif not any(data == e for e, _ in w.echoes):
+                yield from self._explain(w, "wire", "wire", data)
+        for name, frames in children:
+            for data, pkttype in frames:
+                if pkttype != OUTGOING:
+                    self._observe(name, data, pkttype, w)
+
+    def _explain(self, w: Watch, at: str, origin: str, frame: bytes) -> Iterator[dict]:
+        if len(frame) < 14 or not self.accept(frame):
+            return
+        m = w.mirror
+        step = {"do": "inject", "at": at, "frame": frame.hex()}
+        if at == "wire" and len(frame) > m.sim.engine.lower.mtu + 18 or \
+                at != "wire" and len(frame) > m.sim.engine.children[origin].mtu + 18:
+            step["gso"] = True  # GRO/GSO super-frames go through whole
+        m.sim.trace = True
+        res = m.sim.step(step)
+        if not res.get("ok"):  # the mirror lags (a child the kernel has up is down here)
+            self._sync(w, False)
+            res = m.sim.step(step)
+        if not res.get("ok"):
+            self.notes.append(f"cannot explain a frame from {origin}: {res.get('errno')} {res.get('message')}")
+            return
+        ev = frame_event(m.parent, origin, frame, res, self.wire)
+        ev["time"] = time.time()
+        if not self.verify:
+            yield ev
+            return
+        now = time.monotonic()
+        self.open.append(Open(m, ev, frame, step, res, list(m.sim.engine.children), last=now, start=now))
+
+    def _observe(self, where: str, data: bytes, pkttype: int | None, w: Watch) -> None:
+        if not self.verify:
+            return
+        for o in self.open:
+            if o.mirror is w.mirror and o.matches(data):
+                entry = {"hex": data.hex()} if pkttype is None else \
+                    {"pkttype": _PKTTYPES.get(pkttype, str(pkttype)), "hex": data.hex()}
+                o.seen.setdefault(where, []).append(entry)
+                o.last = time.monotonic()
+                return
+
+    def _close_quiet(self) -> Iterator[dict]:
+        now = time.monotonic()
+        keep = []
+        for o in self.open:
+            if now < min(o.last + self.quiet, o.start + self.cap):
+                keep.append(o)
+            else:
+                yield self._verdict(o)
+        self.open = keep
+
+    def _verdict(self, o: Open) -> dict:
+        """``observed`` and ``agrees``, and on a disagreement what it takes to reproduce it."""
+        engine = {"ok": True, "observed": {**o.result["observed"], "parent": []}}
+        if o.result.get("salted"):
+            engine["salted"] = o.result["salted"]
+        kernel = {"ok": True, "observed": {"wire": o.seen.get("@wire", []), "parent": [],
+                                           "children": {n: o.seen.get(n, []) for n in o.children}}}
+        diffs = diff_results([o.step], {"backend": "engine", "results": [engine]},
+                             {"backend": "kernel", "results": [kernel]})
+        ev = o.event
+        ev["observed"] = sorted(n for n, v in o.seen.items() if v)
+        ev["agrees"] = not diffs
+        if diffs:
+            step = {k: v for k, v in o.step.items() if k != "gso"}
+            step["expect"] = {"observed": {"wire": kernel["observed"]["wire"],
+                                           "children": kernel["observed"]["children"]}}
+            ev["disagreement"] = {"differences": diffs, "mirror": o.mirror.state(),
+                                  "scenario": o.mirror.scenario(step)}
+        return ev
