@@ -221,7 +221,7 @@ def _trace_kernel(args) -> int:
 
 
 def _filter(args):
-    from ..backends.userspace.daemon import TraceFilter
+    from ..daemon.trace import TraceFilter
 
     return TraceFilter.from_request({"mac": args.mac, "ethertype": args.ethertype, "child": args.child})
 
@@ -229,7 +229,7 @@ def _filter(args):
 def _concerns(flt, ev: dict) -> bool:
     """--child: frames the child sends, gets, or was considered for."""
     considered = {t["device"] for t in ev["trace"] if t["received"] or not t["rules"][0].startswith("not reached")}
-    return flt.child is None or flt.child == ev["from"] or flt.child in ev["delivered"] or flt.child in considered
+    return flt.concerns(ev["from"], ev["delivered"], considered)
 
 
 def _trace(args) -> int:

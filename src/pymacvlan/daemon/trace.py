@@ -48,6 +48,10 @@ class TraceFilter:
                 return False
         return True
 
+    def concerns(self, origin: str, delivered, considered) -> bool:
+        """The part after the engine: ``child`` sent it, got it or was considered for it."""
+        return self.child is None or self.child == origin or self.child in delivered or self.child in considered
+
 
 class FrameTracer:
     """The datapath's slow path while someone traces (``Datapath._trace``).
@@ -147,7 +151,7 @@ class FrameTracer:
         got = sorted({_target_name(t) for t, _pt, _f in deliveries})
         names = [WIRE, PARENT] + list(dp.engine.children)
         for f in match:
-            if f.child is not None and f.child != origin and f.child not in got and f.child not in tr.notes:
+            if not f.concerns(origin, got, tr.notes):
                 continue
             self.emit({"event": "frame", "time": time.time(), "parent": self.parent_name, "from": origin,
                        "dst": mac_str(frame[0:6]), "src": mac_str(frame[6:12]),

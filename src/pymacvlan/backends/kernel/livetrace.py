@@ -224,7 +224,7 @@ class KernelTracer:
         if len(frame) < 14 or not self.accept(frame):
             return
         m = w.mirror
-        step = {"do": "inject", "at": at, "frame": frame.hex()}
+        step: dict = {"do": "inject", "at": at, "frame": frame.hex()}
         if at == "wire" and len(frame) > m.sim.engine.lower.mtu + 18 or \
                 at != "wire" and len(frame) > m.sim.engine.children[origin].mtu + 18:
             step["gso"] = True  # GRO/GSO super-frames go through whole
@@ -267,10 +267,10 @@ class KernelTracer:
 
     def _verdict(self, o: Open) -> dict:
         """``observed`` and ``agrees``, and on a disagreement what it takes to reproduce it."""
-        engine = {"ok": True, "observed": {**o.result["observed"], "parent": []}}
+        engine: dict = {"ok": True, "observed": {**o.result["observed"], "parent": []}}
         if o.result.get("salted"):
             engine["salted"] = o.result["salted"]
-        kernel = {"ok": True, "observed": {"wire": o.seen.get("@wire", []), "parent": [],
+        kernel: dict = {"ok": True, "observed": {"wire": o.seen.get("@wire", []), "parent": [],
                                            "children": {n: o.seen.get(n, []) for n in o.children}}}
         diffs = diff_results([o.step], {"backend": "engine", "results": [engine]},
                              {"backend": "kernel", "results": [kernel]})

@@ -232,7 +232,7 @@ class Mirror:
     parent: str  # the parent's name there
     wire: str = "plain"
     parent_index: int = 0
-    sim: Simulation | None = None
+    _sim: Simulation | None = None
     #: the steps applied so far (with the scenario head from :meth:`scenario`, a ready file)
     journal: list[dict] = field(default_factory=list)
     head: dict = field(default_factory=dict)
@@ -244,6 +244,12 @@ class Mirror:
     spaces: dict[str, Netns] = field(default_factory=dict)
     #: what went wrong while mirroring (a step the engine refused): shown, then rebuilt
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def sim(self) -> Simulation:
+        if self._sim is None:
+            raise RuntimeError("the mirror is not built yet (Mirror.build)")
+        return self._sim
 
     # -- building -----------------------------------------------------------------------------
     def build(self) -> None:
@@ -262,7 +268,7 @@ class Mirror:
         self.head = {"parent": {"mac": pv["mac"], "mtu": pv["mtu"],
                                 "unicast_filter": up_with_address and pv["promiscuity"] == 0},
                      "wire": self.wire}
-        self.sim = Simulation({**self.head, "seed": 0})
+        self._sim = Simulation({**self.head, "seed": 0})
         self.sim.engine.lower.name = self.parent
         self.journal, self.where, self.seen, self.groups, self.parent_seen = [], {}, {}, {}, {}
         self._parent_steps(pv)
