@@ -202,3 +202,24 @@ def test_kernel_trace_refuses_injection_options_and_unknown_namespaces(capsys) -
     else:
         rc, _out, err = run(capsys, "trace", "--backend", "kernel")
         assert rc == 1 and "EPERM" in err
+
+
+def test_sim_trace_writes_pcapng_with_the_explanation_as_comment(sim, capsys, tmp_path: Path) -> None:
+    pcap = tmp_path / "t.pcapng"
+    rc, out, err = run(capsys, "trace", "--dst", "ff:ff:ff:ff:ff:ff", "--ethertype", "0x0806", "--pcap", str(pcap), "-j")
+    assert rc == 0, err
+    ev = json.loads(out)
+    r = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "frame.len", "-e", "eth.dst",
+                        "-e", "eth.type", "-e", "frame.comment"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    length, dst, etype, comment = r.stdout.split("\t", 3)
+    assert (int(length), dst, etype) == (60, "ff:ff:ff:ff:ff:ff", "0x0806")
+    assert bytes.fromhex(ev["frame"])[:6] == b"\xff" * 6
+    # the whole explanation, as the terminal shows it
+    assert "from wire on eth0" in comment and "delivered to: @parent, m0, m1, m2" in comment
+    assert "private is in the mode mask" in comment
+
+
+def test_pcap_to_an_unwritable_place_is_one_line(sim, capsys, tmp_path: Path) -> None:
+    rc, _out, err = run(capsys, "trace", "--dst", "ff:ff:ff:ff:ff:ff", "--pcap", str(tmp_path / "no" / "such.pcapng"))
+    assert rc == 1 and err.startswith("pymacvlan trace: ENOENT: ") and err.count("\n") == 1

@@ -203,3 +203,23 @@ def test_a_wire_the_engine_was_not_told_about_is_a_loud_disagreement(host) -> No
     finally:
         err = tr.stop()
     assert "DISAGREEMENT" in err
+
+
+def test_pcap_of_a_kernel_trace_opens_in_tshark_with_the_verdicts(host, tmp_path: Path) -> None:
+    path = tmp_path / "k.pcapng"
+    tr = Trace(host, "--pcap", str(path))
+    try:
+        frames = [frame(BCAST, E), frame(CHILDREN["b"][2], CHILDREN["a"][2])]
+        tr.send("wire", frames[0])
+        tr.event(frames[0])
+        tr.send("a", frames[1])
+        tr.event(frames[1])
+    finally:
+        tr.stop()
+    r = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.interface_name", "-e", "eth.src",
+                        "-e", "frame.comment"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("\t") for line in r.stdout.split(f"{host.parent_ifname}\t")[1:]]
+    assert [row[0] for row in rows] == [E, CHILDREN["a"][2]]
+    assert "from wire" in rows[0][1] and "observed:     a, b, c, d, t (agrees" in rows[0][1]
+    assert "from a on" in rows[1][1] and "delivered to: b" in rows[1][1]

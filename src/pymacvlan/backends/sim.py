@@ -206,7 +206,7 @@ def frame_event(parent: str, origin: str, frame: bytes, res: dict, wire: str) ->
     ev = {"event": "frame", "parent": parent, "from": origin, "dst": frame[0:6].hex(":"),
           "src": frame[6:12].hex(":"), "ethertype": f"0x{int.from_bytes(frame[12:14], 'big'):04x}",
           "len": len(frame), "delivered": delivered, "path": res["path"], "trace": res["trace"],
-          "wire": wire}
+          "wire": wire, "frame": frame.hex()}
     if res.get("salted"):
         ev["salted"] = res["salted"]
     return ev

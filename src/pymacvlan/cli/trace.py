@@ -14,9 +14,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from ..model import KernelError, parse_mac
 
@@ -54,8 +58,12 @@ def format_event(ev: dict) -> str:
     return "\n".join(lines)
 
 
-def _print(ev: dict, as_json: bool) -> None:
+def _print(ev: dict, args) -> None:
+    as_json = args.json
     print(json.dumps(ev) if as_json else format_event(ev) + "\n", flush=True)
+    pcap = getattr(args, "pcap_writer", None)
+    if pcap is not None:
+        pcap.add(bytes.fromhex(ev["frame"]), ev.get("time") or time.time(), format_event(ev), ev.get("parent") or "trace")
     if as_json and ev.get("disagreement"):
         print(f"pymacvlan trace: DISAGREEMENT on a frame from {ev['from']} ({ev['src']} > {ev['dst']}): "
               f"engine {ev['delivered']}, kernel {ev['observed']}; the object carries the scenario",
@@ -143,7 +151,7 @@ def _trace_sim(args) -> int:
     if not res.get("ok"):
         raise KernelError(res["errno"], res["message"], res.get("advice", ""))
     ev = frame_event(pname, args.at, frame, res, wire)
-    _print(ev, args.json)
+    _print(ev, args)
     return 0
 
 
@@ -183,7 +191,7 @@ def _stream(events, args, keep=lambda ev: True, before=lambda: None) -> None:
         before()
         if not keep(ev):
             continue
-        _print(ev, args.json)
+        _print(ev, args)
         n += 1
         if args.count and n >= args.count:
             return
@@ -232,13 +240,33 @@ def _concerns(flt, ev: dict) -> bool:
     return flt.concerns(ev["from"], ev["delivered"], considered)
 
 
+@contextmanager
+def _pcap(args) -> Iterator[None]:
+    """--pcap FILE: every printed frame also goes to a pcapng file, its explanation as the
+    packet comment (Wireshark shows it; tshark -T fields -e frame.comment prints it)."""
+    if not args.pcap:
+        yield
+        return
+    from ..pcapng import PcapngWriter
+
+    try:
+        f = open(args.pcap, "wb")
+    except OSError as e:
+        name = errno.errorcode.get(e.errno or 0, "EIO")
+        raise KernelError(name, f"cannot write {args.pcap}: {e.strerror}", "give a writable path to --pcap") from None
+    with f:
+        args.pcap_writer = PcapngWriter(f)
+        yield
+
+
 def _trace(args) -> int:
     try:
-        if args.backend == "userspace":
-            return _trace_userspace(args)
-        if args.backend == "sim":
-            return _trace_sim(args)
-        return _trace_kernel(args)
+        with _pcap(args):
+            if args.backend == "userspace":
+                return _trace_userspace(args)
+            if args.backend == "sim":
+                return _trace_sim(args)
+            return _trace_kernel(args)
     except KernelError as e:
         print(f"pymacvlan trace: {e.errno_name}: {e.message}" + (f" ({e.advice})" if e.advice else ""), file=sys.stderr)
         return 2 if e.errno_name == "EINVAL" else 1
@@ -271,4 +299,6 @@ def register(sub) -> None:
     inj.add_argument("--scenario", help="take the setup (not the frames) from this scenario file instead")
     inj.add_argument("--state", help="the sim link state file (default as `link --backend sim`)")
     t.add_argument("-j", "--json", action="store_true", help="one JSON object per frame")
+    t.add_argument("--pcap", metavar="FILE", help="also write the frames to a pcapng file, each with its "
+                   "explanation as the packet comment (any backend)")
     t.set_defaults(func=_trace)

@@ -157,7 +157,8 @@ class FrameTracer:
                        "dst": mac_str(frame[0:6]), "src": mac_str(frame[6:12]),
                        "ethertype": f"0x{int.from_bytes(frame[12:14], 'big'):04x}", "len": len(frame),
                        "delivered": got, "path": tr.path(),
-                       "trace": tr.summary(names, "not reached: the frame never came its way")})
+                       "trace": tr.summary(names, "not reached: the frame never came its way"),
+                       "frame": frame.hex()})
             return
 
 
