@@ -66,3 +66,13 @@ def test_link_add_endpoint_words_and_who_takes_them() -> None:
         parse_add("link eth0 name vm0 type macvtap endpoint-mode rw".split())
     with pytest.raises(UsageError, match='unknown option "endpoint"'):
         parse_add("link eth0 name m0 type macvlan endpoint stream".split())
+
+
+def test_libvirt_commandline_quotes_every_argument() -> None:
+    from xml.etree import ElementTree
+
+    from pymacvlan.cli.vm import libvirt_xml
+
+    argv = netdev_args("stream", MAC, path="/run/p/a&b.sock")
+    xml = libvirt_xml(argv).replace("qemu:", "")
+    assert [a.get("value") for a in ElementTree.fromstring(xml)] == argv

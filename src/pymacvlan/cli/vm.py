@@ -50,7 +50,17 @@ def _vm_args(args) -> int:
         g, _ = split_globals(args, [])
         mac, ep = attachment(g, args.name)
         fd = 3 if ep["kind"] in ("tapfd", "tap") else None
-        print(shlex.join(_args(mac, ep, args, fd)))
+        argv = _args(mac, ep, args, fd)
+        if args.libvirt:
+            if fd is not None:
+                raise KernelError("EOPNOTSUPP", f"{args.name}'s endpoint is a TAP fd: libvirt cannot be handed one "
+                                  "through <qemu:commandline>",
+                                  "libvirt makes a kernel macvtap itself: <interface type='direct'><source "
+                                  "dev='PARENT' mode='bridge'/></interface>" if ep["kind"] == "tap" else
+                                  "use endpoint stream or dgram for libvirt, or vm-exec for a TAP fd")
+            print(libvirt_xml(argv))
+            return 0
+        print(shlex.join(argv))
         if ep["kind"] == "tapfd":
             print(f"# fd 3 is the TAP's: `pymacvlan{_glob(g)} vm-exec {args.name} -- qemu-system-x86_64 ...` "
                   f"receives it from {ep['path']} and passes it", file=sys.stderr)
@@ -60,6 +70,15 @@ def _vm_args(args) -> int:
         return 0
     except (UsageError, KernelError) as e:
         return report(e)
+
+
+def libvirt_xml(argv: list[str]) -> str:
+    """The same arguments as libvirt's ``<qemu:commandline>`` (the domain element needs
+    ``xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'``)."""
+    from xml.sax.saxutils import quoteattr
+
+    return "\n".join(["<qemu:commandline>", *(f"  <qemu:arg value={quoteattr(a)}/>" for a in argv),
+                      "</qemu:commandline>"])
 
 
 def _glob(g) -> str:
@@ -114,6 +133,7 @@ def register(sub) -> None:
     p = sub.add_parser("vm-args", help="print the QEMU -netdev/-device arguments for a macvtap child",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
+    p.add_argument("--libvirt", action="store_true", help="as libvirt's <qemu:commandline> XML")
     p.set_defaults(func=_vm_args)
     p = sub.add_parser("vm-exec", help="run QEMU on a macvtap child (passes a TAP fd as fd=N)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

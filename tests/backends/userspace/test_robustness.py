@@ -246,3 +246,44 @@ def test_dgram_reader_that_stops_reading(world: World, tmp_path) -> None:
         assert ping(a, "10.77.0.2") == 3
     finally:
         g.close()
+
+
+def test_a_flooding_stream_client_does_not_starve_the_others(world: World, tmp_path) -> None:
+    """A guest that floods its stream endpoint (frames to the wire as fast as it can write)
+    is read a bounded batch per loop pass: the other children still ping each other, the
+    flood is counted, and a second client on the same endpoint is refused meanwhile."""
+    import threading
+
+    a, _b = _two_children(world)
+    dp = world.dp
+    path = str(tmp_path / "s.sock")
+    dp.add_macvtap("s", StreamEndpoint("s", path), "bridge", mac=MAC_T)
+    frame = b"\x02\x00\x00\x00\x00\x99" + MAC_T + b"\x88\xb5" + bytes(1000)  # to nobody: out the wire
+    blob = (struct.pack("!I", len(frame)) + frame) * 64
+    stop = threading.Event()
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(path)
+
+    def flood() -> None:
+        while not stop.is_set():
+            try:
+                c.sendall(blob)
+            except OSError:
+                return
+
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    try:
+        assert _wait_for(lambda: dp.stats()["children"]["s"]["endpoint"]["counters"].get("tx_frames", 0) > 1000)
+        assert ping(a, "10.77.0.2") == 3
+        second = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        second.connect(path)
+        second.settimeout(5)
+        assert second.recv(16) == b""
+        second.close()
+    finally:
+        stop.set()
+        c.close()
+        t.join(5)
+    counters = dp.stats()["children"]["s"]["endpoint"]["counters"]
+    assert counters["client_refused"] == 1 and counters["tx_frames"] > 1000
