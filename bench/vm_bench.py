@@ -39,11 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from pymacvlan.backends.kernel.topology import open_macvtap  # noqa: E402
-from pymacvlan.backends.userspace._sys import in_netns, write_sysctl  # noqa: E402
 from pymacvlan.backends.userspace.endpoints import recv_fd  # noqa: E402
 from pymacvlan.daemon.client import Connection  # noqa: E402
 from pymacvlan.model import KernelError  # noqa: E402
-from pymacvlan.netlab import Lab, sh, sigterm_raises  # noqa: E402
+from pymacvlan.netlab import Lab, sh, sigterm_raises, tcp_listener  # noqa: E402
 from pymacvlan.vm.guest import build  # noqa: E402
 from pymacvlan.vm.qemu import GuestRun, netdev_args, qemu_base  # noqa: E402
 
@@ -65,12 +64,7 @@ class Sink:
     """A TCP sink in a namespace: bytes and first-to-last-byte time of each connection."""
 
     def __init__(self, ns: str, ip: str) -> None:
-        with in_netns(ns):
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((ip, PORT))
-        self.sock.listen(1)
-        self.sock.settimeout(120)
+        self.sock = tcp_listener(ns, ip, PORT, 120)
         self.result: tuple[int, float] | None = None
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()

@@ -172,17 +172,23 @@ def arp_probe(netns: str, dev: str, src_mac: str, src_ip: str, dst_ip: str, time
         s.close()
 
 
+def tcp_listener(ns: str, ip: str, port: int, timeout: float) -> socket.socket:
+    """A TCP socket listening on ``ip:port`` inside namespace ``ns`` (one pending connection)."""
+    with in_netns(ns):
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((ip, port))
+    srv.listen(1)
+    srv.settimeout(timeout)
+    return srv
+
+
 def tcp_transfer(server_ns: str, server_ip: str, client_ns: str, nbytes: int | None = None,
                  seconds: float = 1.5, port: int = 5201, timeout: float = 30.0) -> tuple[int, float]:
     """Push bytes over TCP from ``client_ns`` to ``server_ns``: exactly ``nbytes`` if given,
     else for about ``seconds``. Returns (bytes the server received, seconds from connect to
     the server seeing EOF)."""
-    with in_netns(server_ns):
-        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((server_ip, port))
-    srv.listen(1)
-    srv.settimeout(timeout)
+    srv = tcp_listener(server_ns, server_ip, port, timeout)
     received = [0]
     done = [0.0]
 
@@ -234,12 +240,7 @@ class PacedStream:
 
     def __init__(self, server_ns: str, server_ip: str, client_ns: str, port: int = 5301,
                  interval: float = 0.01, chunk: int = 1024) -> None:
-        with in_netns(server_ns):
-            self._srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._srv.bind((server_ip, port))
-        self._srv.listen(1)
-        self._srv.settimeout(30)
+        self._srv = tcp_listener(server_ns, server_ip, port, 30)
         with in_netns(client_ns):
             self._cli = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._cli.settimeout(30)

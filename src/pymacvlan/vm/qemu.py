@@ -75,6 +75,7 @@ class GuestRun:
         return self
 
     def _pump(self) -> None:
+        assert self.proc.stdout is not None  # stdout=PIPE
         for raw in self.proc.stdout:
             line = raw.decode(errors="replace").rstrip("\r\n")
             self.lines.append(line)
