@@ -22,12 +22,10 @@ from pymacvlan.backends.kernel.nl import linkinfo_data
 from pymacvlan.backends.kernel.topology import Topology, in_netns
 from pymacvlan.model import MODES
 
+from tests.ci import live_marks
+
 _REASON = unavailable_reason()
-pytestmark = [
-    pytest.mark.live,
-    pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true",
-                       reason=f"{_REASON}; under CI=true these tests run (and fail) instead of skipping"),
-]
+pytestmark = live_marks(_REASON)
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 E = "02:00:00:00:00:99"  # a station on the wire

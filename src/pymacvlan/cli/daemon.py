@@ -29,8 +29,13 @@ def _daemon(args) -> int:
         print("pymacvlan daemon: ENODEV: /dev/net/tun is missing (load the tun module: modprobe tun)",
               file=sys.stderr)
         return 1
-    cfg = DaemonConfig(args.socket, args.state, args.netns, args.shield, args.endpoint_dir, fastpath=args.fastpath)
+    cfg = DaemonConfig(args.socket, args.state, args.netns, args.shield, args.endpoint_dir, fastpath=args.fastpath,
+                       metrics=args.metrics)
     try:
+        if args.metrics:
+            from ..daemon.metrics import parse_listen
+
+            parse_listen(args.metrics)
         return run(cfg)
     except KernelError as e:
         print(f"pymacvlan daemon: {e}", file=sys.stderr)
@@ -46,7 +51,8 @@ def _daemon_args(args) -> list[str]:
 
     out = []
     for opt, value, default in (("--socket", args.socket, DEFAULT_SOCKET), ("--state", args.state, DEFAULT_STATE),
-                                ("--netns", args.netns, None), ("--endpoint-dir", args.endpoint_dir, None)):
+                                ("--netns", args.netns, None), ("--endpoint-dir", args.endpoint_dir, None),
+                                ("--metrics", args.metrics, None)):
         if value != default:
             out += [opt, value]
     return out + ["--shield"] * args.shield + ["--fastpath"] * args.fastpath + ["--verbose"] * args.verbose
@@ -115,6 +121,9 @@ def register(sub) -> None:
                    help="forward known unicast in the kernel (eBPF) with veth children; `pymacvlan stats` shows "
                         "the active path (needs CAP_BPF, else the Python path runs and says why)")
     d.add_argument("--endpoint-dir", help="where macvtap stream sockets go (default: the control socket's directory)")
+    d.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics there (e.g. 127.0.0.1:9466): per-child counters, drops by "
+                   "reason, fast/slow path, endpoint queues")
     d.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     d.set_defaults(func=_daemon, action=None)
     acts = d.add_subparsers(dest="action", metavar="[install-unit | stop]")

@@ -139,6 +139,8 @@ class DaemonConfig:
     #: the eBPF fast path, with veth children (DatapathConfig.fastpath); False: the Python path
     #: with TAP children
     fastpath: bool = False
+    #: HOST:PORT to serve Prometheus metrics on (None: no metrics); see .metrics
+    metrics: str | None = None
 
 
 @dataclass
@@ -176,6 +178,7 @@ class Daemon:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._lock = threading.RLock()
+        self.metrics = None  # the metrics.MetricsServer while serving
 
     # -- life cycle -------------------------------------------------------------------------------
     def start(self) -> "Daemon":
@@ -199,10 +202,20 @@ class Daemon:
         self.listener = s
         self.sel.register(s, selectors.EVENT_READ, self._accept)
         self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        if self.cfg.metrics:
+            from .metrics import MetricsServer
+
+            try:
+                self.metrics = MetricsServer(self, self.cfg.metrics)
+            except KernelError:
+                self._close_listener()
+                raise
         try:
             self._restore()
         except state.StateTooNew as e:
             self._close_listener()
+            if self.metrics is not None:
+                self.metrics.close()
             raise KernelError("EPROTO", f"state file {self.cfg.state}: {e}",
                               "run the newer pymacvlan that wrote it, or move the file away to start empty") from None
         log.info("listening on %s (state %s), %d child(ren) restored, %d pending",
@@ -258,6 +271,9 @@ class Daemon:
         (carrier off) for the next start, unless ``remove`` (default: what :meth:`stop` asked)."""
         remove = self._remove_on_stop if remove is None else remove
         sd_notify("STOPPING=1")
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         with self._lock:
             if self.listener is None:
                 return
