@@ -179,7 +179,9 @@ def test_peers_other_than_root_or_the_daemon_user_get_eperm() -> None:
 class DaemonProc:
     """``pymacvlan daemon --netns P`` in a subprocess; stopped by its PID."""
 
-    def __init__(self, tmp: Path, parent_ns: str, notify: str | None = None) -> None:
+    def __init__(self, tmp: Path, parent_ns: str, notify: str | None = None, extra: tuple[str, ...] = ()) -> None:
+        #: further daemon options (e.g. --fastpath)
+        self.extra = list(extra)
         self.socket = str(tmp / "run" / "control.sock")
         self.state = str(tmp / "lib" / "state.json")
         self.parent_ns = parent_ns
@@ -194,7 +196,7 @@ class DaemonProc:
             env["NOTIFY_SOCKET"] = self.notify
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pymacvlan.cli.main", "daemon", "--socket", self.socket,
-             "--state", self.state, "--netns", self.parent_ns], env=env,
+             "--state", self.state, "--netns", self.parent_ns, *self.extra], env=env,
             stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -53,10 +53,14 @@ def _configured(ns: str) -> tuple[str, str, str, str]:
             + sh("ip", "-n", ns, "neigh", "show", "10.78.0.200").stdout)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_restart_keeps_children_addresses_and_tcp(lab: Lab, tmp_path: Path, sig: int) -> None:
+# --fastpath: veth children (kept with carrier off on SIGTERM, adopted by name and ifindex) and
+# the eBPF fast path. Not under SIGKILL: nothing turns a veth's carrier off when the daemon dies
+# (a TAP's goes with its fd), and its tc programs keep forwarding known unicast meanwhile.
+@pytest.mark.parametrize("sig,extra", [(signal.SIGTERM, ()), (signal.SIGKILL, ()), (signal.SIGTERM, ("--fastpath",))],
+                         ids=["SIGTERM", "SIGKILL", "SIGTERM-fastpath"])
+def test_restart_keeps_children_addresses_and_tcp(lab: Lab, tmp_path: Path, sig: int, extra: tuple) -> None:
     P, W, parent = _setup(lab)
-    d = DaemonProc(tmp_path, P).start()
+    d = DaemonProc(tmp_path, P, extra=extra).start()
     streams: list[PacedStream] = []
     try:
         A, B = _children(lab, d, parent)
@@ -79,11 +83,16 @@ def test_restart_keeps_children_addresses_and_tcp(lab: Lab, tmp_path: Path, sig:
               f"child-child {gaps[0]} s, child-wire {gaps[1]} s")
         for s in streams:
             assert s.error is None and s.sent == s.received > 0, (s.error, s.sent, s.received)
-            assert s.max_gap < 1.0, f"a connection stalled for {s.max_gap:.2f} s"
+            # TCP retransmits at 0.2, 0.6 and 1.4 s after a loss: a daemon back within ~0.6 s
+            # (TAP children) keeps the gap under 1 s; --fastpath's restart (veth adoption, loading
+            # and attaching the programs) measured 0.61 s, just past that step: 1.09 s gaps
+            limit = 1.5 if extra else 1.0
+            assert s.max_gap < limit, f"a connection stalled for {s.max_gap:.2f} s"
         after = {ns: _configured(ns) for ns in (A, B)}
         assert after == before  # same devices (ifindex), MACs, addresses, route, neighbour
         st = Driver(d.socket).stats()
         assert st["parents"][parent]["datapath"]["children_adopted"] == 2
+        assert st["parents"][parent]["path"]["active"] == ("fast" if extra else "python")
         assert ping(A, "10.78.0.2") == 3 and ping(B, STATION) == 3
     finally:
         for s in streams:

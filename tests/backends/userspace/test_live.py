@@ -413,3 +413,25 @@ def test_shield_keeps_the_parent_stack_from_what_passthru_consumes(world: World,
     dp.close()
     out = sh("tc", "-n", world.P, "filter", "show", "dev", world.parent, "ingress", check=False).stdout
     assert "pmv_shield" not in out
+
+
+# -- the eBPF fast path where it cannot load ----------------------------------------------------------------
+def test_a_fast_path_the_verifier_refuses_leaves_the_python_path_running(monkeypatch, caplog) -> None:
+    from pymacvlan.backends.userspace import fastpath
+    from pymacvlan.backends.userspace.bpf import Asm
+
+    monkeypatch.setattr(fastpath, "program", lambda *a, **kw: Asm().exit().code())  # R0 never set: refused
+    with world_on("fast") as w:
+        with caplog.at_level("WARNING", logger="pymacvlan.datapath"):
+            dp = w.start()
+        warnings = [r for r in caplog.records if "fast path unavailable" in r.getMessage()]
+        assert len(warnings) == 1 and "verifier" in warnings[0].getMessage()
+        a = w.child("A", "bridge", MAC_A, "10.77.0.1")
+        w.child("B", "bridge", MAC_B, "10.77.0.2")
+        w.wait_up("a")
+        w.wait_up("b")
+        assert ping(a, "10.77.0.2") == 3 and ping(a, STATION) == 3
+        st = dp.stats()
+        assert st["path"]["active"] == "python" and "verifier" in st["path"]["reason"]
+        assert st["datapath"]["fastpath_unavailable"] == 1
+        assert st["children"]["b"]["rx"]["packets"] >= 3  # the Python path carried them

@@ -250,6 +250,7 @@ class FastPath:
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self.fds: list[int] = []
+        self._attached: dict[int, bool] = {}  # ifindex → we created its clsact
         self.ports_fd = self._keep(map_create(BPF_MAP_TYPE_HASH, 4, _PORT.size, MAX_SLOTS + 1, b"pmv_ports"))
         self.macs_fd = self._keep(map_create(BPF_MAP_TYPE_HASH, 8, _MAC.size, 4 * MAX_SLOTS, b"pmv_macs"))
         self.stats_fd = self._keep(map_create(BPF_MAP_TYPE_PERCPU_ARRAY, 4, _STATS.size, MAX_SLOTS, b"pmv_stats"))
@@ -268,7 +269,6 @@ class FastPath:
         self.generation = 0
         self._free_slots = list(range(MAX_SLOTS - 1, 0, -1))  # slot 0: the parent, never counted
         self._last: dict[int, tuple[int, int, int, int]] = {}
-        self._attached: dict[int, bool] = {}  # ifindex → we created its clsact
 
     def _keep(self, fd: int) -> int:
         self.fds.append(fd)
