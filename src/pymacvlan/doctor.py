@@ -278,11 +278,14 @@ def _ip_json(netns: str | None, *args: str) -> list[dict]:
 
 
 def _driver_and_wireless(netns: str | None, names: list[str]) -> dict[str, tuple[str, bool]]:
-    from .backends.userspace._sys import in_netns
-
-    out = {}
-    with in_netns(netns):
+    if netns is None:  # `pymacvlan-cni` asks for its own namespace: spare it the datapath's imports
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    else:
+        from .backends.userspace._sys import in_netns
+
+        with in_netns(netns):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out = {}
     try:
         for name in names:
             drv = ""
