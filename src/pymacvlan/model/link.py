@@ -96,7 +96,10 @@ def check_ifname(name: str, what: str = "name") -> None:
 
 
 def check_netns(ns: str) -> None:
-    """`ip netns` names: a file name under /var/run/netns."""
+    """`ip netns` names: a file name under /var/run/netns; or an absolute path to a namespace
+    file (/proc/PID/ns/net, a runtime's /run/netns/cni-...), as CNI's CNI_NETNS gives it."""
+    if isinstance(ns, str) and ns.startswith("/") and "/../" not in ns + "/":
+        return
     if not isinstance(ns, str) or not ns or "/" in ns or ns in (".", ".."):
         raise KernelError("EINVAL", f'Invalid netns name "{ns}"', "a namespace name as `ip netns list` shows it")
 
