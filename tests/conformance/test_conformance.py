@@ -12,17 +12,24 @@ from pymacvlan.backends import get_backend
 from pymacvlan.backends.sim import SimBackend
 from pymacvlan.scenario import diff_results, load_scenario
 
-from .conftest import BACKENDS, backend_cannot_run, generated, require_live, scenario_files
+from .conftest import BACKENDS, GENERATED, backend_cannot_run, generated, require_live, scenario_files
 
 FILES = scenario_files()
 GEN = generated()
-# What a backend declares it cannot run (e.g. a newer kernel's rules) is not collected for
-# it; test_each_backend_runs_nearly_every_file names those files. The sim still checks
-# them against their expectations in tests/test_scenarios.py.
-FILE_CASES = [(b, p) for b in BACKENDS for p in FILES if not backend_cannot_run(b, load_scenario(p))]
+# What a backend declares it cannot run (e.g. a newer kernel's rules) is collected and
+# skipped with the backend's reason, so the report shows it; test_each_backend_runs_nearly_
+# every_file keeps those few. The sim still checks them against their expectations in
+# tests/test_scenarios.py.
+FILE_CASES = [(b, p) for b in BACKENDS for p in FILES]
+#: the scenario files in the repository when this was written: fewer means files went missing
+MIN_FILES = 140
+GEN_OVERRIDDEN = GENERATED != 150  # PMV_CONFORMANCE_GENERATED asked for another number
 
 
 def _check(backend_name: str, sc: dict, label: str) -> None:
+    cannot = backend_cannot_run(backend_name, sc)
+    if cannot:
+        pytest.skip(f"{backend_name} cannot run this scenario: {cannot}")
     require_live()
     ref = SimBackend(trace=True).run(sc)
     other = get_backend(backend_name).run(sc)
@@ -48,7 +55,9 @@ def test_generated(backend, name, raw):
 
 
 def test_the_suite_is_not_empty():
-    assert len(FILES) + len(GEN) >= 100
+    """Generated cases cannot stand in for the scenario files: each count holds on its own."""
+    assert len(FILES) >= MIN_FILES, f"only {len(FILES)} scenario files found under tests/scenarios and examples"
+    assert len(GEN) >= 100 or GEN_OVERRIDDEN, len(GEN)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

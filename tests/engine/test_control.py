@@ -32,6 +32,10 @@ def test_two_down_children_may_share_a_mac():
     e = build()
     e.add("X", mac=mac(5))
     e.add("Y", mac=mac(5))
+    assert e.child("X").mac == e.child("Y").mac == mac(5)
+    assert not e.child("X").up and not e.child("Y").up
+    e.set_up("X", True)  # one of them may come up with it; then the other may not
+    assert err(e.set_up, "Y", True) == "EADDRINUSE"
 
 
 def test_a_down_child_cannot_take_an_up_childs_mac():

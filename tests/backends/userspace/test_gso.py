@@ -42,7 +42,15 @@ def _hdr(gso_type: int, gso_size: int, csum_start: int, csum_off: int, hdr_len: 
 
 
 def _check_scapy_checksums(seg: bytes) -> Ether:
+    """Every checksum scapy recomputes equals ours. A layer scapy failed to decode is a
+    failure, not a check skipped: the frame's own ethertype and protocol say what must be there."""
     pkt = Ether(seg)
+    etype = pkt[Dot1Q].type if Dot1Q in pkt else pkt.type
+    l3 = IP if etype == 0x0800 else IPv6 if etype == 0x86DD else None
+    assert l3 is not None and l3 in pkt, f"scapy did not decode an IP layer: {pkt!r}"
+    proto = pkt[IP].proto if l3 is IP else pkt[IPv6].nh
+    l4 = {6: TCP, 17: UDP}.get(proto)
+    assert l4 is not None and l4 in pkt, f"scapy did not decode the L4 layer (protocol {proto}): {pkt!r}"
     rebuilt = pkt.copy()
     for layer in (IP, TCP, UDP):
         if layer in rebuilt:

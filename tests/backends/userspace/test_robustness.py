@@ -8,6 +8,7 @@ under traffic, a datagram reader that stops reading. After each, traffic still f
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -20,7 +21,7 @@ from pymacvlan.backends.userspace._sys import in_netns
 from pymacvlan.backends.userspace.endpoints import recv_fd
 
 from .netlab import Lab, leftovers, live_unavailable, ping, sh
-from .test_live import MAC_A, MAC_B, MAC_T, PATHS, STATION, World, _arp_request, _wait_for, world_on
+from .test_live import MAC_A, MAC_B, MAC_T, PATHS, STATION, World, _arp_request, _frames, _wait_for, world_on
 from tests.ci import live_marks
 
 _REASON = live_unavailable()
@@ -40,6 +41,12 @@ def _two_children(world: World) -> tuple[str, str]:
     world.wait_up("a")
     world.wait_up("b")
     return a, b
+
+
+def _is_arp_reply(frame: bytes, to_mac: bytes, from_ip: str) -> bool:
+    """An ARP reply to ``to_mac`` saying where ``from_ip`` is."""
+    return (frame[:6] == to_mac and frame[12:14] == b"\x08\x06" and frame[20:22] == b"\x00\x02"
+            and frame[28:32] == socket.inet_aton(from_ip))
 
 
 def _station_socket(world: World, listen: bool = False) -> socket.socket:
@@ -70,10 +77,10 @@ def test_runts_and_oversize_from_macvtap_clients(world: World, tmp_path) -> None
         assert _wait_for(lambda: dp.stats()["children"]["d"]["endpoint"]["counters"].get("tx_runt") == 1)
         st = dp.stats()["children"]["s"]
         assert st["endpoint"]["counters"]["tx_oversize"] == 1 and st["tx"]["dropped"] == 1
-        # and the stream still works after all that: an ARP request is answered
+        # and the stream still works after all that: A answers an ARP request, to this client
         req = _arp_request(MAC_T, "10.77.0.50", "10.77.0.1")
         c.sendall(struct.pack("!I", len(req)) + req)
-        assert _wait_for(lambda: dp.stats()["children"]["s"]["rx"]["packets"] >= 1)
+        assert any(_is_arp_reply(f, MAC_T, "10.77.0.1") for f in _frames(c, 3.0)), "no ARP reply from A"
     finally:
         c.close()
         g.close()
@@ -119,18 +126,31 @@ def test_frames_over_the_mtu_after_the_parent_mtu_changes(world: World) -> None:
     assert ping(world.W, "10.77.0.1") == 3
 
 
-def test_bad_vnet_headers_from_a_tap_fd_client(world: World, tmp_path) -> None:
-    """A client owning the TAP fd writes headers the kernel lets through but that cannot be
-    honoured (GSO on an ARP broadcast): counted, dropped, and the datapath goes on."""
-    a, _b = _two_children(world)
-    dp = world.dp
+def _tap_fd_client(world: World, tmp_path) -> int:
+    """A macvtap "t" on a TAP-fd endpoint; returns the fd a VM would hold."""
     x = world.lab.ns("X")
     handover = str(tmp_path / "fd.sock")
-    dp.add_macvtap("t", TapFdEndpoint("t", "pmvtap0", handover, netns=x), "bridge", mac=MAC_T)
+    world.dp.add_macvtap("t", TapFdEndpoint("t", "pmvtap0", handover, netns=x), "bridge", mac=MAC_T)
     c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     c.connect(handover)
     fd, _ = recv_fd(c)
     c.close()
+    return fd
+
+
+def _udp_broadcast(src_mac: bytes) -> bytes:
+    return (b"\xff" * 6 + src_mac + b"\x08\x00" + bytes.fromhex("45000030000100004011") + b"\0\0"
+            + socket.inet_aton("10.77.0.50") + socket.inet_aton("10.77.0.255")
+            + bytes.fromhex("1f901f90001c0000") + bytes(20))
+
+
+def test_bad_vnet_headers_from_a_tap_fd_client(world: World, tmp_path) -> None:
+    """Headers that cannot be honoured (GSO on an ARP broadcast, a checksum beyond the frame,
+    an unknown GSO type) are refused by tun itself with EINVAL: none reaches the datapath,
+    which neither counts nor sends anything, and a good frame right after is answered."""
+    a, _b = _two_children(world)
+    dp = world.dp
+    fd = _tap_fd_client(world, tmp_path)
     arp = _arp_request(MAC_T, "10.77.0.50", "10.77.0.1")
     bad = [
         # NEEDS_CSUM, GSO TCPv4, checksum at the start of the ARP payload
@@ -142,36 +162,50 @@ def test_bad_vnet_headers_from_a_tap_fd_client(world: World, tmp_path) -> None:
         # an unknown GSO type
         struct.pack("<BBHHHH", 0, 0x7F, 14, 100, 0, 0) + arp,
     ]
-    accepted = 0
+    before = dp.stats()
     try:
         for buf in bad:
-            try:
+            with pytest.raises(OSError) as e:
                 os.write(fd, buf)
-                accepted += 1
-            except OSError:
-                pass  # the kernel refused it at the TAP: it never reaches the datapath
-        time.sleep(0.3)
-        st = dp.stats()
-        counted = st["datapath"].get("tx_bad_vnet_hdr", 0) + sum(st["parent"]["drops"].values())
-        assert counted >= accepted, (accepted, st["datapath"], st["parent"]["drops"])
-        os.write(fd, bytes(10) + arp)  # a good frame right after is still answered
+            assert e.value.errno == errno.EINVAL
+        os.write(fd, bytes(10) + arp)  # a good frame right after is answered, by A
         deadline = time.monotonic() + 3
         answered = False
         while time.monotonic() < deadline and not answered:
             try:
-                data = os.read(fd, 70000)[10:]
-                answered = data[12:14] == b"\x08\x06" and data[20:22] == b"\x00\x02"
+                answered = _is_arp_reply(os.read(fd, 70000)[10:], MAC_T, "10.77.0.1")
             except BlockingIOError:
                 time.sleep(0.02)
         assert answered
+        st = dp.stats()  # only the good frame went through: nothing else counted or sent
+        assert st["children"]["t"]["tx"]["packets"] == before["children"]["t"]["tx"]["packets"] + 1
+        assert st["datapath"] == before["datapath"] and st["parent"]["drops"] == before["parent"]["drops"]
     finally:
         os.close(fd)
     assert ping(a, "10.77.0.2") == 3
 
 
+@pytest.mark.xfail(strict=True, reason="bug: tun accepts UFO and ECN-on-UDP GSO headers (the TAP counts "
+                   "the frames as received) but the datapath's packet socket never gets them, and no "
+                   "counter says so")
+@pytest.mark.parametrize("gso_type", [3, 0x81], ids=["ufo", "ecn-tcpv4-on-udp"])
+def test_vnet_headers_tun_accepts_are_sent_or_counted(world: World, tmp_path, gso_type: int) -> None:
+    world.start()
+    dp = world.dp
+    fd = _tap_fd_client(world, tmp_path)
+    before = dp.stats()
+    try:
+        os.write(fd, struct.pack("<BBHHHH", 1, gso_type, 42, 8, 34, 6) + _udp_broadcast(MAC_T))
+        assert _wait_for(lambda: dp.stats()["children"]["t"]["tx"] != before["children"]["t"]["tx"]
+                         or dp.stats()["datapath"] != before["datapath"]), "dropped without a counter"
+    finally:
+        os.close(fd)
+
+
 def test_parent_deleted_and_recreated(world: World) -> None:
     a, _b = _two_children(world)
     dp = world.dp
+    assert ping(a, "10.77.0.2", count=1) == 1  # the path the negative check below uses works
     sh("ip", "-n", world.P, "link", "del", world.parent)  # takes the station's end with it
     assert _wait_for(lambda: dp.stats()["datapath"].get("parent_deleted") == 1)
     assert dp.stats()["parent"] is None and "LOWER_UP" not in sh("ip", "-n", a, "-o", "link", "show", "eth0").stdout.split(">")[0]
@@ -182,22 +216,36 @@ def test_parent_deleted_and_recreated(world: World) -> None:
     assert _wait_for(lambda: dp.stats()["datapath"].get("parent_reattached") == 1)
     assert _wait_for(lambda: "LOWER_UP" in sh("ip", "-n", a, "-o", "link", "show", "eth0").stdout.split(">")[0])
     assert ping(world.W, "10.77.0.1") == 3
+    assert ping(a, "10.77.0.2") == 3  # and the path that was cut works again
     assert ("unicast", MAC_A.hex(":")) in dp.stats()["parent"]["memberships"]
 
 
-def test_carrier_loss_drops_and_counts_then_recovers(world: World) -> None:
+def test_carrier_loss_drops_and_counts_then_recovers(world: World, tmp_path) -> None:
     a, _b = _two_children(world)
     dp = world.dp
-    before = dp.stats()["children"]["a"]["tx"]["dropped"]
-    sh("ip", "-n", world.W, "link", "set", world.wire, "down")
-    assert _wait_for(lambda: not dp.call(lambda: dp.engine.lower.carrier))
-    # the TAP has no carrier: the child's own stack refuses to send (nothing to count here);
-    # frames a macvtap client pushes meanwhile are the engine's tx drops
-    assert ping(a, STATION, count=1, timeout=0.5) == 0
-    sh("ip", "-n", world.W, "link", "set", world.wire, "up")
-    assert _wait_for(lambda: dp.call(lambda: dp.engine.lower.carrier))
-    assert ping(a, STATION) == 3
-    assert dp.stats()["children"]["a"]["tx"]["dropped"] >= before
+    dp.add_macvtap("s", StreamEndpoint("s", str(tmp_path / "s.sock")), "vepa", mac=MAC_T)
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        c.connect(str(tmp_path / "s.sock"))
+        assert _wait_for(lambda: dp.stats()["children"]["s"]["endpoint"]["connected"])
+        assert ping(a, STATION, count=1) == 1  # the path the negative check below uses works
+        sh("ip", "-n", world.W, "link", "set", world.wire, "down")
+        assert _wait_for(lambda: not dp.call(lambda: dp.engine.lower.carrier))
+        # the TAP has no carrier: the child's own stack refuses to send (nothing to count here);
+        # frames a macvtap client pushes meanwhile are the engine's tx drops, each one counted
+        assert ping(a, STATION, count=1, timeout=0.5) == 0
+        before = dp.stats()["children"]["s"]["tx"]
+        frame = b"\x02\x00\x00\x00\x00\x99" + MAC_T + b"\x88\xb5" + bytes(50)
+        for _ in range(3):
+            c.sendall(struct.pack("!I", len(frame)) + frame)
+        assert _wait_for(lambda: dp.stats()["children"]["s"]["tx"]["dropped"] == before["dropped"] + 3), \
+            (before, dp.stats()["children"]["s"]["tx"])
+        assert dp.stats()["children"]["s"]["tx"]["packets"] == before["packets"]
+        sh("ip", "-n", world.W, "link", "set", world.wire, "up")
+        assert _wait_for(lambda: dp.call(lambda: dp.engine.lower.carrier))
+        assert ping(a, STATION) == 3
+    finally:
+        c.close()
 
 
 def test_child_namespace_deleted_under_traffic(world: World) -> None:
