@@ -62,6 +62,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from netlab import Lab, sh  # noqa: E402
 
 from pymacvlan.backends.userspace._sys import in_netns  # noqa: E402
+from pymacvlan.progress import Progress  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
@@ -375,15 +376,15 @@ class Bench:
 
     def run(self, rounds: int) -> None:
         n = len(self.setups)
-        for r in range(rounds):
-            self.last_round = r == rounds - 1
-            order = self.setups[r % n:] + self.setups[:r % n]
-            for metric in (self.tcp, self.udp, self.rtt):
-                for s in order:
-                    if self.verbose:
-                        print(f"  {metric.__name__} {s.name}", file=sys.stderr, flush=True)
-                    metric(s)
-            print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+        with Progress(rounds * 3 * n, "compare") as progress:
+            for r in range(rounds):
+                self.last_round = r == rounds - 1
+                order = self.setups[r % n:] + self.setups[:r % n]
+                for metric in (self.tcp, self.udp, self.rtt):
+                    for s in order:
+                        progress.step(f"round {r + 1}/{rounds}: {metric.__name__} {s.name}")
+                        metric(s)
+                        progress.advance()
 
 
 def icmp_echo(netns: str, dst: str, count: int) -> list[float]:

@@ -43,6 +43,7 @@ from pymacvlan.backends.userspace.endpoints import recv_fd  # noqa: E402
 from pymacvlan.daemon.client import Connection  # noqa: E402
 from pymacvlan.model import KernelError  # noqa: E402
 from pymacvlan.netlab import Lab, sh, sigterm_raises, tcp_listener  # noqa: E402
+from pymacvlan.progress import Progress  # noqa: E402
 from pymacvlan.vm.guest import build  # noqa: E402
 from pymacvlan.vm.qemu import GuestRun, netdev_args, qemu_base  # noqa: E402
 
@@ -200,15 +201,17 @@ class Bench:
 
     def run(self, rounds: int, mbytes: int, pings: int) -> None:
         guest = build()
-        for r in range(rounds):
-            order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
-            for v in order:
-                res = self.one(v, guest, mbytes, pings)
-                self.results[v].append(res)
-                print(f"round {r + 1} {v:<15} {res['mbit_s']:7.1f} Mbit/s  rtt {res['rtt_ms']:.2f} ms  "
-                      f"qemu cpu {res['qemu_cpu']:.0%}" + (f"  datapath share {res['dp_share']:.0%}"
-                                                           if res["dp_share"] is not None else ""),
-                      file=sys.stderr, flush=True)
+        with Progress(rounds * len(VARIANTS), "vm_bench") as progress:
+            for r in range(rounds):
+                order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
+                for v in order:
+                    progress.step(f"round {r + 1}/{rounds}: {v}")
+                    res = self.one(v, guest, mbytes, pings)
+                    self.results[v].append(res)
+                    progress.advance()
+                    progress.log(f"round {r + 1} {v:<15} {res['mbit_s']:7.1f} Mbit/s  rtt {res['rtt_ms']:.2f} ms  "
+                                 f"qemu cpu {res['qemu_cpu']:.0%}" + (f"  datapath share {res['dp_share']:.0%}"
+                                                                      if res["dp_share"] is not None else ""))
 
     def close(self) -> None:
         try:

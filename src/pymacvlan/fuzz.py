@@ -152,11 +152,19 @@ def shrink(scenario: dict, left, right, budget: int = 200) -> dict:
     return best
 
 
-def fuzz(left, right, n: int, seed: int, out_dir: Path, log=None, stop_after: int = 1) -> FuzzReport:
+def fuzz(left, right, n: int, seed: int, out_dir: Path, log=None, stop_after: int = 1,
+         progress=None) -> FuzzReport:
+    """``progress``: a :class:`~pymacvlan.progress.Progress` told each scenario (and its logs)."""
     rep = FuzzReport()
     t0 = time.monotonic()
     rng = random.Random(seed)
+    if progress is not None:
+        log = progress.log
     for i in range(n):
+        if progress is not None:
+            if i:
+                progress.advance()
+            progress.step(f"scenario {i}, {len(rep.findings)} difference(s)")
         sc = random_scenario(rng)
         try:
             load_scenario(sc)
@@ -179,7 +187,9 @@ def fuzz(left, right, n: int, seed: int, out_dir: Path, log=None, stop_after: in
                 log(f"replay: pymacvlan replay {path} --backend {left.name} --backend {right.name}")
             if len(rep.findings) >= stop_after:
                 break
-        if log and (i + 1) % 100 == 0:
+        if log and progress is None and (i + 1) % 100 == 0:
             log(f"{i + 1}/{n} scenarios, {len(rep.findings)} differences, {time.monotonic() - t0:.0f} s")
+    if progress is not None and n:
+        progress.advance()
     rep.seconds = time.monotonic() - t0
     return rep

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..scenario import ScenarioError, check_expectations, diff_results, load_scenario
@@ -11,14 +12,38 @@ ORDER = 10
 
 
 def _replay(args) -> int:
+    """One scenario file, or a conformance run over several (a progress bar on stderr, one
+    line or JSON object per file, exit 1 when any differs)."""
+    from ..progress import Progress
+
+    args.backend = args.backend or ["sim"]
+    if len(args.scenario) == 1:
+        return _replay_one(args.scenario[0], args, None)
+    status = 0
+    failed: list[str] = []
+    with Progress(len(args.scenario), "replay " + " vs ".join(args.backend)) as progress:
+        for path in args.scenario:
+            progress.step(os.path.basename(path))
+            one = _replay_one(path, args, progress)
+            if one:
+                failed.append(path)
+            status = max(status, one)
+            progress.advance()
+    print(f"{len(args.scenario) - len(failed)}/{len(args.scenario)} scenario files passed"
+          + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
+    return status
+
+
+def _replay_one(path: str, args, progress) -> int:
     from ..backends import get_backend
 
+    say = progress.log if progress is not None else (lambda line: print(line, flush=True))
+    where = f"{path}: " if progress is not None else ""
     try:
-        sc = load_scenario(args.scenario)
+        sc = load_scenario(path)
     except ScenarioError as e:
         print(f"pymacvlan replay: {e}", file=sys.stderr)
         return 2
-    args.backend = args.backend or ["sim"]
     outputs = []
     for name in args.backend:
         try:
@@ -34,7 +59,7 @@ def _replay(args) -> int:
             print(f"pymacvlan replay: backend {name} needs root (CAP_NET_ADMIN): {e}", file=sys.stderr)
             return 2
         except (RuntimeError, ValueError) as e:  # not available here, or a scenario it cannot run
-            print(f"pymacvlan replay: backend {name}: {e}", file=sys.stderr)
+            print(f"pymacvlan replay: {where}backend {name}: {e}", file=sys.stderr)
             return 2
     status = 0
     if len(outputs) == 1:
@@ -43,21 +68,22 @@ def _replay(args) -> int:
             for r in out["results"]:
                 r.pop("trace", None)
                 r.pop("path", None)
-        json.dump(out, sys.stdout, indent=2 if args.pretty else None)
-        print()
+        if progress is not None:
+            out = {"scenario": path, **out}
+        say(json.dumps(out, indent=2 if args.pretty else None))
     else:
         diffs = diff_results(sc["steps"], outputs[0], outputs[1])
         if diffs:
-            print(f"{len(diffs)} step(s) differ between {args.backend[0]} and {args.backend[1]}:")
-            print("\n".join(diffs))
+            say(f"{where}{len(diffs)} step(s) differ between {args.backend[0]} and {args.backend[1]}:")
+            say("\n".join(diffs))
             status = 1
         else:
-            print(f"{args.backend[0]} and {args.backend[1]} agree on all {len(sc['steps'])} steps")
+            say(f"{where}{args.backend[0]} and {args.backend[1]} agree on all {len(sc['steps'])} steps")
     if args.check:
         for out in outputs:
             bad = check_expectations(sc, out)
             if bad:
-                print(f"{out['backend']}: {len(bad)} step(s) differ from the scenario's expectations:", file=sys.stderr)
+                print(f"{where}{out['backend']}: {len(bad)} step(s) differ from the scenario's expectations:", file=sys.stderr)
                 print("\n".join(bad), file=sys.stderr)
                 status = 1
     return status
@@ -81,16 +107,20 @@ def _fuzz(args) -> int:
     right = get_backend(args.against)
     if hasattr(right, "trace"):
         right.trace = True
-    rep = fuzz(left, right, args.n, args.seed, Path(args.out), log=lambda m: print(m, flush=True),
-               stop_after=args.max_findings)
+    from ..progress import Progress
+
+    with Progress(args.n, f"fuzz {args.base} vs {args.against}") as progress:
+        rep = fuzz(left, right, args.n, args.seed, Path(args.out), stop_after=args.max_findings, progress=progress)
     print(f"fuzz: {rep.runs} scenarios ({rep.invalid} invalid skipped), seed {args.seed}, "
           f"{args.base} vs {args.against}: {len(rep.findings)} difference(s) in {rep.seconds:.1f} s")
     return 1 if rep.findings else 0
 
 
 def register(sub) -> None:
-    r = sub.add_parser("replay", help="run a scenario file on a backend (or diff two backends)")
-    r.add_argument("scenario", help="scenario JSON file (see docs/scenario-format.md)")
+    r = sub.add_parser("replay", help="run scenario files on a backend (or diff two backends)")
+    r.add_argument("scenario", nargs="+",
+                   help="scenario JSON file(s) (see docs/scenario-format.md); several: a conformance run "
+                   "with a progress bar and a summary")
     r.add_argument("--backend", action="append", choices=["sim", "kernel", "userspace"],
                    help="backend to run on (default sim); give two to diff them")
     r.add_argument("--trace", action="store_true", help="explain every frame's fate (sim)")
