@@ -28,7 +28,6 @@ from pathlib import Path
 
 import pytest
 
-from pymacvlan.backends.kernel.topology import open_macvtap
 from pymacvlan.backends.userspace import Datapath, DatapathConfig, DgramEndpoint, ParentConfig, StreamEndpoint, TapFdEndpoint
 from pymacvlan.backends.userspace._sys import write_sysctl
 from pymacvlan.backends.userspace.endpoints import recv_fd
@@ -164,20 +163,23 @@ def _checks(run: GuestRun, sibling_ns: str) -> None:
 
 
 def test_guest_on_kernel_macvtap(wire, guest) -> None:
-    """The reference: the same guest on the kernel's macvtap, `-netdev tap,fd=N` on /dev/tapN."""
+    """The reference: the same guest on the kernel's macvtap, `-netdev tap,fd=N` on /dev/tapN,
+    started by `pymacvlan --backend kernel -n NS vm-exec` (which opens /dev/tapN without udev)."""
     sh("ip", "-n", wire.K, "link", "add", "link", wire.k, "name", "mvt0", "address", MACS["kernel"],
        "type", "macvtap", "mode", "bridge")
     _ipv6_on(wire.K, "mvt0")
     sh("ip", "-n", wire.K, "link", "set", "mvt0", "up")
     ifindex = int(sh("ip", "-n", wire.K, "-o", "link", "show", "mvt0").stdout.split(":")[0])
-    fd = open_macvtap(wire.K, ifindex)
+    cli = [sys.executable, "-m", "pymacvlan.cli.main", "--backend", "kernel", "-n", wire.K]
     try:
-        argv = qemu_base(guest, _script(SIBLING["kernel"], link_local(wire.SK))) + \
-            netdev_args("tap", MACS["kernel"], fd=fd)
-        with GuestRun(argv, pass_fds=(fd,), netns=wire.K) as run:
+        shown = subprocess.run([*cli, "vm-args", "mvt0"], capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert netdev_args("tap", MACS["kernel"], fd=3) == shlex.split(shown.stdout)
+        assert f"/dev/tap{ifindex}" in shown.stderr
+        argv = [*cli, "vm-exec", "mvt0", "--", *qemu_base(guest, _script(SIBLING["kernel"], link_local(wire.SK)))]
+        with GuestRun(argv) as run:
             _checks(run, wire.SK)
     finally:
-        os.close(fd)
         sh("ip", "-n", wire.K, "link", "del", "mvt0")
 
 
