@@ -8,8 +8,10 @@ Stopping keeps the children. SIGTERM, SIGINT, SIGKILL or a crash: every child's 
 carrier is off (the kernel's doing, as when a NIC loses its link) and what its stack sends is
 dropped and counted by the TAP. The next start re-attaches each TAP by name *and* ifindex in
 its namespace, reads its state back from the device, counts those drops (``detached_tx_dropped``)
-and turns the carrier on; macvtap endpoints come back on the same paths and their clients
-reconnect. Every membership on every parent is released while stopped. ``pymacvlan daemon stop
+and turns the carrier on; macvtap endpoints come back on the same paths (kind, owner and mode
+kept): a ``dgram`` QEMU carries on by itself (it sends to the path), a ``stream`` QEMU needs its
+``reconnect=N`` (QEMU 8.0+), a ``tapfd`` child does not come back while its QEMU still holds the
+TAP (its re-creation is refused, EEXIST, and the record stays pending for a later start). Every membership on every parent is released while stopped. ``pymacvlan daemon stop
 --remove`` (op ``stop`` with ``remove``) deletes every child instead, as ``ip link del`` of each
 would; ``link del`` deletes one.
 
