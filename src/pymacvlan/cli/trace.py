@@ -45,6 +45,9 @@ def format_event(ev: dict) -> str:
         lines.append(f"  {t['device']:<{width}}  {got:<9} {rules[0]}")
         lines += [f"  {'':<{width}}  {'':<9} {r}" for r in rules[1:]]
     lines.append("  delivered to: " + (", ".join(ev.get("delivered", [])) or "nobody"))
+    if ev.get("salted"):
+        lines.append("  left to chance: " + ", ".join(ev["salted"]) + " (a group it did not join hit its "
+                     "salted multicast filter: the kernel's answer is random by design)")
     if "observed" in ev:
         seen = ", ".join(ev["observed"]) or "nobody"
         lines.append(f"  observed:     {seen} " + ("(agrees; @parent is not observed)" if ev["agrees"] else

@@ -42,6 +42,8 @@ OUTGOING = PacketType.OUTGOING
 _PKTTYPES = {t.value: t.name for t in PacketType}
 #: how long a child's frame may come back into the parent as an echo of it
 ECHO_WINDOW = 0.5
+#: a child gone from the mirror was probably moved to another namespace: look again this soon
+RESCAN_AFTER_MOVE = 0.3
 
 
 @dataclass
@@ -105,7 +107,7 @@ class KernelTracer:
 
     def __init__(self, ns: str, parents: list[str] | None = None, wire: str = "plain", verify: bool = False,
                  accept: Callable[[bytes], bool] = lambda f: True, quiet: float = 0.05, cap: float = 1.0,
-                 poll_groups: float = 0.5, rescan: float = 2.0) -> None:
+                 poll_groups: float = 0.5, rescan: float = 10.0) -> None:
         self.ns, self.wire, self.verify, self.accept = ns, wire, verify, accept
         self.quiet, self.cap, self.poll_groups, self.rescan = quiet, cap, poll_groups, rescan
         self.names = parents
@@ -171,20 +173,24 @@ class KernelTracer:
             select.select(fds, [], [], max(0.0, timeout))
             now = time.monotonic()
             scan = now >= next_scan
-            for w in self.watches:
-                dirty = any(space.drain() for _fd, space in w.mirror.event_sockets())
-                if dirty or scan or now >= next_groups:
-                    self._sync(w, scan)
             if scan:
                 next_scan = now + self.rescan
+            for w in self.watches:
+                dirty = [space.drain() for _fd, space in w.mirror.event_sockets()]
+                if any(dirty) or scan or now >= next_groups:
+                    if self._sync(w, scan):
+                        # a child left the parent's namespace: look for it where it went, soon
+                        next_scan = min(next_scan, now + RESCAN_AFTER_MOVE)
             if now >= next_groups:
                 next_groups = now + self.poll_groups
             for w in self.watches:
                 yield from self._frames(w)
             yield from self._close_quiet()
 
-    def _sync(self, w: Watch, rescan: bool) -> None:
+    def _sync(self, w: Watch, rescan: bool) -> bool:
+        """Bring the mirror up to date; True when a child disappeared from it."""
         m = w.mirror
+        before = set(m.where)
         try:
             if m.sync(rescan):
                 w.open_taps()
@@ -197,6 +203,7 @@ class KernelTracer:
             w.open_taps()
         self.notes += m.notes
         m.notes.clear()
+        return bool(before - set(m.where))
 
     def _frames(self, w: Watch) -> Iterator[dict]:
         """One pass over the taps: the parent's first, then the children's (see the module doc)."""
