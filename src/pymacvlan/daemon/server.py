@@ -774,7 +774,7 @@ class Daemon:
             subs = list(self._subs.items())
         for pname, dp in self.datapaths.items():
             if not subs:
-                dp.call(setattr, dp, "_trace", None)
+                dp.set_observer(None)
                 continue
             flts = []
             for _conn, f in subs:
@@ -782,7 +782,7 @@ class Daemon:
                     rec = next((r for r in self.links.values() if f.child in (r.name, r.key)), None)
                     f = dataclasses.replace(f, child=rec.key if rec is not None else f.child)
                 flts.append(f)
-            dp.call(setattr, dp, "_trace", FrameTracer(pname, flts, self._emit))
+            dp.set_observer(FrameTracer(pname, flts, self._emit, dp.engine))
 
     def _emit(self, event: dict) -> None:
         """On a datapath thread: send to every subscriber; never block (drop and count)."""

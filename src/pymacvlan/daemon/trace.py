@@ -1,21 +1,16 @@
-"""`pymacvlan trace` in the daemon: which frames a subscriber wants, and the datapath's
-handlers while someone traces (:class:`FrameTracer`)."""
+"""`pymacvlan trace` in the daemon: which frames a subscriber wants (:class:`TraceFilter`)
+and the observer the datapath calls while someone traces (:class:`FrameTracer`)."""
 
 from __future__ import annotations
 
-import errno
-import os
 import time
 from dataclasses import dataclass
+from typing import Callable
 
-from ..backends.userspace._sys import ZERO_VNET_HDR
-from ..backends.userspace.vnet import VNET_HDR_LEN
-from ..engine import WIRE
-from ..engine.device import Lower
+from ..engine import WIRE, Engine
+from ..engine.device import Lower, MacvlanDev
 from ..engine.trace import PARENT, Trace
-from ..model import KernelError, mac_str, parse_mac
-
-MIN_BUF = VNET_HDR_LEN + 14
+from ..model import ETH_P_8021Q, KernelError, mac_str, parse_mac
 
 
 # -- tracing -------------------------------------------------------------------------------------------------
@@ -44,7 +39,7 @@ class TraceFilter:
             return False
         if self.ethertype is not None:
             et = int.from_bytes(frame[12:14], "big")
-            if et != self.ethertype and not (et == 0x8100 and int.from_bytes(frame[16:18], "big") == self.ethertype):
+            if et != self.ethertype and not (et == ETH_P_8021Q and int.from_bytes(frame[16:18], "big") == self.ethertype):
                 return False
         return True
 
@@ -54,104 +49,30 @@ class TraceFilter:
 
 
 class FrameTracer:
-    """The datapath's slow path while someone traces (``Datapath._trace``).
+    """A :class:`~pymacvlan.backends.userspace.datapath.FrameObserver` for `pymacvlan trace`
+    subscribers: frames matching a filter get a :class:`Trace`, which the datapath's own
+    handlers fill (the same admission and dispatch as when nobody traces); ``emit`` gets each
+    explained frame as an event (called on the datapath's thread)."""
 
-    The datapath checks ``self._trace is not None`` once per handler call and then hands
-    the whole batch here; frames matching a subscriber's filter go through the engine
-    with a :class:`Trace`, the rest exactly as on the fast path. One instance per datapath;
-    ``emit`` gets each explained frame (called on the datapath's thread).
-    """
-
-    def __init__(self, parent_name: str, filters: list[TraceFilter], emit) -> None:
+    def __init__(self, parent_name: str, filters: list[TraceFilter], emit: Callable[[dict], None],
+                 engine: Engine) -> None:
         self.parent_name = parent_name
         self.filters = filters
         self.emit = emit
+        self.engine = engine
 
-    def on_parent(self, dp) -> None:
-        """Parent → children (``Datapath._on_parent``'s slow twin)."""
-        parent = dp.parent
-        if parent is None:
-            return
-        receive = dp.engine.receive
-        for buf in parent.drain(dp.cfg.budget):
-            if len(buf) < MIN_BUF:
-                dp.counters["rx_runt"] += 1
-                continue
-            self._frames(dp, "wire", None, buf, "rx_bad_vnet_hdr", lambda f, tr, gso: receive(f, tr))
+    def begin(self, origin: str, vlan: MacvlanDev | None, frame: bytes) -> Trace | None:
+        if not any(f.pre(frame) for f in self.filters):
+            return None
+        tr = Trace()
+        tr.hop("frame arrives at the parent from the wire" if vlan is None else f"{origin} transmits it")
+        return tr
 
-    def on_tap(self, dp, fd: int, vlan) -> None:
-        """A TAP child transmits (the TAP reader's slow twin)."""
-        for _ in range(dp.cfg.budget):
-            try:
-                buf = os.read(fd, VNET_HDR_LEN + 65535 + 18)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                dp.counters[f"child_read_{errno.errorcode.get(e.errno or 0, e.errno)}"] += 1
-                if e.errno == errno.EBADFD:
-                    dp.unwatch(fd)
-                return
-            if len(buf) < MIN_BUF:
-                dp.counters["tx_runt"] += 1
-                continue
-            self._child_buf(dp, vlan, buf)
-
-    def on_child_buf(self, dp, vlan, buf: bytes) -> None:
-        """One buffer a veth child sent (the veth ring reader's slow twin)."""
-        if len(buf) < MIN_BUF:
-            dp.counters["tx_runt"] += 1
-            return
-        self._child_buf(dp, vlan, buf)
-
-    def on_endpoint(self, dp, ep, buf: bytes) -> None:
-        """A macvtap endpoint's client transmits (``Datapath._endpoint_sink``'s slow twin)."""
-        vlan = ep.child
-        if vlan is None or vlan.deleted:
-            dp.counters["tx_no_child"] += 1
-            return
-        if len(buf) - VNET_HDR_LEN > vlan.mtu + 18 and buf[1] == 0:
-            ep.counters["tx_oversize"] += 1
-            vlan.stats.tx_dropped += 1
-            return
-        self._child_buf(dp, vlan, buf)
-
-    def _child_buf(self, dp, vlan, buf: bytes) -> None:
-        xmit = dp.engine.xmit
-        self._frames(dp, vlan.name, vlan, buf, "tx_bad_vnet_hdr", lambda f, tr, gso: xmit(vlan, f, tr, gso))
-
-    # -- common
-    def _frames(self, dp, origin: str, vlan, buf: bytes, bad: str, decide) -> None:
-        """Unicast keeps its header (GSO crosses whole); multicast with a header is finalized
-        first, as on the fast path."""
-        frame = buf[VNET_HDR_LEN:]
-        if frame[0] & 1 and buf[:VNET_HDR_LEN] != ZERO_VNET_HDR:
-            from ..backends.userspace.gso import GSOError, finalize
-            try:
-                frames = finalize(buf)
-            except GSOError:
-                dp.counters[bad] += 1
-                return
-            for f in frames:
-                self._one(dp, origin, vlan, f, None, False, decide)
-            return
-        self._one(dp, origin, vlan, frame, buf, buf[1] != 0, decide)
-
-    def _one(self, dp, origin: str, vlan, frame: bytes, buf: bytes | None, gso: bool, decide) -> None:
-        match = [f for f in self.filters if f.pre(frame)]
-        tr = Trace() if match else None
-        if tr is not None:
-            tr.hop("frame arrives at the parent from the wire" if vlan is None else f"{origin} transmits it")
-        deliveries = decide(frame, tr, gso)
-        if tr is not None and dp.engine.bc_pending:
-            # the deferred flood (macvlan_process_broadcast), explained with the frame it carries
-            deliveries = list(deliveries) + dp.engine.process_bc_queue(tr)
-        dp._dispatch(deliveries, frame, buf)
-        if tr is None:
-            return
+    def end(self, origin: str, vlan: MacvlanDev | None, frame: bytes, tr: Trace, deliveries: list) -> None:
         got = sorted({_target_name(t) for t, _pt, _f in deliveries})
-        names = [WIRE, PARENT] + list(dp.engine.children)
-        for f in match:
-            if not f.concerns(origin, got, tr.notes):
+        names = [WIRE, PARENT] + list(self.engine.children)
+        for f in self.filters:
+            if not f.pre(frame) or not f.concerns(origin, got, tr.notes):
                 continue
             self.emit({"event": "frame", "time": time.time(), "parent": self.parent_name, "from": origin,
                        "dst": mac_str(frame[0:6]), "src": mac_str(frame[6:12]),

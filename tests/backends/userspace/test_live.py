@@ -26,6 +26,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from pymacvlan.backends.userspace import Datapath, DatapathConfig, DgramEndpoint, ParentConfig, StreamEndpoint, TapFdEndpoint
 from pymacvlan.backends.userspace._sys import IFF_LOWER_UP, in_netns
 from pymacvlan.backends.userspace.endpoints import recv_fd
+from pymacvlan.daemon.trace import FrameTracer, TraceFilter
 
 from .netlab import Lab, leftovers, live_unavailable, ping, sh, tcp_transfer
 from tests.ci import live_marks
@@ -435,3 +436,35 @@ def test_a_fast_path_the_verifier_refuses_leaves_the_python_path_running(monkeyp
         assert st["path"]["active"] == "python" and "verifier" in st["path"]["reason"]
         assert st["datapath"]["fastpath_unavailable"] == 1
         assert st["children"]["b"]["rx"]["packets"] >= 3  # the Python path carried them
+
+
+# -- tracing: the same datapath, observed ------------------------------------------------------------------
+def test_a_traced_down_macvtap_drops_what_its_client_sends_as_untraced(world: World, tmp_path) -> None:
+    """Tracing used to run its own copy of the handlers, which forgot the `up` check: a down
+    macvtap's frames went out while someone traced. Now both paths share admission."""
+    dp = world.start()
+    world.child("A", "bridge", MAC_A, "10.77.0.1")
+    world.wait_up("a")
+    ours, theirs = str(tmp_path / "dp.sock"), str(tmp_path / "qemu.sock")
+    dp.add_macvtap("t", DgramEndpoint("t", ours), "bridge", mac=MAC_T, up=False)
+    events: list[dict] = []
+    dp.set_observer(FrameTracer("p", [TraceFilter()], events.append, dp.engine))  # explains every frame
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        c.bind(theirs)
+        for _ in range(3):
+            c.sendto(_arp_request(MAC_T, "10.77.0.50", "10.77.0.1"), ours)
+        assert _wait_for(lambda: dp.stats()["children"]["t"]["tx"]["dropped"] >= 3)
+        assert dp.stats()["children"]["t"]["tx"]["packets"] == 0
+        assert not any(ev["from"] == "t" for ev in events)
+        # up, the same frames are admitted, explained and answered
+        dp.set_up("t", True)
+        c.sendto(_arp_request(MAC_T, "10.77.0.50", "10.77.0.1"), ours)
+        reply = next((f for f in _frames(c, 3.0, "dgram") if Ether(f).haslayer(ARP) and Ether(f)[ARP].op == 2), None)
+        assert reply is not None
+        sent = next(ev for ev in events if ev["from"] == "t")
+        assert "a" in sent["delivered"] and sent["path"]
+        assert any(ev["from"] == "a" and "t" in ev["delivered"] for ev in events)  # A's reply, explained
+        dp.set_observer(None)
+    finally:
+        c.close()

@@ -43,9 +43,9 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
-from ...engine import WIRE, Engine
+from ...engine import WIRE, Engine, Trace
 from ...engine.device import STACK_GROUPS, MacvlanDev
 from ...model import KernelError, MacaddrMode, Mode, mode_from_name
 from ._sys import (IFF_ALLMULTI, IFF_LOWER_UP, IFF_PROMISC, IFF_UP, ZERO_VNET_HDR, NetdevCtl, ifreq,
@@ -137,6 +137,21 @@ class DatapathConfig:
     fastpath: bool = False
 
 
+class FrameObserver(Protocol):
+    """Who watches frames go by (`pymacvlan trace`): installed with :meth:`Datapath.set_observer`.
+
+    The datapath calls it from its own admission and dispatch code, per frame that reached the
+    engine: ``begin`` returns a :class:`~pymacvlan.engine.Trace` to have the engine explain this
+    frame (None: decided as if unobserved), ``end`` gets the decisions once dispatched. ``origin``
+    is ``"wire"`` or the sending child's name (``vlan`` is that child, None from the wire).
+    Both run on the datapath's thread and must not block. While one is installed the eBPF fast
+    path forwards nothing, so every frame passes here."""
+
+    def begin(self, origin: str, vlan: MacvlanDev | None, frame: bytes) -> Trace | None: ...
+
+    def end(self, origin: str, vlan: MacvlanDev | None, frame: bytes, tr: Trace, deliveries: list) -> None: ...
+
+
 class Datapath:
     """macvlan in userspace on one parent. Start with :meth:`start` (thread) or :meth:`run`."""
 
@@ -178,8 +193,8 @@ class Datapath:
         self.fastpath_error: str | None = None
         #: veth children the fast path forwards to and from, by name
         self._fast: dict[str, FastChild] = {}
-        #: a :class:`pymacvlan.daemon.trace.FrameTracer` while someone runs `pymacvlan trace` (else None)
-        self._trace = None
+        #: see :meth:`set_observer` (None: nobody traces, the handlers pay one ``is not None``)
+        self._observer: FrameObserver | None = None
         try:
             self._watch_parent()
             self._monitor(pcfg.netns)
@@ -374,10 +389,9 @@ class Datapath:
         parent = self.parent
         if parent is None:
             return
-        if self._trace is not None:
-            return self._trace.on_parent(self)
         receive = self.engine.receive
         out = self._out
+        obs = self._observer
         bufs = parent.drain(self.cfg.budget)
         if not bufs:
             parent.rx_resync()  # readable but nothing at our head (see Parent.rx_resync)
@@ -391,6 +405,9 @@ class Datapath:
                 self._rx_finalized(buf)
                 continue
             frame = buf[VNET_HDR_LEN:]
+            if obs is not None:
+                self._observed(obs, None, frame, buf)
+                continue
             for target, _pt, f in receive(frame):
                 w = out.get(target)
                 if w is not None:
@@ -403,7 +420,11 @@ class Datapath:
             self.counters["rx_bad_vnet_hdr"] += 1
             return
         out = self._out
+        obs = self._observer
         for frame in frames:
+            if obs is not None:
+                self._observed(obs, None, frame, None)
+                continue
             for target, _pt, f in self.engine.receive(frame):
                 w = out.get(target)
                 if w is not None:
@@ -428,6 +449,10 @@ class Datapath:
             # bytes, not a memoryview: hashing a view's slice (the engine's MAC lookups)
             # hashes the whole underlying buffer first, 64 KB of siphash for a GSO frame
             frame = buf[VNET_HDR_LEN:]
+            obs = self._observer
+            if obs is not None:
+                self._observed(obs, vlan, frame, buf, buf[1] != 0)
+                return
             deliveries = xmit(vlan, frame, None, buf[1] != 0)
             if len(deliveries) == 1:  # the common case, one child gets the frame itself
                 target, _pt, f = deliveries[0]
@@ -448,8 +473,6 @@ class Datapath:
         sent = self._make_child_sender(vlan)
 
         def on_tap(events: int) -> None:
-            if self._trace is not None:
-                return self._trace.on_tap(self, fd, vlan)
             for _ in range(budget):
                 try:
                     buf = read(fd, READ_SIZE)
@@ -475,11 +498,6 @@ class Datapath:
             if not bufs:
                 ring.rx_resync()
                 return
-            trace = self._trace
-            if trace is not None:
-                for buf in bufs:
-                    trace.on_child_buf(self, vlan, buf)
-                return
             for buf in bufs:
                 sent(buf)
 
@@ -500,8 +518,36 @@ class Datapath:
         self._xmit_frames(vlan, frames)
 
     def _xmit_frames(self, vlan: MacvlanDev, frames: list[bytes]) -> None:
+        obs = self._observer
         for frame in frames:
+            if obs is not None:
+                self._observed(obs, vlan, frame, None)
+                continue
             self._dispatch(self.engine.xmit(vlan, frame), frame)
+
+    def _observed(self, obs: FrameObserver, vlan: MacvlanDev | None, frame: bytes, buf: bytes | None,
+                  gso: bool = False) -> None:
+        """One admitted frame while someone observes: the engine decides as on the fast path,
+        explaining it into the observer's Trace if it wants this frame; the deferred flood
+        (macvlan_process_broadcast) then runs at once, so the explanation has it too."""
+        engine = self.engine
+        origin = "wire" if vlan is None else vlan.name
+        tr = obs.begin(origin, vlan, frame)
+        deliveries = engine.receive(frame, tr) if vlan is None else engine.xmit(vlan, frame, tr, gso)
+        if tr is not None and engine.bc_pending:
+            deliveries = list(deliveries) + engine.process_bc_queue(tr)
+        self._dispatch(deliveries, frame, buf)
+        if tr is not None:
+            obs.end(origin, vlan, frame, tr, deliveries)
+
+    def set_observer(self, observer: FrameObserver | None) -> None:
+        """Install (or with None remove) the frame observer, on the loop thread; the eBPF
+        fast path stands aside while one is installed."""
+        def install() -> None:
+            self._observer = observer
+            self._sync_fastpath()
+
+        self.call(install)
 
     def _dispatch(self, deliveries: list, frame: bytes, buf: bytes | None = None) -> None:
         """Hand one engine decision to the parent's transmit queue and the children's
@@ -523,8 +569,6 @@ class Datapath:
 
     def _endpoint_sink(self, ep: Endpoint, buf: bytes) -> None:
         """What an endpoint's client wrote: hdr+frame from a macvtap child."""
-        if self._trace is not None:
-            return self._trace.on_endpoint(self, ep, buf)
         vlan = ep.child
         if vlan is None or vlan.deleted:
             self.counters["tx_no_child"] += 1
@@ -541,6 +585,10 @@ class Datapath:
             self._xmit_multicast(vlan, buf)
             return
         frame = buf[VNET_HDR_LEN:]
+        obs = self._observer
+        if obs is not None:
+            self._observed(obs, vlan, frame, buf, buf[1] != 0)
+            return
         self._dispatch(self.engine.xmit(vlan, frame, None, buf[1] != 0), frame, buf)
 
     @staticmethod
@@ -925,7 +973,7 @@ class Datapath:
         if fp is None:
             return
         parent = self.parent
-        if self._trace is not None or parent is None:
+        if self._observer is not None or parent is None:
             want = EMPTY  # a trace sees every frame; no parent, nothing to forward
         else:
             want = fastpath_rules(self.engine, parent.ifindex, parent.frame_max, self._fast)
