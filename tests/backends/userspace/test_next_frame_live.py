@@ -103,12 +103,12 @@ def test_each_control_operation_decides_the_very_next_frame(world: World) -> Non
         dp.set_up("b", True)
         assert _where(world, listen, from_wire, *_frame(B, W)) == {"b"}
         # address change: the old MAC is nobody's, the new one is B's, from the next frame on
-        dp.set_address("b", C)
+        dp.set_mac("b", C)
         assert _where(world, listen, from_wire, *_frame(B, W)) == set()
         assert _where(world, listen, from_wire, *_frame(C, W)) == {"b"}
         # mode change: A's frame to its bridge neighbour B leaves for the wire once A is vepa
         assert _where(world, listen, from_a, *_frame(C, A)) == {"b"}
-        dp.change("a", mode=Mode.VEPA)
+        dp.changelink("a", mode=Mode.VEPA)
         assert _where(world, listen, from_a, *_frame(C, A)) == {"wire"}
         # delete: a new child with B's MAC gets the next frame, the deleted one's device none
         listen.pop("b").close()
