@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 #: plain mode: a line at least this often (seconds), and at the end
 PLAIN_EVERY = 10.0
@@ -28,7 +28,8 @@ class Progress:
         self.done = 0
         self.doing = ""
         self._start = self._last = time.monotonic()
-        self._bar = self._task = None
+        self._bar: Any = None  # a rich Progress on a terminal
+        self._task: Any = None
 
     def __enter__(self) -> "Progress":
         if not self.plain:
