@@ -126,7 +126,8 @@ def register(sub) -> None:
                    "reason, fast/slow path, endpoint queues")
     d.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     d.set_defaults(func=_daemon, action=None)
-    acts = d.add_subparsers(dest="action", metavar="[install-unit | stop]")
+    acts = d.add_subparsers(dest="action", metavar="[install-unit | stop]",
+                            help="without one: run the daemon in the foreground")
     u = acts.add_parser("install-unit", help="write the systemd unit (Type=notify) running the daemon with "
                         "the options given before install-unit",
                         description="Write pymacvlan.service (Type=notify, Restart=on-failure, hardened to the "

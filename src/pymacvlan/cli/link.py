@@ -355,13 +355,15 @@ def add_global_options(container) -> None:
         if names:
             container.add_argument(*names, **kw)
 
-    add("-j", "-json", dest="pmv_json", action="store_true", help="link: JSON output (iproute2's keys)")
-    add("-p", "-pretty", dest="pmv_pretty", action="store_true", help="link: pretty JSON")
+    add("-j", "-json", dest="pmv_json", action="store_true", help="JSON output (link: iproute2's keys)")
+    add("-p", "-pretty", dest="pmv_pretty", action="store_true", help="indented JSON")
     add("-d", "-details", dest="pmv_details", action="store_true", help="link: details (macvlan mode ...)")
     add("-s", "-stats", "-statistics", dest="pmv_stats", action="count", default=0, help="link: counters")
     add("-br", "-brief", dest="pmv_brief", action="store_true", help="link: one line per link")
-    add("-n", "-netns", dest="pmv_netns", metavar="NS", help="link/apply: work inside network namespace NS")
-    add("--backend", dest="pmv_backend", choices=list(BACKENDS), help="link/apply: backend (default sim)")
+    add("-n", "-netns", dest="pmv_netns", metavar="NS", help="work inside network namespace NS")
+    add("--backend", dest="pmv_backend", choices=list(BACKENDS), help="sim (default), kernel or userspace")
+    add("--socket", dest="pmv_socket", metavar="PATH",
+        help="userspace: the daemon's control socket (default $PYMACVLAN_SOCKET or /run/pymacvlan/control.sock)")
     add("--state", dest="pmv_state", metavar="FILE",
         help="sim backend: state file (default $PMV_SIM_STATE or $XDG_STATE_HOME/pymacvlan/sim.json)")
 
@@ -372,6 +374,7 @@ class Globals:
     backend: str = "sim"
     netns: str | None = None
     state: str | None = None
+    socket: str | None = None
 
 
 def split_globals(args, words: list[str]) -> tuple[Globals, list[str]]:
@@ -381,21 +384,25 @@ def split_globals(args, words: list[str]) -> tuple[Globals, list[str]]:
                         details=bool(getattr(args, "pmv_details", False)), stats=getattr(args, "pmv_stats", 0) or 0,
                         brief=bool(getattr(args, "pmv_brief", False))),
                 getattr(args, "pmv_backend", None) or "sim", getattr(args, "pmv_netns", None),
-                getattr(args, "pmv_state", None))
+                getattr(args, "pmv_state", None), getattr(args, "pmv_socket", None))
     rest: list[str] = []
     t = Tokens(words)
     leading = True
     while t:
         w = t.take()
-        if w.startswith("--backend") or w.startswith("--state"):
+        if w in ("--help", "-h"):
+            return g, ["help"]
+        if w.startswith(("--backend", "--state", "--socket")):
             key, eq, val = w.partition("=")
-            if key not in ("--backend", "--state"):
+            if key not in ("--backend", "--state", "--socket"):
                 raise UsageError(f'Option "{w}" is unknown, try "pymacvlan link help".', 255)
             val = val if eq else t.next_arg()
             if key == "--backend":
                 if val not in BACKENDS:
                     raise UsageError(f"pymacvlan: unknown backend {val!r}; expected one of {', '.join(BACKENDS)}", 2)
                 g.backend = val
+            elif key == "--socket":
+                g.socket = val
             else:
                 g.state = val
             continue
@@ -422,6 +429,11 @@ def make_driver(g: Globals):
     kw = {}
     if g.backend == "sim" and g.state:
         kw["state"] = g.state
+    if g.socket is not None:
+        if g.backend != "userspace":
+            raise UsageError(f"pymacvlan link: --socket is the userspace daemon's; the {g.backend} backend has none", 2,
+                             hint="add --backend userspace, or drop --socket")
+        kw["socket_path"] = g.socket
     if g.netns is not None:
         kw["netns"] = g.netns
     try:

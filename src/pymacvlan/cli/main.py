@@ -26,6 +26,69 @@ def _command_modules() -> list:
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
+#: the global options (declared once, with link's: cli/link.py add_global_options) → the
+#: flag as typed and the dest of a command's own option with the same meaning (None: link only)
+GLOBALS = {"pmv_backend": ("--backend", "backend"), "pmv_socket": ("--socket", "socket"),
+           "pmv_netns": ("-n", "netns"), "pmv_json": ("-j", "json"), "pmv_pretty": ("-p", "pretty"),
+           "pmv_state": ("--state", "state"), "pmv_details": ("-d", None), "pmv_stats": ("-s", None),
+           "pmv_brief": ("-br", None)}
+
+
+class GlobalOptionError(Exception):
+    """A global option the chosen command cannot honour: one line, exit 2."""
+
+
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[argparse.ArgumentParser]:
+    """The parsers of the command as given (a command and, e.g. for `daemon stop`, its action)."""
+    out, p = [], parser
+    while True:
+        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or getattr(args, subs[0].dest, None) is None:
+            return out
+        p = subs[0].choices[getattr(args, subs[0].dest)]
+        out.append(p)
+
+
+def honour_globals(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Give each global option to the command's own option of the same meaning, or refuse it
+    (GlobalOptionError) where the command has none: never silently ignored. `link` reads them
+    itself (iproute2's grammar)."""
+    if args.command == "link":
+        return
+    chain = _chosen(parser, args)
+    actions = {a.dest: a for p in chain for a in p._actions}
+    for gdest, (flag, local) in GLOBALS.items():
+        value = getattr(args, gdest, None)
+        if value in (None, False, 0):
+            continue
+        action = actions.get(local) if local is not None else None
+        if action is None:
+            usable = sorted(f for g, (f, loc) in GLOBALS.items() if loc in actions)
+            raise GlobalOptionError(f"pymacvlan {args.command}: {flag} does not apply to this command"
+                                    + (f" (it takes {', '.join(usable)})" if usable else ""))
+        if action.choices is not None and value not in action.choices:
+            raise GlobalOptionError(f"pymacvlan {args.command}: {flag} {value} is not possible here "
+                                    f"(choose from {', '.join(map(str, action.choices))})")
+        if isinstance(action, argparse._AppendAction):
+            value = [value] + [v for v in (getattr(args, local, None) or []) if v != value]
+        else:
+            mine = getattr(args, local, None)
+            if mine not in (None, False, action.default) and mine != value:
+                raise GlobalOptionError(f"pymacvlan {args.command}: {flag} given twice, as {value} and {mine}")
+        setattr(args, local, value)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        honour_globals(parser, args)
+    except GlobalOptionError as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(2) from None
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pymacvlan", description="Linux macvlan and macvtap, in Python.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -35,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -131,10 +131,12 @@ def register(sub) -> None:
     m.add_argument("--wire", choices=["plain", "hairpin"], help="only this wire (default both)")
     m.set_defaults(func=_modes)
     f = sub.add_parser("fuzz", help="differential fuzzing of two backends, shrinking any difference")
-    f.add_argument("--against", default="kernel", choices=["sim", "kernel", "userspace"])
-    f.add_argument("--base", default="sim", choices=["sim", "kernel", "userspace"])
+    f.add_argument("--against", default="kernel", choices=["sim", "kernel", "userspace"],
+                   help="the backend checked (default kernel)")
+    f.add_argument("--base", default="sim", choices=["sim", "kernel", "userspace"],
+                   help="the backend it is checked against (default sim)")
     f.add_argument("-n", type=int, default=200, help="number of random scenarios")
-    f.add_argument("--seed", type=int, default=1)
+    f.add_argument("--seed", type=int, default=1, help="first random seed (default 1): a run is reproducible")
     f.add_argument("--out", default="fuzz-failures", help="where shrunk scenarios are written")
     f.add_argument("--max-findings", type=int, default=1, help="stop after this many differences")
     f.set_defaults(func=_fuzz)

@@ -173,11 +173,12 @@ def register(sub) -> None:
                        description="Per-child counters (stats64) and every drop counted by reason: the "
                        "engine's, the userspace datapath's, the parent socket's.")
     s.add_argument("name", nargs="?", help="only this child")
-    s.add_argument("--backend", choices=["sim", "userspace", "kernel"], default="sim")
+    s.add_argument("--backend", choices=["sim", "userspace", "kernel"], default="sim",
+                   help="sim (default), userspace or kernel")
     s.add_argument("-n", "--netns", help="the namespace the children are in")
     s.add_argument("--socket", help="the daemon's control socket (userspace)")
     s.add_argument("--state", help="the sim link state file (sim)")
     s.add_argument("--scenario", help="replay this scenario on the sim and report its counters (sim)")
-    s.add_argument("-j", "--json", action="store_true")
-    s.add_argument("-p", "--pretty", action="store_true")
+    s.add_argument("-j", "--json", action="store_true", help="JSON output")
+    s.add_argument("-p", "--pretty", action="store_true", help="indented JSON")
     s.set_defaults(func=_stats)

@@ -279,7 +279,8 @@ def register(sub) -> None:
     t = sub.add_parser("trace", help="explain where frames go and why (live on kernel and userspace, injected on sim)",
                        description="Explain macvlan's decisions frame by frame: for every device that could "
                        "have had the frame, whether it did and which kernel rule decided.")
-    t.add_argument("--backend", choices=["sim", "userspace", "kernel"], default="sim")
+    t.add_argument("--backend", choices=["sim", "userspace", "kernel"], default="sim",
+                   help="sim (default: an injected frame), userspace or kernel (live frames)")
     flt = t.add_argument_group("filter (kernel, userspace; --ethertype also builds the sim frame)")
     flt.add_argument("--mac", help="frames from or to this MAC")
     flt.add_argument("--ethertype", help="frames of this ethertype (hex: 0x0806), also behind a VLAN tag")
