@@ -180,7 +180,7 @@ class Daemon:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._lock = threading.RLock()
-        self.metrics = None  # the metrics.MetricsServer while serving
+        self.metrics: Any = None  # the metrics.MetricsServer while serving
 
     # -- life cycle -------------------------------------------------------------------------------
     def start(self) -> "Daemon":
@@ -532,7 +532,7 @@ class Daemon:
         from ..backends.userspace.parent import ParentConfig
 
         try:
-            fast = {"children": "veth", "fastpath": True} if self.cfg.fastpath else {}
+            fast: dict[str, Any] = {"children": "veth", "fastpath": True} if self.cfg.fastpath else {}
             dp = Datapath(DatapathConfig(ParentConfig(parent, self.cfg.netns), shield=self.cfg.shield, persist=True,
                                          **fast))
         except OSError as e:

@@ -4,6 +4,7 @@ and macvlan_broadcast(), with the mode masks by origin."""
 from __future__ import annotations
 
 from ..model import BROADCAST, ETH_P_PAUSE, Mode, PacketType
+from .state import Delivery, EngineState
 
 BCAST = PacketType.BROADCAST
 MCAST = PacketType.MULTICAST
@@ -13,7 +14,7 @@ PAUSE = ETH_P_PAUSE.to_bytes(2, "big")
 _K32 = 0x61C88647
 
 
-class FloodPath:
+class FloodPath(EngineState):
     """Mixin of :class:`~pymacvlan.engine.core.Engine`."""
 
     def _bc_enqueue(self, frame: bytes, src, tr) -> None:

@@ -8,6 +8,7 @@ passthru, tracing) branches off it.
 from __future__ import annotations
 
 from ..model import BROADCAST, Mode, PacketType
+from .state import Delivery, EngineState
 from .hashes import mc_hash
 from .trace import PARENT
 
@@ -21,7 +22,7 @@ BRIDGE = Mode.BRIDGE
 NODST = 2
 
 
-class ReceivePath:
+class ReceivePath(EngineState):
     """Mixin of :class:`~pymacvlan.engine.core.Engine`: the parent's rx_handler."""
 
     def receive(self, frame: bytes, tr=None) -> list:

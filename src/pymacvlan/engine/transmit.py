@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ..model import Mode
+from .state import Delivery, EngineState
 from .trace import PARENT, WIRE
 
 BRIDGE = Mode.BRIDGE
 
 
-class TransmitPath:
+class TransmitPath(EngineState):
     """Mixin of :class:`~pymacvlan.engine.core.Engine`."""
 
     def xmit(self, vlan, frame: bytes, tr=None, gso: bool = False) -> list:

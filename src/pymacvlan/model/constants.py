@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import IntEnum, IntFlag
 
 ETH_HLEN = 14
@@ -58,7 +59,7 @@ def mode_from_name(name: str) -> Mode:
         raise ValueError(f"unknown mode {name!r}; expected one of {', '.join(MODES)}") from None
 
 
-def flags_from_names(names) -> MacvlanFlag:
+def flags_from_names(names: Iterable[str]) -> MacvlanFlag:
     value = MacvlanFlag(0)
     for n in names:
         if n == "null":

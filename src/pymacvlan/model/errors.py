@@ -17,7 +17,7 @@ class KernelError(Exception):
         self.advice = advice
         super().__init__(f"{errno_name}: {message}" + (f" ({advice})" if advice else ""))
 
-    def as_result(self) -> dict:
+    def as_result(self) -> dict[str, object]:
         out = {"ok": False, "errno": self.errno_name, "message": self.message}
         if self.advice:
             out["advice"] = self.advice

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 
 Mac = bytes
@@ -33,7 +34,7 @@ def is_zero(mac: Mac) -> bool:
     return mac == b"\x00" * 6
 
 
-def random_mac(rng=None) -> Mac:
+def random_mac(rng: random.Random | None = None) -> Mac:
     """A random locally administered unicast MAC, as eth_hw_addr_random() makes."""
     raw = bytearray(rng.randbytes(6) if rng is not None else os.urandom(6))
     raw[0] = (raw[0] & 0xFE) | 0x02
