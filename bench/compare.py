@@ -149,8 +149,9 @@ class Bench:
         self.datapath_config: dict = {}
         #: (metric, path): perf record the main pymacvlan datapath during that metric, last round
         self.perf: tuple[str, str] | None = None
-        #: the setup --perf records
+        #: the setup --perf records, and whether system-wide (-a) rather than its datapath process
         self.perf_setup = "pymacvlan"
+        self.perf_system = False
         self.last_round = False
 
     # -- building --------------------------------------------------------------------------------
@@ -320,7 +321,10 @@ class Bench:
         dp0 = sched_sample(s.datapath.pid) if s.datapath is not None else None
         perf = None
         if self.perf and self.perf[0] == metric and s.name == self.perf_setup and self.last_round:
-            perf = subprocess.Popen(["perf", "record", "-g", "-o", self.perf[1], "-p", str(s.datapath.pid)],
+            # the whole machine where the setup has no datapath process (kernel setups, the fast
+            # path) or when asked: where the kernel's own forwarding spends its time
+            target = ["-a"] if self.perf_system or s.datapath is None else ["-p", str(s.datapath.pid)]
+            perf = subprocess.Popen(["perf", "record", "-g", "-o", self.perf[1], *target],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.3)
         t0 = time.monotonic()
@@ -531,6 +535,9 @@ def main() -> None:
                     help="an extra pymacvlan setup with these DatapathConfig fields (repeatable)")
     ap.add_argument("--perf-setup", default="pymacvlan", metavar="SETUP",
                     help="the setup --perf records (default pymacvlan; e.g. pymacvlan-veth)")
+    ap.add_argument("--perf-system", action="store_true",
+                    help="--perf records the whole machine (perf record -a), e.g. for the fast path, whose "
+                         "frames never reach the datapath process")
     ap.add_argument("--perf", metavar="METRIC:FILE", help="perf record -g the pymacvlan datapath during its "
                     "tcp or udp test of the last round into FILE (then: perf report -i FILE --no-children)")
     ap.add_argument("-v", "--verbose", action="store_true", help="name each test as it starts (stderr)")
@@ -548,6 +555,7 @@ def main() -> None:
     bench.verbose = args.verbose
     bench.datapath_config = json.loads(args.datapath)
     bench.perf_setup = args.perf_setup
+    bench.perf_system = args.perf_system
     if args.perf:
         metric, _, path = args.perf.partition(":")
         bench.perf = (metric, path or f"/tmp/pmv-perf-{metric}.data")

@@ -24,8 +24,8 @@ pytestmark = [
 
 from pymacvlan.backends.userspace.bpf import TC_ACT_REDIRECT, TC_ACT_UNSPEC, prog_test_run  # noqa: E402
 from pymacvlan.backends.userspace.fastpath import (BRIDGE, FAST_TARGET, FROM_WIRE, FWD_OK, KEEP_ALL,  # noqa: E402
-                                                   LOCAL_BRIDGE, SRC_LISTED, WIRE_OK, WORLD_OK, FastPath,
-                                                   Rules)
+                                                   LOCAL_BRIDGE, SRC_ANY, SRC_LISTED, WIRE_OK, WORLD_OK,
+                                                   FastPath, Rules)
 
 LO = 1
 PARENT = 7  # any ifindex: what the tc program redirects to is not observable in a test run
@@ -113,9 +113,13 @@ def test_wire_to_a_child_not_marked_wire_ok_goes_to_the_slow_path(fp, flags: int
 
 
 def test_a_sender_a_source_child_lists_goes_to_the_slow_path(fp) -> None:
-    as_wire(fp, {B: (21, SLOT_B, WIRE_OK | FAST_TARGET), W: (0, 0, SRC_LISTED)})
+    macs = {B: (21, SLOT_B, WIRE_OK | FAST_TARGET), W: (0, 0, SRC_LISTED)}
+    fp.sync(Rules({LO: (0, FROM_WIRE | SRC_ANY, 0, 0)}, macs))
     assert run(fp, frame(B, W)) == TC_ACT_UNSPEC
-    as_wire(fp, {B: (21, SLOT_B, WIRE_OK | FAST_TARGET), W: (0, 0, 0)})
+    fp.sync(Rules({LO: (0, FROM_WIRE | SRC_ANY, 0, 0)}, {**macs, W: (0, 0, 0)}))
+    assert run(fp, frame(B, W)) == TC_ACT_REDIRECT
+    # the sender is looked up only while some list exists (the rules set SRC_ANY with any list)
+    fp.sync(Rules({LO: (0, FROM_WIRE, 0, 0)}, macs))
     assert run(fp, frame(B, W)) == TC_ACT_REDIRECT
 
 
@@ -184,7 +188,7 @@ def test_child_frames_over_the_limit_are_slow_unless_gso(fp) -> None:
 
 
 def test_child_sender_listed_by_a_source_child_is_slow(fp) -> None:
-    as_child(fp, BRIDGE | OK, {A: (11, SLOT_A, SRC_LISTED)})
+    as_child(fp, BRIDGE | OK | SRC_ANY, {A: (11, SLOT_A, SRC_LISTED)})
     assert run(fp, frame(B, A)) == TC_ACT_UNSPEC
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pymacvlan.backends.userspace.fastpath import (BRIDGE, FAST_TARGET, FROM_WIRE, FWD_OK, LOCAL_BRIDGE, SRC_LISTED,
-                                                   WIRE_OK, WORLD_OK, FastChild, Rules, fastpath_rules)
+from pymacvlan.backends.userspace.fastpath import (BRIDGE, FAST_TARGET, FROM_WIRE, FWD_OK, LOCAL_BRIDGE, SRC_ANY,
+                                                   SRC_LISTED, WIRE_OK, WORLD_OK, FastChild, Rules, fastpath_rules)
 from pymacvlan.engine import Engine
 from pymacvlan.model import MacaddrMode, Mode
 
@@ -53,6 +53,7 @@ def test_rules_leave_source_passthru_and_non_veth_to_the_engine() -> None:
     assert r.macs[A][2] == FAST_TARGET  # source mode: never WIRE_OK
     assert r.macs[B] == (0, 0, LOCAL_BRIDGE)  # not a veth child: no FAST_TARGET
     assert r.macs[W][2] == SRC_LISTED
+    assert all(flags & SRC_ANY for _slot, flags, _p, _m in r.ports.values())  # every ingress looks senders up
     p = _engine(("a", Mode.PASSTHRU, None))
     assert not fastpath_rules(p, PARENT, 1518, {"a": FC["a"]}).macs[p.children["a"].mac][2] & WIRE_OK
 

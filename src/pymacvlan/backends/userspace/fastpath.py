@@ -65,6 +65,7 @@ FROM_WIRE = 1    # the parent: frames from the wire
 BRIDGE = 2       # the sending child is in bridge mode
 WORLD_OK = 4     # the parent is up and has carrier: dev_queue_xmit(L) would take the frame
 FWD_OK = 8       # the parent is up: dev_forward_skb(L) would take a bridge-local frame
+SRC_ANY = 16     # some source-mode child has a list: look the sender up (SRC_LISTED)
 # macs.flags
 WIRE_OK = 1      # wire → this child in the kernel (up, not source mode, not passthru, a veth)
 LOCAL_BRIDGE = 2  # an up bridge child: a bridge sender's frame to it stays local
@@ -72,7 +73,7 @@ FAST_TARGET = 4  # a veth child bpf_redirect_peer can reach
 SRC_LISTED = 8   # a source-mode child lists this MAC: frames *from* it take the slow path
 
 # __sk_buff offsets (linux/bpf.h)
-SKB_LEN, SKB_VLAN_PRESENT, SKB_IFINDEX, SKB_GSO_SIZE = 0, 20, 40, 176
+SKB_LEN, SKB_VLAN_PRESENT, SKB_IFINDEX, SKB_DATA, SKB_DATA_END, SKB_GSO_SIZE = 0, 20, 40, 76, 80, 176
 ETH_P_8021Q_LE, ETH_P_8021AD_LE = 0x0081, 0xA888  # the ethertype bytes read as a little-endian u16
 
 _PORT = struct.Struct("IIII")
@@ -110,8 +111,9 @@ def fastpath_rules(engine, parent_ifindex: int | None, max_len: int, children: d
     if port is None or parent_ifindex is None:
         return EMPTY
     lower = engine.lower
-    ports: dict[int, tuple[int, int, int, int]] = {parent_ifindex: (0, FROM_WIRE, 0, 0)}
-    flags = (WORLD_OK if lower.up and lower.carrier else 0) | (FWD_OK if lower.up else 0)
+    src_any = SRC_ANY if port.source_hash else 0
+    ports: dict[int, tuple[int, int, int, int]] = {parent_ifindex: (0, FROM_WIRE | src_any, 0, 0)}
+    flags = (WORLD_OK if lower.up and lower.carrier else 0) | (FWD_OK if lower.up else 0) | src_any
     max_len = min(max_len, lower.mtu + 18)
     for name, child in children.items():
         vlan = engine.children.get(name)
@@ -153,25 +155,38 @@ def program(ports_fd: int, macs_fd: int, stats_fd: int, tc: bool) -> bytes:
     a.mov(R7, R0)
     a.ldx(4, R1, R6, SKB_VLAN_PRESENT).jmp("jne", R1, 0, "miss")  # a tag the device stripped
 
+    a.ldx(4, R9, R7, 4)  # the port's flags
     a.st(8, FP, -16, 0).st(8, FP, -24, 0).st(4, FP, -28, 0)
+    if tc:
+        # direct packet access: at tc ingress skb->data is the MAC header (cls_bpf pushes it)
+        a.ldx(4, R2, R6, SKB_DATA).ldx(4, R3, R6, SKB_DATA_END)
+        a.mov(R4, R2).addi(R4, 14).jmp("jgt", R4, R3, "miss", reg=True)
+        for pkt_off, fp_off in ((0, -16), (6, -24)):  # dst, src: 6 bytes each, into 8-byte keys
+            a.ldx(4, R1, R2, pkt_off).stx(4, FP, fp_off, R1)
+            a.ldx(2, R1, R2, pkt_off + 4).stx(2, FP, fp_off + 4, R1)
+        a.ldx(2, R1, R2, 12).stx(2, FP, -28, R1)
+    else:
+        # a socket filter has no direct packet access (and its skb->data need not be the MAC
+        # header in a test run): the same bytes through the helper
+        def load(off: int, fp_off: int, n: int) -> None:
+            a.mov(R1, R6).movi(R2, off).mov(R3, FP).addi(R3, fp_off).movi(R4, n).movi(R5, BPF_HDR_START_MAC)
+            a.call(HELPER_SKB_LOAD_BYTES_RELATIVE).jmp("jne", R0, 0, "miss")
 
-    def load(off: int, fp_off: int, n: int) -> None:
-        a.mov(R1, R6).movi(R2, off).mov(R3, FP).addi(R3, fp_off).movi(R4, n).movi(R5, BPF_HDR_START_MAC)
-        a.call(HELPER_SKB_LOAD_BYTES_RELATIVE).jmp("jne", R0, 0, "miss")
-
-    load(0, -16, 6)
-    load(6, -24, 6)
-    load(12, -28, 2)
+        load(0, -16, 6)
+        load(6, -24, 6)
+        load(12, -28, 2)
     a.ldx(2, R1, FP, -28).jmp("jeq", R1, ETH_P_8021Q_LE, "miss").jmp("jeq", R1, ETH_P_8021AD_LE, "miss")
     a.ldx(1, R1, FP, -16).jmp("jset", R1, 1, "miss")  # multicast and broadcast
-    # a source-mode child lists the sender: copies (and nodst) are the engine's
+    # a source-mode child lists the sender: copies (and nodst) are the engine's. Looked up only
+    # while some source-mode child has a list (SRC_ANY), which is rare
+    a.jmp("jset", R9, SRC_ANY, "src").ja("dst")
+    a.label("src")
     a.ld_map(R1, macs_fd).mov(R2, FP).addi(R2, -24).call(HELPER_MAP_LOOKUP)
     a.jmp("jeq", R0, 0, "dst")
     a.ldx(4, R1, R0, 8).jmp("jset", R1, SRC_LISTED, "miss")
     a.label("dst")
     a.ld_map(R1, macs_fd).mov(R2, FP).addi(R2, -16).call(HELPER_MAP_LOOKUP)
     a.mov(R8, R0)
-    a.ldx(4, R9, R7, 4)
     a.jmp("jset", R9, FROM_WIRE, "wire_in")
 
     # -- from a child: non-GSO frames longer than the parent takes are the engine's
