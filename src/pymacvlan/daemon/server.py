@@ -169,6 +169,7 @@ class Daemon:
         self.state_warning: str | None = None
         #: stop() from the control socket with remove=True: children are deleted, not kept
         self._remove_on_stop = False
+        self._next_reconcile = 0.0
         self.sel = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
         self._peers: dict[socket.socket, _Peer] = {}
@@ -242,7 +243,11 @@ class Daemon:
                     except Exception:  # a bad client or a bug must not end the daemon
                         log.exception("control socket handler failed")
                         self.counters["control_error"] += 1
-                self._reap(time.monotonic())
+                now = time.monotonic()
+                self._reap(now)
+                if now >= self._next_reconcile:
+                    self._next_reconcile = now + 2.0
+                    self._forget_vanished()
         finally:
             if threading.current_thread() is threading.main_thread():
                 signal.set_wakeup_fd(-1)
@@ -434,6 +439,22 @@ class Daemon:
                 self.counters["idle_closed"] += 1
                 self._drop(conn, KernelError("ETIMEDOUT", f"idle for {cfg.idle_timeout:g} s",
                                              "connect again when there is something to ask"))
+
+    def _forget_vanished(self) -> None:
+        """Children the datapath let go on its own (their namespace was deleted, or their TAP
+        with `ip link del` inside it) are forgotten here too, as the kernel forgets a macvlan
+        whose namespace goes; a parent left without children is released."""
+        with self._lock:
+            for pname, dp in list(self.datapaths.items()):
+                alive = dp.call(lambda dp=dp: set(dp.engine.children))
+                gone = [r for r in self.links.values() if r.parent == pname and r.key not in alive]
+                for rec in gone:
+                    del self.links[rec.key]
+                    self.counters["children_vanished"] += 1
+                    log.info("%s vanished (its namespace or device was deleted): forgotten", rec.key)
+                if gone:
+                    self._release_parent_if_unused(pname)
+                    self._save()
 
     @staticmethod
     def _say_and_close(conn: socket.socket, err: KernelError) -> None:

@@ -749,6 +749,7 @@ class Datapath:
             if isinstance(tap, VethChild) and tap.ring in self._rings:
                 self._rings.remove(tap.ring)
             tap.close(remove=not keep)
+            self._unmonitor_if_unused(tap.netns)
         ep = self.endpoints.pop(name, None)
         if ep is not None:
             fl = getattr(ep, "flush_pending", None)
@@ -1028,6 +1029,16 @@ class Datapath:
         mon = LinkMonitor(netns)
         self._monitors[netns] = mon
         self.watch(mon.fd, lambda ev, mon=mon: self._on_link_events(mon))
+
+    def _unmonitor_if_unused(self, netns: str | None) -> None:
+        """A namespace's monitor goes with its last child (it would hold the namespace alive
+        after `ip netns del`, and its socket would leak with every namespace ever used)."""
+        if netns == self.cfg.parent.netns or any(t.netns == netns for t in self.taps.values()):
+            return
+        mon = self._monitors.pop(netns, None)
+        if mon is not None:
+            self.unwatch(mon.fd)
+            mon.close()
 
     def _on_link_events(self, mon: LinkMonitor) -> None:
         for ev in mon.read():
