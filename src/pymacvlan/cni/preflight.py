@@ -48,12 +48,22 @@ def facts(master: dict[str, Any], name: str, netns: str | None):
     return f, p
 
 
-def preflight(n: Any, master: dict[str, Any], netns: str | None) -> None:
+def judge(f, p) -> tuple[Any, list]:
+    """The doctor's findings for master ``p``: the one that fails ADD (or None), the warnings."""
     from .. import doctor
 
-    f, p = facts(master, n.master, netns)
+    fatal, warnings = None, []
     for x in doctor.check_parent(f, p):
-        if x.code in FATAL and (x.severity == "error" or x.code == "macvlan-and-ipvlan"):
-            raise config_error("master", x.saw, x.fix)
-        if x.severity == "warning":
-            sys.stderr.write(f"pymacvlan-cni: warning: {x.code} ({x.subject}): {x.saw}; {x.fix}\n")
+        if fatal is None and x.code in FATAL and (x.severity == "error" or x.code == "macvlan-and-ipvlan"):
+            fatal = x
+        elif x.severity == "warning" and x.code not in FATAL:
+            warnings.append(x)
+    return fatal, warnings
+
+
+def preflight(n: Any, master: dict[str, Any], netns: str | None) -> None:
+    fatal, warnings = judge(*facts(master, n.master, netns))
+    if fatal is not None:
+        raise config_error("master", fatal.saw, fatal.fix)
+    for x in warnings:
+        sys.stderr.write(f"pymacvlan-cni: warning: {x.code} ({x.subject}): {x.saw}; {x.fix}\n")
