@@ -22,12 +22,18 @@ def _install(args) -> int:
     return 0
 
 
+def _usage(_args) -> int:
+    print("pymacvlan cni: which action? `pymacvlan cni install [--dir DIR]`", file=sys.stderr)
+    return 2
+
+
 def register(sub) -> None:
     c = sub.add_parser("cni", help="the CNI plugin pymacvlan-cni (podman, Kubernetes/Multus, containerd, CRI-O)",
                        description="pymacvlan-cni is a drop-in for the reference macvlan CNI plugin (same keys, "
                                    "results and errors) with userspace backend, source mode, hostAccess, stableMac, "
                                    "preflight and GC on top.")
-    s = c.add_subparsers(dest="cni_command", required=True)
+    c.set_defaults(func=_usage)
+    s = c.add_subparsers(dest="cni_command", metavar="ACTION", help="install")
     i = s.add_parser("install", help="write the plugin into a CNI plugin directory and print a sample conflist")
     i.add_argument("--dir", default="/opt/cni/bin", help="the plugin directory (default /opt/cni/bin)")
     i.add_argument("--name", default="pymacvlan-cni",
