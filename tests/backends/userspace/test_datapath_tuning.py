@@ -2,12 +2,12 @@
 
 They change when the loop sleeps and how the scheduler treats it, never what it decides:
 traffic must cross exactly as without them, the counters must add up, and the loop must
-still stop promptly and run its housekeeping while it spins.
+still stop and run its housekeeping while it spins. How long stopping takes and what an
+idle loop costs in CPU are figures, measured in bench/datapath_tuning.py, not asserted here.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -61,10 +61,10 @@ def test_busy_poll_and_nice_change_scheduling_not_decisions(lab: Lab) -> None:
         assert a["tx"]["packets"] >= b["rx"]["packets"] > 0
         assert not st["datapath"].get("nice_refused")
         assert not any(k.startswith("handler_error") for k in st["datapath"]), st["datapath"]
-        t0 = time.monotonic()
+        thread = dp._thread
     finally:
         dp.close()
-    assert time.monotonic() - t0 < 2.0, "a spinning loop must still stop promptly"
+    assert not thread.is_alive(), "a spinning loop must still stop (close joins it)"
 
 
 def test_busy_poll_spins_only_after_traffic(lab: Lab) -> None:
@@ -78,15 +78,20 @@ def test_busy_poll_spins_only_after_traffic(lab: Lab) -> None:
         # the default priority, like a softirq's edge over tasks: nice -5 (root may set it)
         assert _thread_nice(tid) == DatapathConfig.nice == -5 or dp.counters["nice_refused"] == 1
 
-        def cpu() -> float:
+        def asleep_in_epoll() -> bool:
             with open(f"/proc/self/task/{tid}/stat") as f:
-                rest = f.read().rsplit(")", 1)[1].split()
-            return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            with open(f"/proc/self/task/{tid}/wchan") as f:
+                wchan = f.read()
+            return state == "S" and "epoll" in wchan
 
-        time.sleep(0.2)
-        c0 = cpu()
-        time.sleep(1.0)
-        assert cpu() - c0 < 0.2, "the loop spins with no traffic"
+        # no traffic at all: the loop is found asleep in epoll_wait, not polling with timeout 0
+        # (a spinning loop is never there; a housekeeping pass may be caught once in a while)
+        samples = []
+        for _ in range(20):
+            samples.append(asleep_in_epoll())
+            time.sleep(0.01)
+        assert sum(samples) >= 17, f"the loop was awake in {20 - sum(samples)} of 20 looks without traffic"
     finally:
         dp.close()
 
