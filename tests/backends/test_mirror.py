@@ -76,3 +76,14 @@ def test_an_engine_refusal_is_noted_not_raised(monkeypatch) -> None:
     m._add("b", Where("ns-b", 6), view(6, "02:00:00:00:00:0b", up=False))
     m._set("b", view(6, "02:00:00:00:00:0a"))  # the engine's mirror says a holds that MAC
     assert m.notes and "EADDRINUSE" in m.notes[0]
+
+
+def test_a_parent_promiscuous_for_another_reason_is_said_once(monkeypatch) -> None:
+    m = mirror(monkeypatch, {})
+    pv = {"mac": P, "mtu": 1500, "up": True, "carrier": True, "promiscuity": 1}  # tcpdump on it, no child
+    m._check_parent(pv)
+    m._check_parent(pv)
+    assert len(m.notes) == 1 and "promiscuous (promiscuity 1)" in m.notes[0]
+    m._add("a", Where("ns-a", 5), view(5, "02:00:00:00:00:0a"))  # a child up: a veth parent goes promiscuous
+    m._check_parent({**pv, "promiscuity": 2})
+    assert len(m.notes) == 1

@@ -244,6 +244,7 @@ class Mirror:
     spaces: dict[str, Netns] = field(default_factory=dict)
     #: what went wrong while mirroring (a step the engine refused): shown, then rebuilt
     notes: list[str] = field(default_factory=list)
+    _promisc_said: bool | None = None
 
     @property
     def sim(self) -> Simulation:
@@ -275,6 +276,7 @@ class Mirror:
         for name, (where, view) in sorted(children.items(), key=lambda kv: kv[1][1]["index"]):
             self._add(name, where, view)
         self._sync_groups()
+        self._check_parent(pv)
 
     def _find_children(self) -> dict[str, tuple[Where, dict]]:
         """Every macvlan/macvtap on the parent, by a name unique among them."""
@@ -375,7 +377,8 @@ class Mirror:
             links = {}
         if self.parent_index not in links:
             raise KernelError("ENODEV", f"the parent {self.parent} is gone")
-        self._parent_steps(link_view(links[self.parent_index]))
+        pv = link_view(links[self.parent_index])
+        self._parent_steps(pv)
         current = self._find_children() if rescan else None
         by_ns: dict[str, dict[int, Any]] = {self.ns: links}
         for name in list(self.where):
@@ -406,7 +409,19 @@ class Mirror:
                     name += "'"
                 self._add(name, where, v)
         self._sync_groups()
+        self._check_parent(pv)
         return sorted(set(self.where) ^ before)
+
+    def _check_parent(self, pv: dict) -> None:
+        """Say so (once per state) when the parent's promiscuity has a cause macvlan does not
+        know (a capture without -p, another driver): its port filters then differ from the
+        engine's, and multicast decisions may too. Not expressible as a scenario step."""
+        real, mine = pv["promiscuity"] > 0, self.sim.engine.lower.promiscuity > 0
+        if real != mine and self._promisc_said != real:
+            self.notes.append(f"{self.parent} is {'' if real else 'not '}promiscuous (promiscuity "
+                              f"{pv['promiscuity']}) where macvlan alone would make it "
+                              f"{'' if mine else 'not '}so: multicast filters may differ from the kernel's")
+        self._promisc_said = real if real != mine else None
 
     def event_sockets(self) -> Iterator[tuple[int, Netns]]:
         for space in self.spaces.values():
