@@ -76,3 +76,22 @@ def test_libvirt_commandline_quotes_every_argument() -> None:
     argv = netdev_args("stream", MAC, path="/run/p/a&b.sock")
     xml = libvirt_xml(argv).replace("qemu:", "")
     assert [a.get("value") for a in ElementTree.fromstring(xml)] == argv
+
+
+def test_vm_args_takes_the_global_backend_and_state(tmp_path, capsys) -> None:
+    """vm-args reads --backend/--state/-n itself (as link does): the global options reach it
+    instead of being refused, and the options it cannot honour are still refused in one line."""
+    from pymacvlan.cli.main import main
+
+    state = str(tmp_path / "sim.json")
+    assert main(["--state", state, "link", "add", "link", "eth0", "name", "vt0", "type", "macvtap",
+                 "mode", "bridge", "address", "02:00:00:00:0a:01"]) == 0
+    capsys.readouterr()
+    assert main(["--backend", "sim", "--state", state, "vm-args", "vt0"]) == 0
+    out = capsys.readouterr().out
+    assert "mac=02:00:00:00:0a:01" in out and "-netdev tap," in out
+    with pytest.raises(SystemExit) as e:
+        main(["-j", "--state", state, "vm-args", "vt0"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == ("pymacvlan vm-args: -j does not apply to this command "
+                                               "(it takes --backend, --socket, --state, -n)")
