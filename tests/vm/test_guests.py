@@ -261,20 +261,35 @@ def test_guest_on_a_daemon_dgram_endpoint_survives_a_daemon_restart(wire, guest,
     _cli(daemon, "link", "del", "vmd")
 
 
-def test_guest_on_a_daemon_tapfd_endpoint_through_vm_exec(wire, guest, daemon) -> None:
-    """`vm-exec` receives the TAP's fd over SCM_RIGHTS and execs QEMU with fd=N."""
+def test_guest_on_a_daemon_tapfd_endpoint_through_vm_exec_survives_a_restart(wire, guest, daemon) -> None:
+    """`vm-exec` receives the TAP's fd over SCM_RIGHTS and execs QEMU with fd=N; the daemon is
+    restarted while the guest pings the station: the new daemon adopts the persistent TAP
+    QEMU still holds (through its netdev) and the pings resume."""
     mac = MACS["daemon-tapfd"]
     _cli(daemon, "link", "add", "link", wire.d, "name", "vmt", "address", mac, "type", "macvtap",
          "mode", "bridge", "endpoint", "tapfd")
     _cli(daemon, "link", "set", "vmt", "up")
     ep = json.loads(_cli(daemon, "-j", "link", "show", "vmt").stdout)[0]["endpoint"]
     assert ep["kind"] == "tapfd" and ep["ifname"] == "vmt"
-    script = "\n".join(["pmv_dhcp", f"pmv_ping station {STATION}", "echo PMV-READY", "sleep 120"])
+    script = "\n".join(["pmv_dhcp", f"pmv_ping station {STATION}", "echo PMV-PINGING",
+                        f"ping -i 0.5 -W 1 -c 600 {STATION} | while read l; do echo \"PMV-P $l\"; done",
+                        "sleep 120"])
     argv = [sys.executable, "-m", "pymacvlan.cli.main", "--backend", "userspace", "vm-exec", "vmt", "--",
             *qemu_base(guest, script)]
     with GuestRun(argv, env=dict(os.environ, PYMACVLAN_SOCKET=daemon.socket)) as run:
         run.expect(r"PMV-DHCP-BOUND", 90)
         run.expect(r"PMV-OK station", 30)
-        st = _cli(daemon, "-s", "link", "show", "vmt").stdout
-        assert "RX:" in st
+        before = int(run.expect(r"PMV-P 64 bytes.*seq=(\d+)", 30).group(1))
+        daemon.stop()
+        daemon.start()
+        after = int(run.expect(r"PMV-P 64 bytes.*seq=(\d+)", 60).group(1))
+        assert after > before
+        run.expect(r"PMV-P 64 bytes", 10)
+        shown = json.loads(_cli(daemon, "-j", "-s", "link", "show", "vmt").stdout)[0]
+        assert shown["endpoint"]["kind"] == "tapfd" and "UP" in shown["flags"]
+        # a second VM asking for the fd while the first holds the TAP gets nothing
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.settimeout(5)
+            c.connect(ep["path"])
+            assert c.recv(16) == b""
     _cli(daemon, "link", "del", "vmt")

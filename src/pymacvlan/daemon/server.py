@@ -10,8 +10,8 @@ dropped and counted by the TAP. The next start re-attaches each TAP by name *and
 its namespace, reads its state back from the device, counts those drops (``detached_tx_dropped``)
 and turns the carrier on; macvtap endpoints come back on the same paths (kind, owner and mode
 kept): a ``dgram`` QEMU carries on by itself (it sends to the path), a ``stream`` QEMU needs its
-``reconnect=N`` (QEMU 8.0+), a ``tapfd`` child does not come back while its QEMU still holds the
-TAP (its re-creation is refused, EEXIST, and the record stays pending for a later start). Every membership on every parent is released while stopped. ``pymacvlan daemon stop
+``reconnect=N`` (QEMU 8.0+), a ``tapfd`` QEMU keeps its fd: the TAP is persistent and adopted
+back through its netdev while QEMU still holds its only queue. Every membership on every parent is released while stopped. ``pymacvlan daemon stop
 --remove`` (op ``stop`` with ``remove``) deletes every child instead, as ``ip link del`` of each
 would; ``link del`` deletes one.
 
@@ -607,7 +607,7 @@ class Daemon:
                                       tx_dropped_seen=adopt.tx_dropped if adopt is not None else 0, **kw)
                 endpoint = None
             else:
-                ep = self._endpoint(key, req)
+                ep = self._endpoint(key, req, adopt.ifindex if adopt is not None else None)
                 endpoint = ep_path(ep)
                 try:
                     info = dp.add_macvtap(key, ep, req.mode, mac=req.address,
@@ -653,9 +653,11 @@ class Daemon:
         return {"name": req.name, "ifindex": info.get("ifindex"), "address": mac_str(vlan.mac),
                 "endpoint": dp.call(self._endpoint_view, dp, rec)}
 
-    def _endpoint(self, key: str, req: LinkRequest):
+    def _endpoint(self, key: str, req: LinkRequest, adopt: int | None = None):
         """The macvtap's endpoint (``req.endpoint``, stream by default) at
-        ``<endpoint dir>/<name>.sock``, owned and moded as asked, before any is made."""
+        ``<endpoint dir>/<name>.sock``, owned and moded as asked, before any is made.
+        A tapfd's TAP is persistent, so the VM holding it keeps it across a daemon restart;
+        ``adopt`` (its ifindex) takes it back then, even while the VM still holds it."""
         from ..backends.userspace.endpoints import DgramEndpoint, StreamEndpoint, TapFdEndpoint
 
         uid, gid = _owner(req.endpoint_user, req.endpoint_group)
@@ -666,7 +668,7 @@ class Daemon:
         elif kind == "dgram":
             ep = DgramEndpoint(key, path)
         else:  # tapfd: the TAP is a netdev named like the child, where the parents are
-            ep = TapFdEndpoint(key, req.name, path, netns=self.cfg.netns, mtu=req.mtu)
+            ep = TapFdEndpoint(key, req.name, path, netns=self.cfg.netns, mtu=req.mtu, persist=True, adopt=adopt)
         try:
             if uid != -1 or gid != -1:
                 os.chown(path, uid, gid)
@@ -857,7 +859,8 @@ class Daemon:
         records, self.state_warning = state.load(self.cfg.state)
         for rec in records:
             try:
-                adopt = rec if rec.kind == "macvlan" and rec.ifindex is not None else None
+                adopt = rec if (rec.kind == "macvlan" or rec.endpoint_kind == "tapfd") and rec.ifindex is not None \
+                    else None
                 try:
                     self.link_add(rec.request(), save=False, adopt=adopt)
                 except KernelError as e:
@@ -867,7 +870,8 @@ class Daemon:
                     self.link_add(rec.request(), save=False)
                     adopt = None
                 change = rec.change()
-                if change is not None and adopt is None:  # an adopted TAP brought its own state
+                # an adopted macvlan TAP brought its own state; a macvtap's is the record's
+                if change is not None and (adopt is None or rec.kind == "macvtap"):
                     self.link_set(rec.name, change, rec.netns)
             except (KernelError, OSError) as e:
                 log.warning("cannot restore %s on %s: %s (kept in the state file)", rec.key, rec.parent, e)

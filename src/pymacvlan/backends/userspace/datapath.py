@@ -708,8 +708,9 @@ class Datapath:
         if up:
             self._engine_set_up(name, True)
         self._sync_parent()
+        tap = getattr(endpoint, "tap", None)
         return {"name": name, "kind": endpoint.kind, "mac": vlan.mac.hex(":"), "mtu": vlan.mtu,
-                "mode": vlan.mode.name.lower()}
+                "mode": vlan.mode.name.lower(), "ifindex": tap.ifindex if tap is not None else None}
 
     def set_up(self, name: str, up: bool) -> None:
         self.call(self._set_up, name, up)
@@ -755,7 +756,7 @@ class Datapath:
             fl = getattr(ep, "flush_pending", None)
             if fl in self._flushers:
                 self._flushers.remove(fl)
-            ep.close()
+            ep.close(keep=keep)
         if self.parent is not None:
             self._sync_parent()
 

@@ -142,7 +142,7 @@ class Endpoint:
     def deliver(self, buf: bytes) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def close(self) -> None:  # pragma: no cover - abstract
+    def close(self, keep: bool = False) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def stats(self) -> dict:
@@ -324,7 +324,7 @@ class StreamEndpoint(Endpoint):
                 return
         self.reactor.want_write(conn.fileno(), False)
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
         if self.reactor is not None:
             self._drop_client()
             self.reactor.unwatch(self.listener.fileno())
@@ -431,7 +431,7 @@ class DgramEndpoint(Endpoint):
             self.counters["rx_frames"] += 1
         self.reactor.want_write(sock.fileno(), False)
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
         if self.reactor is not None:
             self.reactor.unwatch(self.sock.fileno())
         self.sock.close()
@@ -472,11 +472,11 @@ class TapFdEndpoint(Endpoint):
     takes_vnet = True
 
     def __init__(self, name: str, ifname: str, handover_path: str, netns: str | None = None,
-                 mtu: int | None = None) -> None:
+                 mtu: int | None = None, persist: bool = False, adopt: int | None = None) -> None:
         super().__init__(name)
         self.handover_path = handover_path
         self.netns = netns
-        self.tap = Tap(TapConfig(ifname, netns, mtu=mtu))
+        self.tap = Tap(TapConfig(ifname, netns, mtu=mtu, persist=persist, adopt=adopt, shared=True))
         try:
             write_sysctl(netns, f"net/ipv6/conf/{self.tap.name}/disable_ipv6", "1")
             write_sysctl(netns, f"net/ipv4/conf/{self.tap.name}/forwarding", "0")
@@ -514,12 +514,30 @@ class TapFdEndpoint(Endpoint):
             try:
                 conn.setblocking(True)
                 conn.settimeout(1.0)
+                if self.tap.fd < 0 and not self._reattach():
+                    self.counters["handover_busy"] += 1  # the previous VM still holds the TAP
+                    continue
                 send_fd(conn, self.tap.fd)
                 self.counters["fd_handed_over"] += 1
             except OSError:
                 self.counters["handover_error"] += 1
             finally:
                 conn.close()
+
+    def _reattach(self) -> bool:
+        """Open the adopted TAP again once the VM that held it let go (False: still held)."""
+        cfg = self.tap.cfg
+        try:
+            tap = Tap(TapConfig(self.tap.name, cfg.netns, persist=cfg.persist, adopt=self.tap.ifindex, shared=True))
+        except OSError:
+            return False
+        if tap.fd < 0:
+            tap.close(remove=False)
+            return False
+        self.tap.close(remove=False)
+        self.tap = tap
+        tap.set_carrier(True)
+        return True
 
     def _on_port(self, events: int) -> None:
         sink = self.sink
@@ -543,7 +561,8 @@ class TapFdEndpoint(Endpoint):
         s["ifname"] = self.tap.name
         return s
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
+        """``keep``: a persistent TAP stays (with the VM that holds it) for the next daemon."""
         if self.reactor is not None:
             self.reactor.unwatch(self.listener.fileno())
             self.reactor.unwatch(self.port.fd)
@@ -553,4 +572,6 @@ class TapFdEndpoint(Endpoint):
         except FileNotFoundError:
             pass
         self.port.close()
-        self.tap.close()
+        if not keep and self.tap.fd < 0:
+            self._reattach()  # to clear TUNSETPERSIST (else the TAP goes when its VM lets go)
+        self.tap.close(remove=not keep)

@@ -55,6 +55,9 @@ class TapConfig:
     persist: bool = False
     #: re-attach to the persistent TAP of this name that has this ifindex (a restart)
     adopt: int | None = None
+    #: the fd is handed to a client (a tapfd macvtap): on adoption the client may still hold
+    #: the TAP's only queue, and the device is then adopted without an fd (``held_elsewhere``)
+    shared: bool = False
 
 
 class ChildNetdev:
@@ -117,8 +120,21 @@ class Tap(ChildNetdev):
                 # a new TAP must be new (EBUSY if the name appeared meanwhile); an adopted one
                 # must be a TAP (EINVAL for any other kind of device)
                 req = ifreq(cfg.name, struct.pack("H", flags | (0 if cfg.adopt is not None else IFF_TUN_EXCL)))
-                fcntl.ioctl(fd, TUNSETIFF, req)
+                try:
+                    fcntl.ioctl(fd, TUNSETIFF, req)
+                except OSError as e:
+                    if not (e.errno == errno.EBUSY and cfg.adopt is not None and cfg.shared):
+                        raise
+                    # a macvtap's TAP whose fd a VM still holds (its only queue): adopt the
+                    # device without an fd; the datapath reaches it through its netdev
+                    os.close(fd)
+                    fd = -1
             self.fd = fd
+            self.held_elsewhere = fd < 0
+            if fd < 0:
+                self.ifindex = self.ctl.ifindex(self.name)
+                self.carrier = True  # the holder's queue keeps it on
+                return
             got = bytes(req[:16]).split(b"\0", 1)[0].decode()
             self.name = got
             if cfg.persist:
@@ -156,6 +172,8 @@ class Tap(ChildNetdev):
 
     def set_carrier(self, on: bool) -> None:
         """TUNSETCARRIER: the child's LOWER_UP follows the parent's carrier."""
+        if self.fd < 0:  # held elsewhere: the holder's attached queue decides
+            return
         fcntl.ioctl(self.fd, TUNSETCARRIER, struct.pack("i", 1 if on else 0))
         self.carrier = on
 
