@@ -16,7 +16,7 @@ import socket
 import sys
 
 from ..model import KernelError
-from .link import UsageError, make_driver, report, split_globals
+from .link import Globals, UsageError, make_driver, report
 
 ORDER = 25
 
@@ -47,7 +47,7 @@ def _args(mac: str, ep: dict, args, fd: int | None) -> list[str]:
 
 def _vm_args(args) -> int:
     try:
-        g, _ = split_globals(args, [])
+        g = _globals(args)
         mac, ep = attachment(g, args.name)
         fd = 3 if ep["kind"] in ("tapfd", "tap") else None
         argv = _args(mac, ep, args, fd)
@@ -93,7 +93,7 @@ def _vm_exec(args) -> int:
         if not qemu:
             raise UsageError("vm-exec: no QEMU command line after --", 2,
                              hint="pymacvlan vm-exec NAME -- qemu-system-x86_64 -m 512 -kernel ... ")
-        g, _ = split_globals(args, [])
+        g = _globals(args)
         mac, ep = attachment(g, args.name)
         fd = None
         if ep["kind"] == "tapfd":
@@ -120,8 +120,17 @@ def _vm_exec(args) -> int:
     return 1  # not reached
 
 
+def _globals(args) -> Globals:
+    """The backend, namespace, socket and sim state as `link` takes them (global or local)."""
+    return Globals(backend=args.backend or "sim", netns=args.netns, state=args.state, socket=args.socket)
+
+
 def _common(p) -> None:
     p.add_argument("name", help="the macvtap child")
+    p.add_argument("--backend", choices=["sim", "kernel", "userspace"], help="whose macvtap (default sim)")
+    p.add_argument("-n", "--netns", help="the namespace the macvtap is in (kernel backend)")
+    p.add_argument("--socket", help="the daemon's control socket (userspace)")
+    p.add_argument("--state", help="the sim link state file (sim)")
     p.add_argument("--id", default="net0", help="the -netdev id (default net0)")
     p.add_argument("--reconnect", type=int, metavar="S",
                    help="stream: QEMU reconnects after S seconds if the daemon restarts (QEMU 8.0 or later)")
