@@ -138,18 +138,14 @@ def _common(p) -> None:
                    "next to the endpoint)")
 
 
-#: the global options vm-args/vm-exec read themselves, through link's split_globals
-READS_GLOBALS = ("--backend", "--socket", "-n", "--state")
-
-
 def register(sub) -> None:
     p = sub.add_parser("vm-args", help="print the QEMU -netdev/-device arguments for a macvtap child",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     p.add_argument("--libvirt", action="store_true", help="as libvirt's <qemu:commandline> XML")
-    p.set_defaults(func=_vm_args, reads_globals=READS_GLOBALS)
+    p.set_defaults(func=_vm_args)
     p = sub.add_parser("vm-exec", help="run QEMU on a macvtap child (passes a TAP fd as fd=N)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     p.add_argument("qemu", nargs=argparse.REMAINDER, help="-- and the QEMU command line")
-    p.set_defaults(func=_vm_exec, reads_globals=READS_GLOBALS)
+    p.set_defaults(func=_vm_exec)
