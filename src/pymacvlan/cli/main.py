@@ -57,14 +57,13 @@ def honour_globals(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         return
     chain = _chosen(parser, args)
     actions = {a.dest: a for p in chain for a in p._actions}
-    own = getattr(args, "reads_globals", ())  # flags a command reads itself (vm-args: as link does)
     for gdest, (flag, local) in GLOBALS.items():
         value = getattr(args, gdest, None)
-        if value in (None, False, 0) or flag in own:
+        if value in (None, False, 0):
             continue
         action = actions.get(local) if local is not None else None
         if action is None:
-            usable = sorted({f for g, (f, loc) in GLOBALS.items() if loc in actions} | set(own))
+            usable = sorted(f for g, (f, loc) in GLOBALS.items() if loc in actions)
             raise GlobalOptionError(f"pymacvlan {args.command}: {flag} does not apply to this command"
                                     + (f" (it takes {', '.join(usable)})" if usable else ""))
         if action.choices is not None and value not in action.choices:

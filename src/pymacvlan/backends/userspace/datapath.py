@@ -536,9 +536,9 @@ class Datapath:
         deliveries = engine.receive(frame, tr) if vlan is None else engine.xmit(vlan, frame, tr, gso)
         if tr is not None and engine.bc_pending:
             deliveries = list(deliveries) + engine.process_bc_queue(tr)
-        self._dispatch(deliveries, frame, buf)
-        if tr is not None:
+        if tr is not None:  # explained before it is handed on: whoever receives it finds the event there
             obs.end(origin, vlan, frame, tr, deliveries)
+        self._dispatch(deliveries, frame, buf)
 
     def set_observer(self, observer: FrameObserver | None) -> None:
         """Install (or with None remove) the frame observer, on the loop thread; the eBPF
