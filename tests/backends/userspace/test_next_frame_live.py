@@ -127,3 +127,44 @@ def test_each_control_operation_decides_the_very_next_frame(world: World) -> Non
                 s.close()
             except OSError:
                 pass
+
+
+class _Seen:
+    """A frame observer that only records what reached the engine (origin, destination)."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[str, bytes]] = []
+
+    def begin(self, origin, vlan, frame):
+        self.frames.append((origin, bytes(frame[:6])))
+        return None
+
+    def end(self, origin, vlan, frame, tr, deliveries) -> None:  # pragma: no cover - begin returns None
+        pass
+
+
+def test_while_observed_every_frame_takes_the_python_path_and_then_the_kernel_again() -> None:
+    with world_on("fast") as w:
+        dp = w.start()
+        a_ns = _child(w, "a", "bridge", A)
+        b_ns = _child(w, "b", "bridge", B)
+        time.sleep(0.2)
+        listen = {"b": _listener(b_ns, "eth0")}
+        from_wire, from_a = _sender(w.W, w.wire), _sender(a_ns, "eth0")
+        seen = _Seen()
+        try:
+            assert dp.stats()["path"]["ports"] == 3  # the parent and both children
+            dp.set_observer(seen)
+            assert dp.stats()["path"]["ports"] == 0  # the fast path stands aside
+            assert _where(w, listen, from_wire, *_frame(B, W)) == {"b"}
+            assert _where(w, listen, from_a, *_frame(B, A)) == {"b"}
+            assert ("wire", B) in seen.frames and ("a", B) in seen.frames
+            dp.set_observer(None)
+            n = len(seen.frames)
+            assert dp.stats()["path"]["ports"] == 3
+            assert _where(w, listen, from_wire, *_frame(B, W)) == {"b"}
+            assert _where(w, listen, from_a, *_frame(B, A)) == {"b"}
+            assert len(seen.frames) == n  # back in the kernel: nothing reached Python
+        finally:
+            for s in (*listen.values(), from_wire, from_a):
+                s.close()

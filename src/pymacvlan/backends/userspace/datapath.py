@@ -944,7 +944,7 @@ class Datapath:
 
     def _fastpath_attach_parent(self) -> None:
         if self.fastpath is not None and self.parent is not None:
-            self.fastpath.attach(self.parent.ifindex, self.parent.sock)
+            self.fastpath.attach(self.parent.ifindex, self.parent.base, self.parent.sock)
 
     def _fastpath_add(self, name: str, dev: VethChild) -> None:
         fp = self.fastpath
@@ -952,7 +952,7 @@ class Datapath:
             return
         slot = fp.new_slot()
         try:
-            fp.attach(dev.outer_ifindex, dev.ring.sock)
+            fp.attach(dev.outer_ifindex, dev.outer, dev.ring.sock)
         except Exception:  # this child stays on the Python path
             fp.free_slot(slot)
             self.counters["fastpath_child_attach_error"] += 1

@@ -40,6 +40,7 @@ Maps (all keys and values little-endian):
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -297,11 +298,20 @@ class FastPath:
         with in_netns(self.netns):
             return IPRoute()
 
-    def attach(self, ifindex: int, sock: socket.socket) -> None:
-        """The tc program on ``ifindex``'s ingress, the socket filter on the slow path's socket there."""
-        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, self.sf_fd)
+    def attach(self, ifindex: int, ifname: str, sock: socket.socket) -> None:
+        """The tc program on ``ifindex``'s ingress, the socket filter on the slow path's socket there.
+
+        The rtnetlink socket is made inside the parent's namespace and used at once on this
+        thread; before anything is attached, the ifindex must name ``ifname`` there (an ifindex
+        means nothing in another namespace: never attach to a stranger's device)."""
         ipr = self._ipr()
         try:
+            links = ipr.get_links(ifindex)
+            found = links[0].get_attr("IFLA_IFNAME") if links else None
+            if found != ifname:
+                raise OSError(errno.ENODEV, f"ifindex {ifindex} is {found!r}, not {ifname!r}, in the namespace "
+                              "the fast path was given: not attaching")
+            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, self.sf_fd)
             self._attached[ifindex] = tc_attach(ipr, ifindex, self.tc_fd, FILTER_NAME, TC_PRIO)
         finally:
             ipr.close()
