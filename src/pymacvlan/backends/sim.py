@@ -10,7 +10,7 @@ from collections import deque
 
 from ..engine import Engine, PARENT, WIRE, Trace
 from ..engine.device import Lower, MacvlanDev
-from ..model import KernelError, flag_names, flags_from_names, mac_str, mode_from_name, parse_mac
+from ..model import KernelError, flag_names, flags_from_names, frame_max, mac_str, mode_from_name, parse_mac
 from ..model.link import apply_change
 from ..model.iproute import link_flags, operstate
 from ..scenario.schema import load_scenario, step_change
@@ -126,7 +126,7 @@ class Simulation:
         pending: deque[bytes] = deque()
         if at == "wire":
             lower = e.lower
-            if lower.carrier and len(frame) > lower.mtu + 18 and not gso:
+            if lower.carrier and len(frame) > frame_max(lower.mtu) and not gso:
                 # veth: the parent refuses it (is_skb_forwardable) and the sender hears so
                 raise KernelError("ENOBUFS", f"{len(frame)} bytes exceed the parent's MTU {lower.mtu} + 18: "
                                   "dropped on arrival", "the station must send smaller frames")

@@ -3,7 +3,7 @@ and macvlan_broadcast(), with the mode masks by origin."""
 
 from __future__ import annotations
 
-from ..model import BROADCAST, ETH_P_PAUSE, Mode, PacketType
+from ..model import BROADCAST, ETH_P_PAUSE, Mode, PacketType, frame_max
 from .state import Delivery, EngineState
 
 BCAST = PacketType.BROADCAST
@@ -82,7 +82,7 @@ class FloodPath(EngineState):
             st = vlan.stats
             if local:
                 # __dev_forward_skb(child): the child must be up and the frame fit its MTU
-                if n > vlan.mtu + 18 and not gso:
+                if n > frame_max(vlan.mtu) and not gso:
                     st.rx_errors += 1
                     st.core_rx_dropped += 1
                     if tr is not None:

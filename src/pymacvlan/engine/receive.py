@@ -7,7 +7,7 @@ passthru, tracing) branches off it.
 
 from __future__ import annotations
 
-from ..model import BROADCAST, Mode, PacketType
+from ..model import BROADCAST, MacvlanFlag, Mode, PacketType
 from .state import Delivery, EngineState
 from .hashes import mc_hash
 from .trace import PARENT
@@ -19,7 +19,7 @@ MCAST = PacketType.MULTICAST
 SOURCE = Mode.SOURCE
 VEPA = Mode.VEPA
 BRIDGE = Mode.BRIDGE
-NODST = 2
+NODST = MacvlanFlag.NODST
 
 
 class ReceivePath(EngineState):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..model import Mode
+from ..model import Mode, frame_max
 from .state import Delivery, EngineState
 from .trace import PARENT, WIRE
 
@@ -46,7 +46,7 @@ class TransmitPath(EngineState):
     def _forward_to_lower(self, frame: bytes, out: list, tr, gso: bool = False) -> None:
         """dev_forward_skb(L): into L's receive path, so source-mode children see it."""
         lower = self.lower
-        if not lower.up or (len(frame) > lower.mtu + 18 and not gso):
+        if not lower.up or (len(frame) > frame_max(lower.mtu) and not gso):
             lower.rx_dropped += 1
             self.drops["forward_to_lower_refused"] += 1
             if tr is not None:

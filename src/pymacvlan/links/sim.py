@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..engine import Engine
 from ..engine.device import MacvlanDev
-from ..model import KernelError, MacaddrMode, Mode, mac_str, random_mac
+from ..model import KernelError, MacaddrMode, MacvlanFlag, Mode, mac_str, random_mac
 from ..model.iproute import link_flags, operstate
 from ..model.link import LinkChange, LinkRequest, apply_change, check_endpoint, validate_request
 
@@ -282,9 +282,9 @@ def info_data(e: Engine, v: MacvlanDev) -> dict:
     """macvlan_fill_info() as iproute2 prints it (bclim only when not the default 1)."""
     port = e.port
     d: dict = {"mode": v.mode.name.lower()}
-    if v.flags & 1:
+    if v.flags & MacvlanFlag.NOPROMISC:
         d["nopromisc"] = True
-    if v.flags & 2:
+    if v.flags & MacvlanFlag.NODST:
         d["nodst"] = True
     d["bcqueuelen"] = v.bc_queue_len_req
     d["usedbcqueuelen"] = port.bc_queue_len_used

@@ -1,7 +1,7 @@
 """The shared vocabulary: netlink values, MAC addresses, packet types and kernel errors."""
 
 from .constants import (
-    ETH_HLEN, ETH_P_8021Q, ETH_P_PAUSE, MODE_NAMES, MODES, FLAG_NAMES, Mode, MacvlanFlag, MacaddrMode,
+    ETH_HLEN, ETH_P_8021Q, ETH_P_PAUSE, VLAN_HLEN, frame_max, MODE_NAMES, MODES, FLAG_NAMES, Mode, MacvlanFlag, MacaddrMode,
     PacketType, mode_from_name, flags_from_names, flag_names,
 )
 from .mac import BROADCAST, Mac, mac_str, parse_mac, is_multicast, is_zero, random_mac
@@ -9,7 +9,7 @@ from .errors import KernelError
 from .link import LinkChange, LinkRequest
 
 __all__ = [
-    "ETH_HLEN", "ETH_P_8021Q", "ETH_P_PAUSE", "MODE_NAMES", "MODES", "FLAG_NAMES", "Mode", "MacvlanFlag",
+    "ETH_HLEN", "ETH_P_8021Q", "ETH_P_PAUSE", "VLAN_HLEN", "frame_max", "MODE_NAMES", "MODES", "FLAG_NAMES", "Mode", "MacvlanFlag",
     "MacaddrMode", "PacketType", "mode_from_name", "flags_from_names", "flag_names",
     "BROADCAST", "Mac", "mac_str", "parse_mac", "is_multicast", "is_zero", "random_mac",
     "KernelError", "LinkChange", "LinkRequest",

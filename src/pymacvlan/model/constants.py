@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from enum import IntEnum, IntFlag
 
 ETH_HLEN = 14
+#: an 802.1Q tag
+VLAN_HLEN = 4
 ETH_P_PAUSE = 0x8808
 ETH_P_8021Q = 0x8100
 
@@ -73,3 +75,9 @@ def flags_from_names(names: Iterable[str]) -> MacvlanFlag:
 
 def flag_names(flags: int) -> list[str]:
     return [n for n, f in FLAG_NAMES.items() if flags & f]
+
+
+def frame_max(mtu: int) -> int:
+    """The longest frame a device of this MTU takes (is_skb_forwardable(): MTU + header + one
+    VLAN tag; GSO frames are exempt)."""
+    return mtu + ETH_HLEN + VLAN_HLEN

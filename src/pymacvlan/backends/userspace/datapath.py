@@ -47,7 +47,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from ...engine import WIRE, Engine, Trace
 from ...engine.device import STACK_GROUPS, MacvlanDev
-from ...model import KernelError, MacaddrMode, Mode, mode_from_name
+from ...model import KernelError, MacaddrMode, Mode, frame_max, mode_from_name
 from ._sys import (IFF_ALLMULTI, IFF_LOWER_UP, IFF_PROMISC, IFF_UP, ZERO_VNET_HDR, NetdevCtl, ifreq,
                    netns_inode, read_proc_net)
 from .endpoints import Endpoint
@@ -577,7 +577,7 @@ class Datapath:
             vlan.stats.tx_dropped += 1
             return
         n = len(buf)
-        if n - VNET_HDR_LEN > vlan.mtu + 18 and buf[1] == 0:  # not GSO: bigger than the child's MTU allows
+        if n - VNET_HDR_LEN > frame_max(vlan.mtu) and buf[1] == 0:  # not GSO: bigger than the child's MTU allows
             ep.counters["tx_oversize"] += 1
             vlan.stats.tx_dropped += 1
             return
@@ -1101,7 +1101,7 @@ class Datapath:
             engine.set_parent_mtu(ev.mtu)
         if ev.mtu and self.parent is not None and ev.mtu != self.parent.mtu:
             # the socket's oversize check follows the device (it was sized at open)
-            self.parent.mtu, self.parent.frame_max = ev.mtu, ev.mtu + 14 + 4
+            self.parent.mtu, self.parent.frame_max = ev.mtu, frame_max(ev.mtu)
         if ev.mac and len(ev.mac) == 6 and ev.mac != engine.lower.mac:
             engine.set_parent_mac(ev.mac)
         self._carrier_to_children()

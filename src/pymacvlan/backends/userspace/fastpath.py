@@ -46,7 +46,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from ...model import Mode
+from ...model import Mode, frame_max
 from .bpf import (BPF_HDR_START_MAC, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_PROG_TYPE_SCHED_CLS,
                   BPF_PROG_TYPE_SOCKET_FILTER, FP, HELPER_MAP_LOOKUP, HELPER_REDIRECT, HELPER_REDIRECT_PEER,
                   HELPER_SKB_LOAD_BYTES_RELATIVE, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, SO_ATTACH_BPF,
@@ -115,7 +115,7 @@ def fastpath_rules(engine, parent_ifindex: int | None, max_len: int, children: d
     src_any = SRC_ANY if port.source_hash else 0
     ports: dict[int, tuple[int, int, int, int]] = {parent_ifindex: (0, FROM_WIRE | src_any, 0, 0)}
     flags = (WORLD_OK if lower.up and lower.carrier else 0) | (FWD_OK if lower.up else 0) | src_any
-    max_len = min(max_len, lower.mtu + 18)
+    max_len = min(max_len, frame_max(lower.mtu))
     for name, child in children.items():
         vlan = engine.children.get(name)
         if vlan is None:

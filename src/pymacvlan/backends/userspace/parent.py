@@ -43,6 +43,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from ...model import frame_max
 from ._sys import (ETH_P_8021Q, ETH_P_ALL, PACKET_ADD_MEMBERSHIP, PACKET_AUXDATA, PACKET_COPY_THRESH,
                    PACKET_DROP_MEMBERSHIP, PACKET_IGNORE_OUTGOING, PACKET_LOSS, PACKET_MR_ALLMULTI,
                    PACKET_MR_MULTICAST, PACKET_MR_PROMISC, PACKET_MR_UNICAST, PACKET_QDISC_BYPASS,
@@ -157,7 +158,7 @@ class Parent:
         #: a second, ring-less socket bound with protocol 0 (it never receives anything)
         self._big = self._open_big() if cfg.tx == "ring" else self.sock
         #: largest non-GSO frame the device takes: MTU + Ethernet header + one VLAN tag
-        self.frame_max = self.mtu + 14 + 4
+        self.frame_max = frame_max(self.mtu)
 
     # -- setup ----------------------------------------------------------------------------
     def _open(self) -> socket.socket:
@@ -206,7 +207,7 @@ class Parent:
         cfg = self.cfg
         # a slot holds the ring header (76 bytes to tp_mac with a vnet header), the frame with
         # one VLAN tag, and alignment slack; anything larger takes the copy path
-        self.slot = _pow2_at_least(self.mtu + 14 + 4 + 96 + 16)
+        self.slot = _pow2_at_least(frame_max(self.mtu) + 96 + 16)
         rx_size = tx_size = 0
         if cfg.rx not in ("v2", "v3", "recv"):
             raise ValueError(f"rx must be v2, v3 or recv, not {cfg.rx!r}")

@@ -45,6 +45,7 @@ import ctypes
 import os
 import struct
 
+from ...model import MacvlanFlag
 from ._sys import in_netns
 from .bpf import (BPF_MAP_CREATE, BPF_MAP_DELETE_ELEM, BPF_MAP_TYPE_HASH, BPF_MAP_UPDATE_ELEM,
                   BPF_PROG_TYPE_SCHED_CLS, HELPER_MAP_LOOKUP, HELPER_SKB_LOAD_BYTES, R0, R1, R2, R3, R4, R6, R7,
@@ -186,7 +187,7 @@ def shield_rules(engine) -> dict[bytes, int]:
         if vlan.mode in (Mode.PRIVATE, Mode.PASSTHRU, Mode.SOURCE):
             rules[mac] = rules.get(mac, 0) | CONSUME_MCAST_FROM
     for mac, entries in port.source_hash.items():
-        if any(v.flags & 2 for v, _ in entries):  # MACVLAN_FLAG_NODST
+        if any(v.flags & MacvlanFlag.NODST for v, _ in entries):
             rules[mac] = rules.get(mac, 0) | CONSUME_ALL_FROM
     return rules
 

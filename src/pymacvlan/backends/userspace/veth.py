@@ -37,6 +37,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+from ...model import frame_max
 from ._sys import IFF_UP, NetdevCtl, in_netns, netns_inode, netns_path, write_sysctl
 from .parent import Parent, ParentConfig
 from .tap import ChildNetdev
@@ -160,7 +161,7 @@ class VethChild(ChildNetdev):
         if mtu > self.outer_ctl.get_mtu(self.outer):  # the outer end takes what the inner sends
             self.outer_ctl.set_mtu(self.outer, mtu)
             if self.ring is not None:  # the ring's oversize check follows the device
-                self.ring.mtu, self.ring.frame_max = mtu, mtu + 14 + 4
+                self.ring.mtu, self.ring.frame_max = mtu, frame_max(mtu)
         self.ctl.set_mtu(self.name, mtu)
 
     def set_carrier(self, on: bool) -> None:
