@@ -1007,7 +1007,7 @@ class Datapath:
         elif self.cfg.fastpath:
             info["reason"] = self.fastpath_error
         else:
-            info["reason"] = "off (DatapathConfig.fastpath)"
+            info["reason"] = "off (pymacvlan daemon --fastpath turns it on)"
         return info
 
     # -- the parent's filters ------------------------------------------------------------------------------
