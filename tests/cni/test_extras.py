@@ -193,3 +193,32 @@ def test_installed_launcher_is_ours(plugin_dir):
         install(os.path.dirname(path), "host-local")  # the reference's IPAM plugin is not replaced
     assert json.loads(subprocess.run([path], env={"CNI_COMMAND": "VERSION"}, capture_output=True,
                                      text=True).stdout)["cniVersion"] == "1.1.0"
+
+
+def test_userspace_backend_through_the_daemon(lab, plugin_dir, tmp_path):
+    """The child is a TAP the daemon makes in the pod's namespace; the pod reaches the wire;
+    STATUS answers 0 while the daemon runs; DEL and GC remove the child."""
+    from tests.backends.userspace.test_daemon import DaemonProc
+
+    d = DaemonProc(tmp_path, lab.host).start()
+    try:
+        pods = [lab.container(), lab.container()]
+        c = conf(lab, name="usnet", backend="userspace", socket=d.socket, ipam=hl(lab, "usd", "10.77.0.0/24"))
+        assert run(lab, plugin_dir, "STATUS", dict(c, cniVersion="1.1.0", ipam=None)).rc == 0
+        for n, ns in enumerate(pods):
+            r = run(lab, plugin_dir, "ADD", c, netns=ns, container_id=f"us{n}")
+            assert r.rc == 0, r
+            link = ip_json("-n", ns, "-d", "link", "show", "dev", "eth0")[0]
+            assert link["address"] == r.json["interfaces"][0]["mac"]
+            assert link.get("linkinfo", {}).get("info_kind") == "tun", link  # a TAP, not a kernel macvlan
+        assert _ping(pods[0], "10.77.0.1")  # the wire station, through the userspace datapath
+        check = run(lab, plugin_dir, "CHECK", c, netns=pods[0], container_id="us0")
+        assert check.rc == 1 and "prevResult" in check.json["msg"]  # refused, as the reference refuses it
+        assert run(lab, plugin_dir, "DEL", c, netns=pods[0], container_id="us0").rc == 0
+        assert run(lab, plugin_dir, "DEL", c, netns=pods[0], container_id="us0").rc == 0  # idempotent
+        assert lab.links(pods[0]) == ["lo"]
+        gc = dict(c, cniVersion="1.1.0", **{"cni.dev/valid-attachments": []})
+        assert run(lab, plugin_dir, "GC", gc).rc == 0
+        assert lab.links(pods[1]) == ["lo"]
+    finally:
+        d.stop()
