@@ -513,6 +513,8 @@ class Datapath:
             except GSOError:
                 self.counters["tx_bad_vnet_hdr"] += 1
                 return
+            if len(frames) > 1:  # a GSO multicast becomes its segments: one transmit each
+                self.counters["tx_gso_segments_added"] += len(frames) - 1
         else:
             frames = [buf[VNET_HDR_LEN:]]
         self._xmit_frames(vlan, frames)
