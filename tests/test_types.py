@@ -10,7 +10,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "pymacvlan"
 STRICT = ["model"]
-NORMAL = ["daemon", "engine/state.py", "model"]
+NORMAL = ["daemon", "engine/state.py", "model", "cni"]
 
 
 def _mypy(*args: str) -> subprocess.CompletedProcess:
