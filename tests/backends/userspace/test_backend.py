@@ -110,3 +110,14 @@ def test_macvtap_write_skips_only_a_netdev_refusal_and_then_counters() -> None:
     kernel["results"][0] = {"ok": False, "errno": "EINVAL"}  # not a netdev check: compared
     user["results"][0]["inherent"] = {"macvtap_write": ["T"]}
     assert diff_results(steps, kernel, user)
+
+
+def test_readback_fails_when_the_tap_did_not_count_what_the_engine_did():
+    from pymacvlan.backends.userspace.backend import ReadbackMismatch, readback_tap_counters
+
+    engine = {"rx": {"packets": 3}, "tx": {"packets": 2, "dropped": 1}}
+    readback_tap_counters("a", engine, {"rx_packets": 3, "tx_packets": 3})  # agrees: nothing
+    with pytest.raises(ReadbackMismatch, match="child a: the engine counts 3 frames delivered.*TAP counted 2 received"):
+        readback_tap_counters("a", engine, {"rx_packets": 2, "tx_packets": 3})
+    with pytest.raises(ReadbackMismatch):
+        readback_tap_counters("a", engine, {"rx_packets": 3, "tx_packets": 2})

@@ -104,6 +104,26 @@ def unsupported_reason(scenario: dict) -> str | None:
     return kernel_unsupported_reason(scenario)
 
 
+class ReadbackMismatch(RuntimeError):
+    """The engine's bookkeeping says one thing, the real device counted another."""
+
+
+def readback_tap_counters(name: str, engine: dict, tap: Any) -> None:
+    """The engine's counters of a TAP child against the TAP's own, read back from the kernel.
+
+    What the engine delivered to the child, the datapath wrote to the TAP: tun counts each
+    write it accepted as received. What the child sent, tun counted as transmitted when the
+    datapath read it, and the engine either sent it on or dropped it (counted). A difference
+    means the I/O layer did not carry out the engine's decisions (a lost write, a frame read
+    and forgotten): raise instead of reporting bookkeeping as observation.
+    """
+    rx, tx = engine["rx"]["packets"], engine["tx"]["packets"] + engine["tx"]["dropped"]
+    if (tap["rx_packets"], tap["tx_packets"]) != (rx, tx):
+        raise ReadbackMismatch(
+            f"child {name}: the engine counts {rx} frames delivered and {tx} taken from it, its TAP "
+            f"counted {tap['rx_packets']} received and {tap['tx_packets']} sent")
+
+
 def eth_pkttype(frame: bytes, mac: bytes) -> str:
     """eth_type_trans(): how a device with address ``mac`` classifies ``frame``."""
     dst = frame[:6]
@@ -358,8 +378,11 @@ class UserspaceSteps(StepDispatcher):
         for name, child in self.children.items():
             st = snapshot[name]
             if child.kind == "macvlan":
-                dev = link_state(topo.dump(child.ns, child.ifindex))
+                msg = topo.dump(child.ns, child.ifindex)
+                dev = link_state(msg)
                 st.update({k: dev[k] for k in ("address", "mtu", "operstate", "flags", "promiscuity", "allmulti")})
+                if dp.cfg.children != "veth":
+                    readback_tap_counters(name, st["stats64"], msg.get_attr("IFLA_STATS64"))
             elif child.stalled or self._tx_dropped(child):
                 lost = self._tx_dropped(child)  # tun's full queue: tap_handle_frame's rx_errors
                 st["stats64"]["rx"]["errors"] += lost
