@@ -42,6 +42,7 @@ import struct
 import threading
 import time
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
@@ -871,6 +872,7 @@ class Datapath:
                 self.counters["parent_mac_error"] += 1
             finally:
                 ctl.close()
+            self._absorb_own_parent_mac()
         for name, tap in self.taps.items():
             vlan = self.engine.children.get(name)
             if vlan is None:
@@ -883,6 +885,18 @@ class Datapath:
             except OSError:
                 self.counters["child_apply_error"] += 1
             self._absorb_own_events(tap)
+
+    def _absorb_own_parent_mac(self) -> None:
+        """The parent's pending events carry the MAC we just gave it (or an older one of ours):
+        handle them without their address, which the engine already has. Mirrored back later,
+        a stale one would take back what a passthru port's last delete restored."""
+        mon = self._monitors.get(self.cfg.parent.netns)
+        if mon is None:
+            return
+        for ev in mon.read():
+            if ev.kind == "new" and self._is_parent(ev):
+                ev = dataclasses.replace(ev, mac=b"")
+            self._link_event(mon, ev)
 
     def _absorb_own_events(self, tap: Tap | VethChild) -> None:
         """Drop the pending events of ``tap`` (our own changes, already in the engine);
