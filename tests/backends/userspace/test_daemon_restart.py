@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -64,6 +65,10 @@ def test_restart_keeps_children_addresses_and_tcp(lab: Lab, tmp_path: Path, sig:
     streams: list[PacedStream] = []
     try:
         A, B = _children(lab, d, parent)
+        Driver(d.socket).add(LinkRequest(parent, "vm0", kind="macvtap", mode=Mode.BRIDGE))
+        path = next(x["endpoint"]["path"] for x in Driver(d.socket).show() if x["ifname"] == "vm0")
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a VM's -netdev stream
+        client.connect(path)
         before = {ns: _configured(ns) for ns in (A, B)}
         assert "PERMANENT" in before[A][3] and "via" in before[A][3]
         streams = [PacedStream(B, "10.78.0.2", A, port=5301).start(),   # child ↔ child
@@ -92,6 +97,14 @@ def test_restart_keeps_children_addresses_and_tcp(lab: Lab, tmp_path: Path, sig:
         assert after == before  # same devices (ifindex), MACs, addresses, route, neighbour
         st = Driver(d.socket).stats()
         assert st["parents"][parent]["datapath"]["children_adopted"] == 2
+        # the macvtap endpoint is back on the same path: its client reconnects
+        assert next(x["endpoint"]["path"] for x in Driver(d.socket).show() if x["ifname"] == "vm0") == path
+        client.close()
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)
+        assert _wait(lambda: next(x["endpoint"]["connected"] for x in Driver(d.socket).show()
+                                  if x["ifname"] == "vm0"))
+        client.close()
         assert st["parents"][parent]["path"]["active"] == ("fast" if extra else "python")
         assert ping(A, "10.78.0.2") == 3 and ping(B, STATION) == 3
     finally:
