@@ -352,7 +352,8 @@ def test_daemon_traces_matching_frames(lab: Lab, tmp_path: Path) -> None:
 
         t = threading.Thread(target=collect, daemon=True)
         t.start()
-        time.sleep(0.3)  # the subscription is installed before the first frame
+        # the subscription is installed before the first frame: the daemon says so
+        assert _wait(lambda: drv.stats()["daemon"]["trace_subscribers"] == 1)
         assert ping(W, "10.78.0.1") == 3
         t.join(5)
         assert len(events) >= 2, events

@@ -169,6 +169,7 @@ def test_private_mode_blocks_arp_between_children(world: World) -> None:
     world.wait_up("a")
     world.wait_up("b")
     assert ping(a, "10.77.0.2", count=2, timeout=1.0) == 0  # ARP never reaches a private sibling
+    assert ping(a, STATION) == 3  # positive control: a's frames do cross the datapath
     assert ping(world.W, "10.77.0.1") == 3  # floods from outside do
     assert ping(world.W, "10.77.0.2") == 3
 
