@@ -313,14 +313,17 @@ class Datapath:
                 return True
         return False
 
+    def _drain_bc(self) -> None:
+        """macvlan_process_broadcast: the queued floods, to the children's writers."""
+        out = self._out
+        for target, _pt, f in self.engine.process_bc_queue():
+            w = out.get(target)
+            if w is not None:
+                w(ZERO_VNET_HDR + f)
+
     def _end_of_pass(self) -> None:
-        engine = self.engine
-        if engine.bc_pending:
-            out = self._out
-            for target, _pt, f in engine.process_bc_queue():
-                w = out.get(target)
-                if w is not None:
-                    w(ZERO_VNET_HDR + f)
+        if self.engine.bc_pending:
+            self._drain_bc()
         parent = self.parent
         if parent is not None:
             parent.flush()
@@ -536,6 +539,8 @@ class Datapath:
         engine = self.engine
         origin = "wire" if vlan is None else vlan.name
         tr = obs.begin(origin, vlan, frame)
+        if tr is not None and engine.bc_pending:
+            self._drain_bc()  # floods of earlier, unobserved frames go first: not this frame's doing
         deliveries = engine.receive(frame, tr) if vlan is None else engine.xmit(vlan, frame, tr, gso)
         if tr is not None and engine.bc_pending:
             deliveries = list(deliveries) + engine.process_bc_queue(tr)
