@@ -131,6 +131,11 @@ def test_every_mode_matches_the_engines_table(wire: str, path: str) -> None:
                         senders[s].send(frame + bytes(60 - len(frame)))
                         sent[(s, r, kind)] = marker
                 got = _collect(listeners, 0.6)
+                # a marker that comes after the listening window is an error, never "blocked":
+                # once the datapath has finished a loop pass after all of them, none may be left
+                w.dp.settled()
+                late = {k: v for k, v in _collect(listeners, 0.1).items() if v}
+                assert not late, f"{wire} {mode}: markers arrived after the window: {late}"
             finally:
                 for sock in list(listeners.values()) + list(senders.values()):
                     sock.close()
