@@ -405,7 +405,7 @@ def test_link_cli_adds_a_userspace_child(lab: Lab, tmp_path: Path) -> None:
 
 
 @pytest.mark.live
-@pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true", reason=str(_REASON))
+@pytest.mark.skipif(_REASON is not None and not in_ci(), reason=str(_REASON))
 def test_bad_requests_are_refused_at_once_and_leave_nothing(lab: Lab, tmp_path: Path) -> None:
     """The issue's two userspace-only mistakes: a 16-byte name hung the client for 60 s (the
     daemon's ValueError went unanswered); `link add ... address SIBLING up` made a child with

@@ -15,12 +15,9 @@ import struct
 
 import pytest
 
-_ROOT = os.geteuid() == 0
-pytestmark = [
-    pytest.mark.live,
-    pytest.mark.skipif(not _ROOT and os.environ.get("CI") != "true",
-                       reason="BPF_PROG_TEST_RUN needs root (CAP_BPF); under CI=true these tests run"),
-]
+from tests.ci import live_marks  # noqa: E402
+
+pytestmark = live_marks(None if os.geteuid() == 0 else "BPF_PROG_TEST_RUN needs root (CAP_BPF)")
 
 from pymacvlan.backends.userspace.bpf import TC_ACT_REDIRECT, TC_ACT_UNSPEC, prog_test_run  # noqa: E402
 from pymacvlan.backends.userspace.fastpath import (BRIDGE, FAST_TARGET, FROM_WIRE, FWD_OK, KEEP_ALL,  # noqa: E402

@@ -11,24 +11,20 @@ gets the next frame). Before each, the same frame is shown to take the other way
 from __future__ import annotations
 
 import errno
-import os
 import select
 import time
 
 import pytest
 
 from pymacvlan.model import Mode
+from tests.ci import live_marks
 
 from .netlab import live_unavailable, sh
 from .test_live import PATHS, World, world_on
 from .test_modes_live import ETH_P_TEST, PACKET_OUTGOING, _listener, _sender
 
 _REASON = live_unavailable()
-pytestmark = [
-    pytest.mark.live,
-    pytest.mark.skipif(_REASON is not None and os.environ.get("CI") != "true",
-                       reason=f"{_REASON}; under CI=true these tests run (and fail) instead of skipping"),
-]
+pytestmark = live_marks(_REASON)
 
 A, B, C, W = (bytes.fromhex(f"0200000000{x}") for x in ("0a", "0b", "0c", "ee"))
 _seq = [0]
