@@ -294,9 +294,14 @@ def test_daemon_children_live_stop_and_come_back(lab: Lab, tmp_path: Path) -> No
         drv.set("eth0", LinkChange(mode=Mode.PRIVATE), netns=A)
         drv.set("eth0", LinkChange(mode=Mode.PRIVATE), netns=B)
         sh("ip", "-n", A, "neigh", "flush", "dev", "eth0")
+        tx_a = drv.stats()["parents"][parent]["children"][f"{A}/eth0"]["tx"]["packets"]
         assert ping(A, "10.78.0.2", count=2, timeout=1.0) == 0
+        # evidence, not silence: A's ARP requests did reach the datapath, which kept them from B
+        assert drv.stats()["parents"][parent]["children"][f"{A}/eth0"]["tx"]["packets"] > tx_a
         drv.set("eth0", LinkChange(mode=Mode.BRIDGE), netns=B)
         drv.set("eth0", LinkChange(mode=Mode.BRIDGE), netns=A)
+        sh("ip", "-n", A, "neigh", "flush", "dev", "eth0")
+        assert ping(A, "10.78.0.2") == 3  # positive control: the same path, back in bridge mode
 
         assert d.stop() == 0
         r, _, _ = select.select([notify], [], [], 5)

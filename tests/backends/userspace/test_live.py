@@ -163,24 +163,28 @@ def test_bridge_children_ping_each_other_and_the_station(world: World) -> None:
 
 
 def test_private_mode_blocks_arp_between_children(world: World) -> None:
-    world.start()
+    dp = world.start()
     a = world.child("A", "private", MAC_A, "10.77.0.1")
     world.child("B", "private", MAC_B, "10.77.0.2")
     world.wait_up("a")
     world.wait_up("b")
+    tx_a = dp.stats()["children"]["a"]["tx"]["packets"]
     assert ping(a, "10.77.0.2", count=2, timeout=1.0) == 0  # ARP never reaches a private sibling
+    assert dp.stats()["children"]["a"]["tx"]["packets"] > tx_a  # evidence: A's ARP did reach the datapath
     assert ping(a, STATION) == 3  # positive control: a's frames do cross the datapath
     assert ping(world.W, "10.77.0.1") == 3  # floods from outside do
     assert ping(world.W, "10.77.0.2") == 3
 
 
 def test_vepa_children_need_a_hairpin(world: World) -> None:
-    world.start()
+    dp = world.start()
     a = world.child("A", "vepa", MAC_A, "10.77.0.1")
     world.child("B", "vepa", MAC_B, "10.77.0.2")
     world.wait_up("a")
     world.wait_up("b")
+    tx_a = dp.stats()["children"]["a"]["tx"]["packets"]
     assert ping(a, "10.77.0.2", count=2, timeout=1.0) == 0  # the veth peer does not reflect
+    assert dp.stats()["children"]["a"]["tx"]["packets"] > tx_a  # evidence: A's ARP did reach the datapath
     assert ping(a, STATION) == 3
 
 
