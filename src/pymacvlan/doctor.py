@@ -26,6 +26,8 @@ import struct
 import subprocess
 from dataclasses import asdict, dataclass, field
 
+from .cli._report import plural
+
 SEVERITIES = ("info", "warning", "error")
 CHILD_KINDS = ("macvlan", "macvtap", "ipvlan", "ipvtap")
 
@@ -438,5 +440,5 @@ def render(findings: list[Finding], checked: list[str]) -> str:
     for x in findings:
         lines += [f"[{x.severity}] {x.code} ({x.subject})", f"  saw: {x.saw}", f"  do:  {x.fix}"]
     n = {s: sum(1 for x in findings if x.severity == s) for s in SEVERITIES}
-    lines.append(f"{n['error']} error(s), {n['warning']} warning(s), {n['info']} note(s)")
+    lines.append(f"{plural(n['error'], 'error')}, {plural(n['warning'], 'warning')}, {plural(n['info'], 'note')}")
     return "\n".join(lines)

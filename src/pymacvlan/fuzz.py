@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cli._report import plural
 from .scenario import ScenarioError, diff_results, load_scenario
 
 MODES = ["private", "vepa", "bridge", "passthru", "source", None]
@@ -164,7 +165,7 @@ def fuzz(left, right, n: int, seed: int, out_dir: Path, log=None, stop_after: in
         if progress is not None:
             if i:
                 progress.advance()
-            progress.step(f"scenario {i}, {len(rep.findings)} difference(s)")
+            progress.step(f"scenario {i}, {plural(len(rep.findings), 'difference')}")
         sc = random_scenario(rng)
         try:
             load_scenario(sc)

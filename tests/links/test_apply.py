@@ -16,7 +16,7 @@ def show(cli) -> dict[str, dict]:
 
 def test_example_applies_idempotently_and_comes_down(cli):
     out, _ = cli("apply", "--dry-run", str(EXAMPLE))
-    assert out.splitlines()[-1] == "(dry run: 7 change(s) not made)"
+    assert out.splitlines()[-1] == "(dry run: 7 changes not made)"
     assert show(cli) == {}
     out, _ = cli("apply", str(EXAMPLE))
     plan = out.splitlines()
@@ -50,7 +50,7 @@ def test_drift_is_repaired_with_a_readable_plan(cli):
         "~ set db mtu 1500 -> 1400, down -> up",
         "+ add guest (macvlan private on eth0 address 02:00:00:00:01:03)",
         "~ set sniff source [] -> [02:00:00:00:0a:01 02:00:00:00:0a:02]",
-        "(dry run: 4 change(s) not made)",
+        "(dry run: 4 changes not made)",
     ]
     cli("apply", str(EXAMPLE))
     assert "nothing to change" in cli("apply", str(EXAMPLE))[0]
@@ -84,7 +84,7 @@ def test_failure_stops_and_says_what_was_done(cli, tmp_path):
     lines = err.splitlines()
     assert lines[0] == "failed at: + add b (macvlan (default mode) on eth0 address 02:00:00:00:00:01)"
     assert lines[1] == "RTNETLINK answers: Address already in use"
-    assert lines[-1] == "the 1 change(s) before it were made; fix the file and apply again"
+    assert lines[-1] == "the 1 change before it was made; fix the file and apply again"
     assert "02:00:00:00:00:01 is already in use by child a" in err
 
 

@@ -11,6 +11,7 @@ import sys
 from ..links import LinkChange
 from ..links.config import ConfigError, Step, load, plan_apply, plan_down
 from ..model import KernelError
+from ._report import plural, sim_note
 from .link import Globals, UsageError, kernel_error_lines, make_driver
 
 ORDER = 21
@@ -42,7 +43,7 @@ def _run(args, down: bool) -> int:
         print("\n".join(kernel_error_lines(e, "")[0]), file=sys.stderr)
         return 2
     except PermissionError as e:
-        print(f"pymacvlan: the {g.backend} backend needs root (CAP_NET_ADMIN): {e}", file=sys.stderr)
+        print(f"pymacvlan {'down' if down else 'apply'}: the {g.backend} backend needs root (CAP_NET_ADMIN): {e}", file=sys.stderr)
         return 2
     if not steps:
         print(f"{setup.path}: nothing to change ({g.backend})")
@@ -50,7 +51,7 @@ def _run(args, down: bool) -> int:
     for s in steps:
         print(s.text)
     if args.dry_run:
-        print(f"(dry run: {len(steps)} change(s) not made)")
+        print(f"(dry run: {plural(len(steps), 'change')} not made)")
         return 0
     for i, s in enumerate(steps):
         try:
@@ -60,9 +61,12 @@ def _run(args, down: bool) -> int:
             print(f"failed at: {s.text}", file=sys.stderr)
             print("\n".join(lines), file=sys.stderr)
             if i:
-                print(f"the {i} change(s) before it were made; fix the file and apply again", file=sys.stderr)
+                print(f"the {plural(i, 'change')} before it {'was' if i == 1 else 'were'} made; fix the file and apply again",
+                      file=sys.stderr)
             return 2
-    print(f"{len(steps)} change(s) made ({g.backend})")
+    print(f"{plural(len(steps), 'change')} made ({g.backend})")
+    if g.backend == "sim":
+        sim_note(driver)
     return 0
 
 

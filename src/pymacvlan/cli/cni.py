@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ._report import os_error_line
+
 ORDER = 45
 
 
@@ -13,8 +15,13 @@ def _install(args) -> int:
     try:
         path = install(args.dir, args.name, force=args.force)
     except (OSError, ValueError) as e:
-        hint = " (run as root, or pick a --dir you can write)" if isinstance(e, PermissionError) else ""
-        print(f"pymacvlan cni install: {e}{hint}", file=sys.stderr)
+        if not isinstance(e, OSError):
+            print(f"pymacvlan cni install: EINVAL: {e}", file=sys.stderr)
+            return 1
+        hint = ("run as root, or pick a --dir you can write" if isinstance(e, PermissionError) else
+                "it cannot be created there; pick another --dir" if isinstance(e, FileNotFoundError) else
+                "")
+        print(os_error_line("cni install", e, hint), file=sys.stderr)
         return 1
     print(f"installed {path}", file=sys.stderr)
     print(f"a conflist using it (e.g. /etc/cni/net.d/50-pmvnet.conflist; set \"master\"):", file=sys.stderr)

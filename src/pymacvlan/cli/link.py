@@ -17,6 +17,7 @@ from ..links import BACKENDS, LinkChange, LinkRequest, get_driver
 from ..links.format import Options, endpoint_text, render
 from ..model import KernelError, MacaddrMode, MacvlanFlag, Mode, parse_mac
 from ..model.link import ENDPOINT_KINDS
+from ._report import sim_note
 
 ORDER = 20
 MODE_WORDS = ("private", "vepa", "bridge", "passthru", "source")
@@ -509,10 +510,13 @@ def run_link(g: Globals, words: list[str], out=None) -> int:
             else:
                 for line in hook(cmd.req.name, cmd.req.parent, cmd.routes) or ():
                     print(line, file=out)
+        _said_simulated(g, driver)
         return 0
     if matches(verb, "set") or matches(verb, "change"):
         name, ch = parse_set(rest)
-        make_driver(g).set(name, ch)
+        driver = make_driver(g)
+        driver.set(name, ch)
+        _said_simulated(g, driver)
         return 0
     if matches(verb, "delete"):
         name, kind, _ = parse_name_only(rest, "del")
@@ -524,6 +528,7 @@ def run_link(g: Globals, words: list[str], out=None) -> int:
             if not driver.show(name, kind):
                 raise KernelError("EOPNOTSUPP", f"{name} is not a {kind}")
         driver.delete(name)
+        _said_simulated(g, driver)
         return 0
     name, kind, only_up = parse_name_only(rest, "show")
     links = make_driver(g).show(name, kind)
@@ -533,6 +538,11 @@ def run_link(g: Globals, words: list[str], out=None) -> int:
     if text or g.opts.json:
         print(text, file=out)
     return 0
+
+
+def _said_simulated(g: Globals, driver) -> None:
+    if g.backend == "sim":
+        sim_note(driver)
 
 
 def _link(args) -> int:

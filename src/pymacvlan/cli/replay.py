@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from ._report import plural
 from ..scenario import ScenarioError, check_expectations, diff_results, load_scenario
 
 ORDER = 10
@@ -74,7 +75,7 @@ def _replay_one(path: str, args, progress) -> int:
     else:
         diffs = diff_results(sc["steps"], outputs[0], outputs[1])
         if diffs:
-            say(f"{where}{len(diffs)} step(s) differ between {args.backend[0]} and {args.backend[1]}:")
+            say(f"{where}{plural(len(diffs), 'step')} differ between {args.backend[0]} and {args.backend[1]}:")
             say("\n".join(diffs))
             status = 1
         else:
@@ -83,7 +84,7 @@ def _replay_one(path: str, args, progress) -> int:
         for out in outputs:
             bad = check_expectations(sc, out)
             if bad:
-                print(f"{where}{out['backend']}: {len(bad)} step(s) differ from the scenario's expectations:", file=sys.stderr)
+                print(f"{where}{out['backend']}: {plural(len(bad), 'step')} differ from the scenario's expectations:", file=sys.stderr)
                 print("\n".join(bad), file=sys.stderr)
                 status = 1
     return status
@@ -112,7 +113,7 @@ def _fuzz(args) -> int:
     with Progress(args.n, f"fuzz {args.base} vs {args.against}") as progress:
         rep = fuzz(left, right, args.n, args.seed, Path(args.out), stop_after=args.max_findings, progress=progress)
     print(f"fuzz: {rep.runs} scenarios ({rep.invalid} invalid skipped), seed {args.seed}, "
-          f"{args.base} vs {args.against}: {len(rep.findings)} difference(s) in {rep.seconds:.1f} s")
+          f"{args.base} vs {args.against}: {plural(len(rep.findings), 'difference')} in {rep.seconds:.1f} s")
     return 1 if rep.findings else 0
 
 

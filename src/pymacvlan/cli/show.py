@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ._report import plural
+
 ORDER = 25
 
 
@@ -46,8 +48,8 @@ def _show(args) -> int:
         except RuntimeError as e:
             print(f"pymacvlan show: {e}", file=sys.stderr)
             return 2
-        print(f"wrote {args.graph}: {sum(len(p.children) for p in parents)} children on "
-              f"{len(parents)} parent(s)", file=sys.stderr)
+        print(f"wrote {args.graph}: {plural(sum(len(p.children) for p in parents), 'child', 'children')} on "
+              f"{plural(len(parents), 'parent')}", file=sys.stderr)
     if not args.dot and not args.graph:
         name = {PARENT: "parent's stack", WIRE: "wire station"}
         for p in parents:

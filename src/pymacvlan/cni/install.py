@@ -8,6 +8,7 @@ their own directories (podman's ``cni_plugin_dirs`` include /usr/lib/cni).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -35,7 +36,7 @@ def install(directory: str, name: str = "pymacvlan-cni", force: bool = False) ->
         with open(path, "rb") as f:
             head = f.read(4096)
         if MARK.encode() not in head:
-            raise FileExistsError(f"{path} exists and is not a pymacvlan-cni launcher; pass --force to replace it")
+            raise FileExistsError(errno.EEXIST, f"{path} exists and is not a pymacvlan-cni launcher; pass --force to replace it")
     tmp = path + ".pmvtmp"
     with open(tmp, "w") as f:
         f.write(launcher_text())

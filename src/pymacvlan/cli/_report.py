@@ -1,0 +1,31 @@
+"""The CLI's shared words: counts with their plural, an OSError as one line, the sim note."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``1 step``, ``2 steps``: never ``step(s)``."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def os_error_line(cmd: str, e: OSError, hint: str = "") -> str:
+    """``pymacvlan CMD: ENOENT: /x: No such file or directory (hint)``: the errno's name, the
+    path and the reason on one line, not Python's ``[Errno 2] ...``."""
+    name = errno.errorcode.get(e.errno, "") if e.errno else ""
+    where = e.filename if e.filename is not None else ""
+    what = f"{where}: {e.strerror}" if where and e.strerror else (e.strerror or str(e))
+    return f"pymacvlan {cmd}: " + (f"{name}: " if name else "") + what + (f" ({hint})" if hint else "")
+
+
+def sim_note(driver) -> None:
+    """Said once by a command that changed the sim backend: where its state lives, and that
+    the host was not touched (on stderr, so -j output stays clean)."""
+    path = str(getattr(driver, "path", "") or "")
+    home = os.path.expanduser("~")
+    if path.startswith(home + os.sep):
+        path = "~" + path[len(home):]
+    print(f"note: simulated (state in {path}); nothing on this host changed", file=sys.stderr)

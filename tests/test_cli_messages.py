@@ -1,0 +1,102 @@
+"""Issue 13 item 6: every CLI message one line with the errno's name and a hint naming real
+options, counts with their plural, and a simulated change saying once that the host was not touched."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from pymacvlan.cli._report import plural
+from pymacvlan.cli.main import build_parser
+
+NOTE = "note: simulated (state in {}); nothing on this host changed"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pymacvlan.cli.main", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_plural_says_one_and_many():
+    assert plural(0, "step") == "0 steps"
+    assert plural(1, "step") == "1 step"
+    assert plural(2, "change") == "2 changes"
+    assert plural(1, "child", "children") == "1 child"
+    assert plural(3, "child", "children") == "3 children"
+
+
+def test_cni_install_unwritable_dir_is_one_line_with_the_errno_name():
+    r = run("cni", "install", "--dir", "/proc/nope")
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr == ("pymacvlan cni install: ENOENT: /proc/nope: No such file or directory "
+                        "(it cannot be created there; pick another --dir)\n")
+
+
+def test_cni_install_refuses_a_foreign_file_with_eexist(tmp_path):
+    (tmp_path / "macvlan").write_text("#!/bin/sh\n")
+    r = run("cni", "install", "--dir", str(tmp_path), "--name", "macvlan")
+    assert r.returncode == 1
+    assert r.stderr == (f"pymacvlan cni install: EEXIST: {tmp_path}/macvlan exists and is not a pymacvlan-cni "
+                        "launcher; pass --force to replace it\n")
+
+
+def test_sim_link_changes_say_once_that_nothing_on_the_host_changed(tmp_path):
+    st = str(tmp_path / "s.json")
+    g = ["--backend", "sim", "--state", st]
+    r = run(*g, "link", "add", "link", "eth0", "name", "m0", "type", "macvlan")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", NOTE.format(st) + "\n")
+    r = run(*g, "-j", "link", "set", "m0", "up")  # -j: stdout stays clean (nothing, as ip prints)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", NOTE.format(st) + "\n")
+    r = run(*g, "-j", "link", "show")  # no change: no note
+    assert r.returncode == 0 and r.stderr == ""
+    r = run(*g, "link", "del", "m0")
+    assert (r.returncode, r.stderr) == (0, NOTE.format(st) + "\n")
+    r = run(*g, "link", "del", "m0")  # refused: the kernel's words, no note
+    assert r.returncode != 0 and "note:" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sim_apply_says_once_and_counts_in_words(tmp_path):
+    st = str(tmp_path / "s.json")
+    f = tmp_path / "one.toml"
+    f.write_text('[parents.eth0]\n[parents.eth0.children.a]\nmac = "02:00:00:00:00:0a"\n')
+    r = run("apply", "--dry-run", "--state", st, str(f))
+    assert r.returncode == 0 and r.stderr == ""
+    n = len([ln for ln in r.stdout.splitlines() if ln.startswith(("+", "~", "-"))])
+    assert r.stdout.splitlines()[-1] == f"(dry run: {plural(n, 'change')} not made)"
+    assert "(s)" not in r.stdout
+    r = run("apply", "--state", st, str(f))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == f"{plural(n, 'change')} made (sim)"
+    assert r.stderr == NOTE.format(st) + "\n"
+    r = run("apply", "--state", st, str(f))  # nothing to change: nothing simulated either
+    assert r.returncode == 0 and r.stderr == ""
+
+
+def _walk(p: argparse.ArgumentParser, path: list[str]):
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            helps = {c.dest: c.help for c in a._choices_actions}
+            for name, sub in a.choices.items():
+                yield path + [name], "(the command)", helps.get(name)
+                yield from _walk(sub, path + [name])
+        else:
+            yield path, "/".join(a.option_strings) or a.dest, a.help
+
+
+def test_every_command_and_option_has_help_text():
+    missing = [(" ".join(path), opt) for path, opt, text in _walk(build_parser(), [])
+               if not text or text == argparse.SUPPRESS]
+    assert missing == []
+
+
+def test_no_message_in_src_says_item_s():
+    """Counts are said with plural(): "1 step", "2 steps", never "step(s)"."""
+    from pathlib import Path
+    import re
+
+    src = Path(__file__).resolve().parents[1] / "src" / "pymacvlan"
+    bad = [f"{p.relative_to(src)}:{i}" for p in src.rglob("*.py")
+           for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\}\s*\w+\((s|es)\)", line)]
+    assert bad == []
