@@ -100,3 +100,21 @@ def test_no_message_in_src_says_item_s():
     bad = [f"{p.relative_to(src)}:{i}" for p in src.rglob("*.py")
            for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\}\s*\w+\((s|es)\)", line)]
     assert bad == []
+
+
+def test_show_of_a_missing_file_is_one_line_with_the_errno_name(tmp_path):
+    f = tmp_path / "nope.toml"
+    r = run("show", str(f), "--graph", str(tmp_path / "x.svg"))
+    assert (r.returncode, r.stderr) == (2, f"pymacvlan show: ENOENT: {f}: No such file or directory\n")
+
+
+def test_argparse_mistakes_are_one_line_naming_the_command():
+    r = run("stats", "--bogus")
+    assert (r.returncode, r.stderr) == (2, "pymacvlan stats: EINVAL: unrecognized arguments: --bogus "
+                                           "(see `pymacvlan stats --help`)\n")
+    r = run("cni", "install", "--dir")
+    assert (r.returncode, r.stderr) == (2, "pymacvlan cni install: EINVAL: argument --dir: expected one argument "
+                                           "(see `pymacvlan cni install --help`)\n")
+    r = run("apply")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "usage:" not in r.stderr
+    assert r.stderr.startswith("pymacvlan apply: EINVAL: the following arguments are required: file")

@@ -34,6 +34,15 @@ GLOBALS = {"pmv_backend": ("--backend", "backend"), "pmv_socket": ("--socket", "
            "pmv_brief": ("-br", None)}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``pymacvlan CMD: EINVAL: what (see `pymacvlan CMD --help`)``,
+    not a usage block and then the error. Subparsers are made of this class too
+    (``add_subparsers`` uses the parent's class), so every command gets it."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: EINVAL: {message} (see `{self.prog} --help`)\n")
+
+
 class GlobalOptionError(Exception):
     """A global option the chosen command cannot honour: one line, exit 2."""
 
@@ -80,7 +89,11 @@ def honour_globals(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named after the command they were given to, not the top-level parser
+        where = " ".join(["pymacvlan", *(p.prog.split()[-1] for p in _chosen(parser, args))])
+        print(f"{where}: EINVAL: unrecognized arguments: {' '.join(extra)} (see `{where} --help`)", file=sys.stderr)
+        raise SystemExit(2)
     try:
         honour_globals(parser, args)
     except GlobalOptionError as e:
@@ -90,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pymacvlan", description="Linux macvlan and macvtap, in Python.")
+    p = Parser(prog="pymacvlan", description="Linux macvlan and macvtap, in Python.")
     sub = p.add_subparsers(dest="command", required=True)
     for mod in _command_modules():
         mod.register(sub)

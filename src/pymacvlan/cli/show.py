@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ._report import plural
+from ._report import os_error_line, plural
 
 ORDER = 25
 
@@ -37,7 +37,10 @@ def _show(args) -> int:
     except KernelError as e:
         print(f"pymacvlan show: {e.errno_name}: {e}", file=sys.stderr)
         return 2
-    except (ScenarioError, ValueError, OSError) as e:
+    except OSError as e:
+        print(os_error_line("show", e), file=sys.stderr)
+        return 2
+    except (ScenarioError, ValueError) as e:
         print(f"pymacvlan show: {e}", file=sys.stderr)
         return 2
     if args.dot:
