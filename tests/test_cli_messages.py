@@ -118,3 +118,14 @@ def test_argparse_mistakes_are_one_line_naming_the_command():
     r = run("apply")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "usage:" not in r.stderr
     assert r.stderr.startswith("pymacvlan apply: EINVAL: the following arguments are required: file")
+
+
+def test_a_kernel_error_is_prefixed_once(tmp_path):
+    """`show` printed ``EINVAL: EINVAL: ...``: the errno name once, the same line for every command."""
+    bad = tmp_path / "bad.json"
+    bad.write_text("garbage")
+    want = (f"EINVAL: cannot read the sim state {bad}: Expecting value: line 1 column 1 (char 0) "
+            f"(remove it (rm {bad}) to start from nothing)\n")
+    for cmd in (["show"], ["stats"], ["trace", "--dst", "ff:ff:ff:ff:ff:ff"]):
+        r = run(cmd[0], "--backend", "sim", "--state", str(bad), *cmd[1:])
+        assert (r.returncode != 0, r.stderr) == (True, f"pymacvlan {cmd[0]}: " + want), cmd

@@ -29,3 +29,11 @@ def sim_note(driver) -> None:
     if path.startswith(home + os.sep):
         path = "~" + path[len(home):]
     print(f"note: simulated (state in {path}); nothing on this host changed", file=sys.stderr)
+
+
+def error_line(cmd: str, e: Exception) -> str:
+    """One line for a refused command: a KernelError already reads ``ENAME: what (advice)``,
+    an OSError gets its errno's name; the command's prefix once, never twice."""
+    if isinstance(e, OSError):
+        return os_error_line(cmd, e)
+    return f"pymacvlan {cmd}: {e}"

@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from ._report import error_line
+
 ORDER = 40
 
 
@@ -37,11 +39,8 @@ def _daemon(args) -> int:
 
             parse_listen(args.metrics)
         return run(cfg)
-    except KernelError as e:
-        print(f"pymacvlan daemon: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"pymacvlan daemon: {e}", file=sys.stderr)
+    except (KernelError, OSError) as e:
+        print(error_line("daemon", e), file=sys.stderr)
         return 1
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ._report import os_error_line, plural
+from ._report import error_line, plural
 
 ORDER = 25
 
@@ -35,10 +35,10 @@ def _show(args) -> int:
             return 1
         dot = to_dot(parents)
     except KernelError as e:
-        print(f"pymacvlan show: {e.errno_name}: {e}", file=sys.stderr)
+        print(error_line("show", e), file=sys.stderr)
         return 2
     except OSError as e:
-        print(os_error_line("show", e), file=sys.stderr)
+        print(error_line("show", e), file=sys.stderr)
         return 2
     except (ScenarioError, ValueError) as e:
         print(f"pymacvlan show: {e}", file=sys.stderr)

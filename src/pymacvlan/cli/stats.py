@@ -16,6 +16,8 @@ import sys
 
 from ..model import KernelError
 
+from ._report import error_line
+
 ORDER = 33
 
 
@@ -155,7 +157,7 @@ def _stats(args) -> int:
     try:
         report = collect(args)
     except KernelError as e:
-        print(f"pymacvlan stats: {e.errno_name}: {e.message}" + (f" ({e.advice})" if e.advice else ""), file=sys.stderr)
+        print(error_line("stats", e), file=sys.stderr)
         return 2 if e.errno_name == "EINVAL" else 1
     except PermissionError as e:
         print(f"pymacvlan stats: EPERM: {e} (run as root)", file=sys.stderr)

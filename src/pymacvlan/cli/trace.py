@@ -24,6 +24,8 @@ from typing import Iterator
 
 from ..model import KernelError, parse_mac
 
+from ._report import error_line
+
 ORDER = 32
 STATION_MAC = "02:00:00:00:00:ee"
 
@@ -271,7 +273,7 @@ def _trace(args) -> int:
                 return _trace_sim(args)
             return _trace_kernel(args)
     except KernelError as e:
-        print(f"pymacvlan trace: {e.errno_name}: {e.message}" + (f" ({e.advice})" if e.advice else ""), file=sys.stderr)
+        print(error_line("trace", e), file=sys.stderr)
         return 2 if e.errno_name == "EINVAL" else 1
 
 
