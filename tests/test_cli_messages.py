@@ -129,3 +129,14 @@ def test_a_kernel_error_is_prefixed_once(tmp_path):
     for cmd in (["show"], ["stats"], ["trace", "--dst", "ff:ff:ff:ff:ff:ff"]):
         r = run(cmd[0], "--backend", "sim", "--state", str(bad), *cmd[1:])
         assert (r.returncode != 0, r.stderr) == (True, f"pymacvlan {cmd[0]}: " + want), cmd
+
+
+def test_global_option_refusal_and_daemon_hint_read_as_one_line(tmp_path):
+    r = run("-j", "cni", "install", "--dir", str(tmp_path))
+    assert (r.returncode, r.stderr) == (2, "pymacvlan cni: EINVAL: -j does not apply to this command\n")
+    sock = tmp_path / "none.sock"
+    r = run("daemon", "stop", "--socket", str(sock))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert r.stderr == (f"pymacvlan daemon stop: ECONNREFUSED: no pymacvlan daemon is listening on {sock} "
+                        "(start one as root with `pymacvlan daemon`, or point --socket / $PYMACVLAN_SOCKET "
+                        "at the one running)\n")

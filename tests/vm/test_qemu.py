@@ -93,5 +93,5 @@ def test_vm_args_takes_the_global_backend_and_state(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main(["-j", "--state", state, "vm-args", "vt0"])
     assert e.value.code == 2
-    assert capsys.readouterr().err.strip() == ("pymacvlan vm-args: -j does not apply to this command "
+    assert capsys.readouterr().err.strip() == ("pymacvlan vm-args: EINVAL: -j does not apply to this command "
                                                "(it takes --backend, --socket, --state, -n)")

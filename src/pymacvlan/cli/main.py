@@ -73,17 +73,17 @@ def honour_globals(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         action = actions.get(local) if local is not None else None
         if action is None:
             usable = sorted(f for g, (f, loc) in GLOBALS.items() if loc in actions)
-            raise GlobalOptionError(f"pymacvlan {args.command}: {flag} does not apply to this command"
+            raise GlobalOptionError(f"pymacvlan {args.command}: EINVAL: {flag} does not apply to this command"
                                     + (f" (it takes {', '.join(usable)})" if usable else ""))
         if action.choices is not None and value not in action.choices:
-            raise GlobalOptionError(f"pymacvlan {args.command}: {flag} {value} is not possible here "
+            raise GlobalOptionError(f"pymacvlan {args.command}: EINVAL: {flag} {value} is not possible here "
                                     f"(choose from {', '.join(map(str, action.choices))})")
         if isinstance(action, argparse._AppendAction):
             value = [value] + [v for v in (getattr(args, local, None) or []) if v != value]
         else:
             mine = getattr(args, local, None)
             if mine not in (None, False, action.default) and mine != value:
-                raise GlobalOptionError(f"pymacvlan {args.command}: {flag} given twice, as {value} and {mine}")
+                raise GlobalOptionError(f"pymacvlan {args.command}: EINVAL: {flag} given twice, as {value} and {mine}")
         setattr(args, local, value)
 
 

@@ -26,8 +26,8 @@ class Connection:
         except (FileNotFoundError, ConnectionRefusedError):
             self.sock.close()
             raise KernelError("ECONNREFUSED", f"no pymacvlan daemon is listening on {path}",
-                              "start one as root with `pymacvlan daemon` (or point --socket / "
-                              "$PYMACVLAN_SOCKET at the one running)") from None
+                              "start one as root with `pymacvlan daemon`, or point --socket / "
+                              "$PYMACVLAN_SOCKET at the one running") from None
         except PermissionError:
             self.sock.close()
             raise KernelError("EACCES", f"not allowed to connect to {path}",
