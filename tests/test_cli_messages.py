@@ -140,3 +140,18 @@ def test_global_option_refusal_and_daemon_hint_read_as_one_line(tmp_path):
     assert r.stderr == (f"pymacvlan daemon stop: ECONNREFUSED: no pymacvlan daemon is listening on {sock} "
                         "(start one as root with `pymacvlan daemon`, or point --socket / $PYMACVLAN_SOCKET "
                         "at the one running)\n")
+
+
+def test_a_bad_file_names_its_errno(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("garbage")
+    r = run("replay", str(bad))
+    assert (r.returncode, r.stderr) == (2, f"pymacvlan replay: EINVAL: {bad}: not valid JSON: Expecting value "
+                                           "at line 1 column 1\n")
+    missing = tmp_path / "nope.json"
+    r = run("replay", str(missing))
+    assert (r.returncode, r.stderr) == (2, f"pymacvlan replay: ENOENT: {missing}: cannot read: "
+                                           "No such file or directory\n")
+    r = run("down", str(tmp_path / "nope.toml"))
+    assert (r.returncode, r.stderr) == (2, f"pymacvlan down: ENOENT: {tmp_path / 'nope.toml'}: "
+                                           "No such file or directory\n")

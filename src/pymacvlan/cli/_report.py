@@ -6,6 +6,8 @@ import errno
 import os
 import sys
 
+from ..model.errors import KernelError
+
 
 def plural(n: int, one: str, many: str | None = None) -> str:
     """``1 step``, ``2 steps``: never ``step(s)``."""
@@ -33,7 +35,10 @@ def sim_note(driver) -> None:
 
 def error_line(cmd: str, e: Exception) -> str:
     """One line for a refused command: a KernelError already reads ``ENAME: what (advice)``,
-    an OSError gets its errno's name; the command's prefix once, never twice."""
+    an OSError gets its errno's name, a bad file (ScenarioError, ConfigError) its ``errno_name``
+    (EINVAL unless said); the command's prefix once, never twice."""
     if isinstance(e, OSError):
         return os_error_line(cmd, e)
-    return f"pymacvlan {cmd}: {e}"
+    if isinstance(e, KernelError):
+        return f"pymacvlan {cmd}: {e}"
+    return f"pymacvlan {cmd}: {getattr(e, 'errno_name', 'EINVAL')}: {e}"

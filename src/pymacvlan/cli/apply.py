@@ -11,7 +11,7 @@ import sys
 from ..links import LinkChange
 from ..links.config import ConfigError, Step, load, plan_apply, plan_down
 from ..model import KernelError
-from ._report import plural, sim_note
+from ._report import error_line, plural, sim_note
 from .link import Globals, UsageError, kernel_error_lines, make_driver
 
 ORDER = 21
@@ -29,7 +29,7 @@ def _run(args, down: bool) -> int:
     try:
         setup = load(args.file)
     except ConfigError as e:
-        print(f"pymacvlan {'down' if down else 'apply'}: {e}", file=sys.stderr)
+        print(error_line("down" if down else "apply", e), file=sys.stderr)
         return 2
     g = _globals(args, setup)
     try:

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from ._report import plural
+from ._report import error_line, plural
 from ..scenario import ScenarioError, check_expectations, diff_results, load_scenario
 
 ORDER = 10
@@ -43,7 +43,7 @@ def _replay_one(path: str, args, progress) -> int:
     try:
         sc = load_scenario(path)
     except ScenarioError as e:
-        print(f"pymacvlan replay: {e}", file=sys.stderr)
+        print(error_line("replay", e), file=sys.stderr)
         return 2
     outputs = []
     for name in args.backend:

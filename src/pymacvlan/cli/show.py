@@ -41,7 +41,7 @@ def _show(args) -> int:
         print(error_line("show", e), file=sys.stderr)
         return 2
     except (ScenarioError, ValueError) as e:
-        print(f"pymacvlan show: {e}", file=sys.stderr)
+        print(error_line("show", e), file=sys.stderr)
         return 2
     if args.dot:
         sys.stdout.write(dot)

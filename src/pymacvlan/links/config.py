@@ -26,6 +26,7 @@ left alone unless ``prune`` is asked for: on a real host they may be someone els
 
 from __future__ import annotations
 
+import errno
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,10 @@ TOP_KEYS = {"backend", "netns", "parents"}
 
 
 class ConfigError(ValueError):
-    """The file is not a valid setup: names the file and the key."""
+    """The file is not a valid setup: names the file and the key. ``errno_name``: EINVAL for
+    what is in the file, the OS's for a file that cannot be read."""
+
+    errno_name = "EINVAL"
 
 
 @dataclass
@@ -90,7 +94,9 @@ def load(path: str | Path) -> Setup:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except OSError as e:
-        raise ConfigError(f"{path}: {e.strerror}") from None
+        err = ConfigError(f"{path}: {e.strerror}")
+        err.errno_name = errno.errorcode.get(e.errno or 0, "EIO")
+        raise err from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     where = str(path)

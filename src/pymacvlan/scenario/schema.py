@@ -6,6 +6,7 @@ The loader returns a normalized copy: MACs lowercase, frames lowercase hex, defa
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -33,7 +34,10 @@ KERNEL_RULES = ("6.18", "net-next")
 
 
 class ScenarioError(ValueError):
-    """A scenario that cannot be run; the message names the step and the key."""
+    """A scenario that cannot be run; the message names the step and the key. ``errno_name``:
+    EINVAL for what is in the file, the OS's for a file that cannot be read."""
+
+    errno_name = "EINVAL"
 
 
 def load_scenario(source) -> dict:
@@ -47,7 +51,9 @@ def load_scenario(source) -> dict:
         try:
             text = path.read_text()
         except OSError as e:
-            raise ScenarioError(f"{where}: cannot read: {e.strerror}") from None
+            err = ScenarioError(f"{where}: cannot read: {e.strerror}")
+            err.errno_name = errno.errorcode.get(e.errno or 0, "EIO")
+            raise err from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
