@@ -155,3 +155,15 @@ def test_a_bad_file_names_its_errno(tmp_path):
     r = run("down", str(tmp_path / "nope.toml"))
     assert (r.returncode, r.stderr) == (2, f"pymacvlan down: ENOENT: {tmp_path / 'nope.toml'}: "
                                            "No such file or directory\n")
+
+
+def test_sim_trace_refuses_a_child_that_does_not_exist(tmp_path):
+    """`trace --child` on sim was ignored: a typo traced every device as if no filter was given."""
+    st = str(tmp_path / "s.json")
+    assert run("--backend", "sim", "--state", st, "link", "add", "link", "eth0", "name", "m0",
+               "type", "macvlan").returncode == 0
+    r = run("trace", "--backend", "sim", "--state", st, "--child", "nope", "--dst", "ff:ff:ff:ff:ff:ff")
+    assert (r.returncode, r.stdout, r.stderr) == (
+        1, "", 'pymacvlan trace: ENODEV: Cannot find device "nope" (--child takes a child of eth0: m0)\n')
+    r = run("trace", "--backend", "sim", "--state", st, "--child", "m0", "--dst", "ff:ff:ff:ff:ff:ff")
+    assert r.returncode == 0 and "m0" in r.stdout

@@ -140,6 +140,9 @@ def _trace_sim(args) -> int:
     else:
         raise KernelError("EINVAL", f"several sim parents ({', '.join(engines)})", "say which with --parent")
     engine = engines[pname]
+    if args.child and args.child not in engine.children:  # a filter naming nothing filters nothing
+        raise KernelError("ENODEV", f'Cannot find device "{args.child}"',
+                          f"--child takes a child of {pname}: {', '.join(engine.children) or 'it has none'}")
     args.at = args.at or "wire"
     if args.at == "wire":
         default_src = parse_mac(STATION_MAC)
@@ -156,6 +159,10 @@ def _trace_sim(args) -> int:
     if not res.get("ok"):
         raise KernelError(res["errno"], res["message"], res.get("advice", ""))
     ev = frame_event(pname, args.at, frame, res, wire)
+    if args.child and not _concerns(_filter(args), ev):
+        print(f"note: the frame does not concern {args.child} (it neither sent, got, nor was considered for it)",
+              file=sys.stderr)
+        return 0
     _print(ev, args)
     return 0
 
