@@ -167,3 +167,9 @@ def test_sim_trace_refuses_a_child_that_does_not_exist(tmp_path):
         1, "", 'pymacvlan trace: ENODEV: Cannot find device "nope" (--child takes a child of eth0: m0)\n')
     r = run("trace", "--backend", "sim", "--state", st, "--child", "m0", "--dst", "ff:ff:ff:ff:ff:ff")
     assert r.returncode == 0 and "m0" in r.stdout
+
+
+def test_link_unknown_backend_is_one_line_with_einval():
+    r = run("link", "--backend", "nope", "show")
+    assert (r.returncode, r.stderr) == (2, "pymacvlan link: EINVAL: unknown backend 'nope' "
+                                           "(--backend takes sim, kernel, userspace)\n")

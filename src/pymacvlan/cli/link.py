@@ -400,7 +400,7 @@ def split_globals(args, words: list[str]) -> tuple[Globals, list[str]]:
             val = val if eq else t.next_arg()
             if key == "--backend":
                 if val not in BACKENDS:
-                    raise UsageError(f"pymacvlan: unknown backend {val!r}; expected one of {', '.join(BACKENDS)}", 2)
+                    raise UsageError(f"pymacvlan link: EINVAL: unknown backend {val!r} (--backend takes {', '.join(BACKENDS)})", 2)
                 g.backend = val
             elif key == "--socket":
                 g.socket = val
