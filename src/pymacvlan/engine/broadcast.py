@@ -4,7 +4,10 @@ and macvlan_broadcast(), with the mode masks by origin."""
 from __future__ import annotations
 
 from ..model import BROADCAST, ETH_P_PAUSE, Mode, PacketType, frame_max
+from .device import MacvlanDev
+from .port import Port
 from .state import Delivery, EngineState
+from .trace import Trace
 
 BCAST = PacketType.BROADCAST
 MCAST = PacketType.MULTICAST
@@ -17,8 +20,7 @@ _K32 = 0x61C88647
 class FloodPath(EngineState):
     """Mixin of :class:`~pymacvlan.engine.core.Engine`."""
 
-    def _bc_enqueue(self, frame: bytes, src, tr) -> None:
-        port = self.port
+    def _bc_enqueue(self, frame: bytes, src: MacvlanDev | None, port: Port, tr: Trace | None) -> None:
         if len(port.bc_queue) < port.bc_queue_len_used:
             port.bc_queue.append((frame, src))
             if tr is not None:
@@ -33,41 +35,42 @@ class FloodPath(EngineState):
     def bc_pending(self) -> bool:
         return bool(self.port is not None and self.port.bc_queue)
 
-    def process_bc_queue(self, tr=None) -> list:
+    def process_bc_queue(self, tr: Trace | None = None) -> list[Delivery]:
         """The bc_work item: drain the queue in FIFO order. The sender's mode is read now."""
-        out: list = []
+        out: list[Delivery] = []
         port = self.port
         while port is not None and port.bc_queue:
             frame, src = port.bc_queue.popleft()
             if tr is not None:
                 tr.hop("broadcast queue drained (bc_work)")
-            self._multicast_rx(frame, src, out, tr)
+            self._multicast_rx(frame, src, port, out, tr)
         return out
 
-    def _multicast_rx(self, frame: bytes, src, out: list, tr) -> None:
+    def _multicast_rx(self, frame: bytes, src: MacvlanDev | None, port: Port, out: list[Delivery],
+                      tr: Trace | None) -> None:
         if src is None:
-            self._broadcast(frame, None, EXTERNAL_MASK, False, out, tr, "from outside")
+            self._broadcast(frame, None, port, EXTERNAL_MASK, False, out, tr, "from outside")
         elif src.mode == VEPA:
-            self._broadcast(frame, src, VEPA | BRIDGE, False, out, tr, f"reflected from vepa child {src.name}")
+            self._broadcast(frame, src, port, VEPA | BRIDGE, False, out, tr, f"reflected from vepa child {src.name}")
         elif src.mode == BRIDGE and self.bridge_mc_to_bridge:
-            self._broadcast(frame, None, VEPA | BRIDGE, False, out, tr, f"reflected from bridge child {src.name} (b52363f706e5 rule)")
+            self._broadcast(frame, None, port, VEPA | BRIDGE, False, out, tr, f"reflected from bridge child {src.name} (b52363f706e5 rule)")
         else:
-            self._broadcast(frame, src, VEPA, False, out, tr, f"reflected from {src.mode.name.lower()} child {src.name}")
+            self._broadcast(frame, src, port, VEPA, False, out, tr, f"reflected from {src.mode.name.lower()} child {src.name}")
 
-    def _broadcast(self, frame: bytes, excl, mask: int, local: bool, out: list, tr, origin: str = "",
-                   gso: bool = False) -> None:
+    def _broadcast(self, frame: bytes, excl: MacvlanDev | None, port: Port, mask: int, local: bool,
+                   out: list[Delivery], tr: Trace | None, origin: str = "", gso: bool = False) -> None:
         """macvlan_broadcast(): every up child in the mask, but the excluded sender,
         whose own (salted) multicast filter has the destination's bit."""
         if frame[12:14] == PAUSE:
             if tr is not None:
-                for v in self.port.vlans:
+                for v in port.vlans:
                     tr.note(v.name, False, "not flooded: pause frames (0x8808) are never flooded")
             return
         dst = frame[:6]
         n = len(frame)
         key = int.from_bytes(dst[2:6], "little")
         is_bcast = dst == BROADCAST
-        for vlan in self.port.flood_order():
+        for vlan in port.flood_order():
             if vlan is excl or not (vlan.mode & mask):
                 if tr is not None:
                     self._trace_flood_skip(vlan, excl, mask, local, origin, tr)
@@ -102,11 +105,12 @@ class FloodPath(EngineState):
                 tr.note(vlan.name, True, f"delivered ({pkttype.name}): {how}; {vlan.mode.name.lower()} is in the mode mask and the group passes its filter")
             self._deliver(vlan, pkttype, frame, out)
         if tr is not None:
-            for v in self.port.vlans:
+            for v in port.vlans:
                 if not v.up:
                     tr.note(v.name, False, "not flooded: the child is down")
 
-    def _trace_flood_skip(self, vlan, excl, mask: int, local: bool, origin: str, tr) -> None:
+    def _trace_flood_skip(self, vlan: MacvlanDev, excl: MacvlanDev | None, mask: int, local: bool, origin: str,
+                          tr: Trace) -> None:
         if vlan is excl:
             tr.note(vlan.name, False, "not flooded back to its own sender")
         elif local:

@@ -50,7 +50,7 @@ class ControlPlane(EngineState):
         mode = Mode.VEPA if mode is None else Mode(mode)
         port = self.port
         created = port is None
-        if created:
+        if port is None:
             port = Port(lower)
         if port.passthru:
             raise KernelError("EINVAL", f"{lower.name} already has a passthru child",
@@ -84,9 +84,10 @@ class ControlPlane(EngineState):
         return vlan
 
     def _update_bc_cutoff(self, cutoff: int) -> None:
-        if self.port.bc_cutoff != cutoff:
-            self.port.bc_cutoff = cutoff
-            self.port.recompute_bc_filter()
+        port = self._port
+        if port.bc_cutoff != cutoff:
+            port.bc_cutoff = cutoff
+            port.recompute_bc_filter()
 
     # -- changelink ---------------------------------------------------------------------------
     def changelink(self, name: str, mode: Mode | None = None, flags: int | None = None,
@@ -94,7 +95,7 @@ class ControlPlane(EngineState):
                    macaddr_op: MacaddrMode | None = None, macaddrs: Sequence[bytes] = ()) -> None:
         """macvlan_changelink(): applied in the kernel's order, without rollback."""
         vlan = self.child(name)
-        port = self.port
+        port = self._port
         if mode is not None:
             if (mode == Mode.PASSTHRU) != (vlan.mode == Mode.PASSTHRU):
                 raise KernelError("EINVAL", f"cannot change {name} between {vlan.mode.name.lower()} and {Mode(mode).name.lower()}",
@@ -120,7 +121,7 @@ class ControlPlane(EngineState):
             self._changelink_sources(vlan, MacaddrMode(macaddr_op), list(macaddrs))
 
     def _changelink_sources(self, vlan: MacvlanDev, op: MacaddrMode, macs: list[bytes]) -> None:
-        port = self.port
+        port = self._port
         for m in macs:
             check_unicast(m, " for the source list")
         if op in (MacaddrMode.ADD, MacaddrMode.DEL):
@@ -145,7 +146,7 @@ class ControlPlane(EngineState):
             self._stop(vlan)
 
     def _open(self, vlan: MacvlanDev) -> None:
-        port = self.port
+        port = self._port
         if port.passthru:
             if not vlan.flags & NOPROMISC:
                 self._lower_promiscuity(1)
@@ -164,7 +165,7 @@ class ControlPlane(EngineState):
         self._set_rx_mode(vlan)
 
     def _stop(self, vlan: MacvlanDev) -> None:
-        port = self.port
+        port = self._port
         self._mc_unsync(vlan)
         if port.passthru:
             if not vlan.flags & NOPROMISC:
@@ -181,7 +182,7 @@ class ControlPlane(EngineState):
     def _mac_holder(self, mac: bytes) -> str:
         if mac == self.lower.mac:
             return f"the parent {self.lower.name}"
-        owner = self.port.vlan_hash.get(mac)
+        owner = self._port.vlan_hash.get(mac)
         return f"child {owner.name}" if owner is not None else "another device"
 
     # -- rx mode: filters and list sync -----------------------------------------------------------
@@ -194,7 +195,7 @@ class ControlPlane(EngineState):
         # the child's filter until the next rx-mode event.
         vlan.mc_filter = compute_child_filter(vlan, self._synced.get(vlan, ()))
         self._mc_sync(vlan)
-        self.port.compute_port_filters()
+        self._port.compute_port_filters()
 
     def _mc_sync(self, vlan: MacvlanDev) -> None:
         synced = self._synced.setdefault(vlan, set())
@@ -257,7 +258,7 @@ class ControlPlane(EngineState):
         check_unicast(mac)
         if mac == vlan.mac:
             return
-        port = self.port
+        port = self._port
         if vlan.mode == Mode.PASSTHRU:
             port.addr_change = True
             self.set_parent_mac(mac)
@@ -270,7 +271,7 @@ class ControlPlane(EngineState):
 
     def _sync_address(self, vlan: MacvlanDev, mac: bytes) -> None:
         """macvlan_sync_address()."""
-        port = self.port
+        port = self._port
         if not vlan.up:
             vlan.mac = mac
         else:
@@ -306,7 +307,7 @@ class ControlPlane(EngineState):
         if vlan.promisc_user == on:
             return
         vlan.promisc_user = on
-        if vlan.up and not self.port.passthru:
+        if vlan.up and not self._port.passthru:
             self._lower_promiscuity(1 if on else -1)
         self._set_rx_mode(vlan)
 
@@ -329,7 +330,7 @@ class ControlPlane(EngineState):
     def delete(self, name: str) -> None:
         """macvlan_dellink() + uninit: the last child takes the port with it."""
         vlan = self.child(name)
-        port = self.port
+        port = self._port
         if vlan.up:
             self._stop(vlan)
         port.source_flush(vlan)
@@ -341,7 +342,7 @@ class ControlPlane(EngineState):
             self._port_destroy()
 
     def _port_destroy(self) -> None:
-        port = self.port
+        port = self._port
         port.bc_queue.clear()
         if port.passthru and self.lower.mac != port.perm_addr:
             self.lower.mac = port.perm_addr

@@ -18,6 +18,7 @@ from .defrag import Defragmenter
 from .device import Lower, MacvlanDev
 from .port import Port
 from .receive import ReceivePath
+from .state import Delivery
 from .trace import WIRE
 from .transmit import TransmitPath
 
@@ -56,11 +57,12 @@ class Engine(ReceivePath, FloodPath, TransmitPath, ControlPlane):
         return self._rng.getrandbits(32)
 
     # -- delivery into a child -------------------------------------------------------------------
-    def _deliver(self, vlan: MacvlanDev, pkttype: PacketType, frame: bytes, out: list) -> None:
+    def _deliver(self, vlan: MacvlanDev, pkttype: PacketType, frame: bytes, out: list[Delivery]) -> None:
         """A clone handed to the child with netif_rx() (floods, source copies, the original
         port); unicast goes through RX_HANDLER_ANOTHER in receive() instead."""
-        if vlan.tap is not None:
-            self._tap_queue(vlan, pkttype, frame, out)
+        ring = vlan.tap
+        if ring is not None:
+            self._tap_queue(vlan, ring, pkttype, frame, out)
             return
         if vlan.kind == "macvtap" and frame[12:14] not in STACK_PROTOCOLS:
             # Seen on 6.18: a macvtap with no reader passes such a clone to its own stack,
@@ -68,9 +70,10 @@ class Engine(ReceivePath, FloodPath, TransmitPath, ControlPlane):
             vlan.stats.core_rx_dropped += 1
         out.append((vlan, pkttype, frame))
 
-    def _tap_queue(self, vlan: MacvlanDev, pkttype: PacketType, frame: bytes, out: list) -> None:
-        """tap_handle_frame(): a macvtap with a reader queues the frame on its ring."""
-        ring = vlan.tap
+    def _tap_queue(self, vlan: MacvlanDev, ring: deque[bytes], pkttype: PacketType, frame: bytes,
+                   out: list[Delivery]) -> None:
+        """tap_handle_frame(): a macvtap with a reader queues the frame on its ring
+        (``vlan.tap``, which the caller has read and found set)."""
         if len(ring) >= vlan.tap_qlen:
             vlan.stats.rx_errors += 1
             self.drops["tap_ring_full"] += 1
@@ -96,7 +99,7 @@ class Engine(ReceivePath, FloodPath, TransmitPath, ControlPlane):
         return ring.popleft() if ring else None
 
     # -- the parent's own stack transmits -----------------------------------------------------------------
-    def parent_xmit(self, frame: bytes) -> list:
+    def parent_xmit(self, frame: bytes) -> list[Delivery]:
         """L's stack transmits: never seen by the rx_handler (PACKET_LOOPBACK), only the wire."""
         lower = self.lower
         if lower.carrier:

@@ -36,7 +36,7 @@ class Counters:
     #: reported rx_dropped on top of rx_errors, as dev_get_stats() does.
     core_rx_dropped: int = 0
 
-    def as_stats64(self) -> dict:
+    def as_stats64(self) -> dict[str, dict[str, int]]:
         """The ``stats64`` object of ``ip -s -j link`` (rx_dropped = rx_errors + core drops)."""
         return {
             "rx": {"bytes": self.rx_bytes, "packets": self.rx_packets, "errors": self.rx_errors,
@@ -110,7 +110,7 @@ class MacvlanDev:
         self.lower = lower
         self.seq = seq
         #: macvtap reader ring (None: no reader attached, frames go to the netdev stack)
-        self.tap: deque | None = None
+        self.tap: deque[bytes] | None = None
         self.tap_qlen = DEFAULT_TAP_QUEUE_LEN
         self.deleted = False
 

@@ -8,6 +8,7 @@ first within a bucket). The flood order is cached and rebuilt only when the tabl
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from itertools import count
 
 from ..model import BROADCAST
@@ -125,7 +126,7 @@ class Port:
         return bits
 
 
-def compute_child_filter(vlan: MacvlanDev, leaving=()) -> int:
+def compute_child_filter(vlan: MacvlanDev, leaving: Iterable[bytes] = ()) -> int:
     """The child half of macvlan_set_mac_lists(): its groups and broadcast, salted.
     ``leaving``: groups still synced into the parent, hence still on the child's list."""
     if vlan.promisc_user or vlan.allmulti_user:

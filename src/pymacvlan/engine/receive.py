@@ -8,9 +8,11 @@ passthru, tracing) branches off it.
 from __future__ import annotations
 
 from ..model import BROADCAST, MacvlanFlag, Mode, PacketType
+from .device import Lower, MacvlanDev
+from .port import Port
 from .state import Delivery, EngineState
 from .hashes import mc_hash
-from .trace import PARENT
+from .trace import PARENT, Trace
 
 HOST = PacketType.HOST
 OTHERHOST = PacketType.OTHERHOST
@@ -25,7 +27,7 @@ NODST = MacvlanFlag.NODST
 class ReceivePath(EngineState):
     """Mixin of :class:`~pymacvlan.engine.core.Engine`: the parent's rx_handler."""
 
-    def receive(self, frame: bytes, tr=None) -> list:
+    def receive(self, frame: bytes, tr: Trace | None = None) -> list[Delivery]:
         """A frame arrives at the parent (from the wire, or through dev_forward_skb).
 
         Returns deliveries ``(target, pkttype, frame)``: a child, the parent (its own
@@ -39,8 +41,8 @@ class ReceivePath(EngineState):
                 tr.note(PARENT, True, "the parent has no macvlan port (no children): its own stack gets every frame")
             return [(lower, lower_pkttype(lower, dst, frame), frame)]
         if dst[0] & 1:
-            return self._rx_multicast(frame, dst, tr)
-        out: list = []
+            return self._rx_multicast(frame, dst, port, tr)
+        out: list[Delivery] = []
         if port.source_hash:
             entries = port.source_hash.get(frame[6:12])
             if entries and self._forward_source(frame, dst, entries, out, tr):
@@ -68,14 +70,16 @@ class ReceivePath(EngineState):
         st.rx_bytes += len(frame)
         if tr is not None:
             self._trace_unicast_hit(dst, vlan, tr)
-        if vlan.tap is None:
+        ring = vlan.tap
+        if ring is None:
             out.append((vlan, HOST, frame))
         else:
-            self._tap_queue(vlan, HOST, frame, out)
+            self._tap_queue(vlan, ring, HOST, frame, out)
         return out
 
     # -- source mode ---------------------------------------------------------------------
-    def _forward_source(self, frame: bytes, dst: bytes, entries, out: list, tr) -> bool:
+    def _forward_source(self, frame: bytes, dst: bytes, entries: list[tuple[MacvlanDev, int]],
+                        out: list[Delivery], tr: Trace | None) -> bool:
         """macvlan_forward_source(): copies for source-mode children; True = consume."""
         consume = False
         multicast = dst[0] & 1
@@ -102,8 +106,7 @@ class ReceivePath(EngineState):
         return consume
 
     # -- multicast and broadcast ---------------------------------------------------------------
-    def _rx_multicast(self, frame: bytes, dst: bytes, tr) -> list:
-        port = self.port
+    def _rx_multicast(self, frame: bytes, dst: bytes, port: Port, tr: Trace | None) -> list[Delivery]:
         lower = self.lower
         if self.defrag.is_fragment(frame):
             whole = self.defrag.add(frame)
@@ -113,7 +116,7 @@ class ReceivePath(EngineState):
                 return []
             frame = whole
             dst = frame[:6]
-        out: list = []
+        out: list[Delivery] = []
         src_mac = frame[6:12]
         entries = port.source_hash.get(src_mac) if port.source_hash else None
         if entries and self._forward_source(frame, dst, entries, out, tr):
@@ -134,9 +137,9 @@ class ReceivePath(EngineState):
             return out
         h = mc_hash(0, dst)
         if (port.bc_filter >> h) & 1:
-            self._bc_enqueue(frame, src, tr)
+            self._bc_enqueue(frame, src, port, tr)
         elif (port.mc_filter >> h) & 1:
-            self._multicast_rx(frame, src, out, tr)
+            self._multicast_rx(frame, src, port, out, tr)
         elif tr is not None:
             for v in port.vlans:
                 tr.note(v.name, False, "not flooded: no up child subscribes to this group (the port's multicast filter has no bit for it)")
@@ -147,12 +150,12 @@ class ReceivePath(EngineState):
         return out
 
     # -- tracing helpers (only ever called with a trace) ----------------------------------------
-    def _trace_unicast_miss(self, dst: bytes, vlan, tr) -> None:
+    def _trace_unicast_miss(self, dst: bytes, vlan: MacvlanDev | None, tr: Trace) -> None:
         lower = self.lower
         if vlan is not None:
             tr.note(vlan.name, False, "not delivered: source-mode children never get unicast for their own MAC through the lookup")
         owner = "the parent's own MAC" if dst == lower.mac else "no up child's MAC"
-        for v in self.port.vlans:
+        for v in self._port.vlans:
             if v is vlan:
                 continue
             if v.mac == dst and not v.up:
@@ -161,18 +164,19 @@ class ReceivePath(EngineState):
                 tr.note(v.name, False, f"not delivered: unicast goes only to the up child owning the destination, and {dst.hex(':')} is {owner}")
         tr.note(PARENT, True, f"passed up to the parent's stack: {dst.hex(':')} is {owner}")
 
-    def _trace_unicast_hit(self, dst: bytes, vlan, tr) -> None:
-        if self.port.passthru:
+    def _trace_unicast_hit(self, dst: bytes, vlan: MacvlanDev, tr: Trace) -> None:
+        port = self._port
+        if port.passthru:
             tr.note(vlan.name, True, "delivered (HOST): a passthru port hands every unicast to its only child, whatever the destination")
         else:
             tr.note(vlan.name, True, f"delivered (HOST): {dst.hex(':')} is this up child's MAC")
-        for v in self.port.vlans:
+        for v in port.vlans:
             if v is not vlan:
                 tr.note(v.name, False, f"not delivered: unicast to {dst.hex(':')} belongs to {vlan.name}")
         tr.note(PARENT, False, f"not passed up: macvlan handed the frame to {vlan.name}")
 
 
-def lower_pkttype(lower, dst: bytes, frame: bytes) -> PacketType:
+def lower_pkttype(lower: Lower, dst: bytes, frame: bytes) -> PacketType:
     """eth_type_trans() on the parent; a frame tagged with a VLAN the parent has no device
     for reaches its stack as OTHERHOST (__netif_receive_skb_core)."""
     if frame[12:14] == b"\x81\x00" and (frame[14] & 0x0F or frame[15]):

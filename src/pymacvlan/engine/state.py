@@ -5,7 +5,7 @@ other, declared once so each part can be read (and type-checked) on its own."""
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, deque
 from typing import TYPE_CHECKING, Union
 
 from ..model import PacketType
@@ -34,10 +34,20 @@ class EngineState:
     _synced: dict[MacvlanDev, set[bytes]]
     _rng: random.Random
 
+    @property
+    def _port(self) -> Port:
+        """The port, for control paths that act on an existing child (so a port exists).
+        Per-frame paths narrow ``self.port`` themselves instead of paying for this call."""
+        port = self.port
+        if port is None:
+            raise RuntimeError("no macvlan port: the parent has no children")
+        return port
+
     if TYPE_CHECKING:  # the verbs one part calls on another (defined in core, receive, broadcast)
         def _deliver(self, vlan: MacvlanDev, pkttype: PacketType, frame: bytes, out: list[Delivery]) -> None: ...
 
-        def _tap_queue(self, vlan: MacvlanDev, pkttype: PacketType, frame: bytes, out: list[Delivery]) -> None: ...
+        def _tap_queue(self, vlan: MacvlanDev, ring: deque[bytes], pkttype: PacketType, frame: bytes,
+                       out: list[Delivery]) -> None: ...
 
         def _random_mac(self) -> bytes: ...
 
@@ -45,13 +55,13 @@ class EngineState:
 
         def receive(self, frame: bytes, tr: Trace | None = None) -> list[Delivery]: ...
 
-        def _bc_enqueue(self, frame: bytes, src: MacvlanDev | None, tr: Trace | None) -> None: ...
+        def _bc_enqueue(self, frame: bytes, src: MacvlanDev | None, port: Port, tr: Trace | None) -> None: ...
 
-        def _multicast_rx(self, frame: bytes, src: MacvlanDev | None, out: list[Delivery],
+        def _multicast_rx(self, frame: bytes, src: MacvlanDev | None, port: Port, out: list[Delivery],
                           tr: Trace | None) -> None: ...
 
-        def _broadcast(self, frame: bytes, excl: MacvlanDev | None, mask: int, local: bool, out: list[Delivery],
-                       tr: Trace | None, origin: str = "", gso: bool = False) -> None: ...
+        def _broadcast(self, frame: bytes, excl: MacvlanDev | None, port: Port, mask: int, local: bool,
+                       out: list[Delivery], tr: Trace | None, origin: str = "", gso: bool = False) -> None: ...
 
         def _lower_promiscuity(self, inc: int) -> None: ...
 

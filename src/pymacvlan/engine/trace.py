@@ -28,9 +28,9 @@ class Trace:
     def note(self, device: str, received: bool, rule: str) -> None:
         self.notes.setdefault(device, []).append((received, f"[{len(self.hops)}] {rule}"))
 
-    def summary(self, devices: list[str], default: str) -> list[dict]:
+    def summary(self, devices: list[str], default: str) -> list[dict[str, object]]:
         """One entry per device; a device never considered gets ``default``."""
-        out = []
+        out: list[dict[str, object]] = []
         for name in devices:
             notes = self.notes.get(name)
             if not notes:

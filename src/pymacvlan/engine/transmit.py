@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from ..model import Mode, frame_max
+from .device import MacvlanDev
+from .port import Port
 from .state import Delivery, EngineState
-from .trace import PARENT, WIRE
+from .trace import PARENT, WIRE, Trace
 
 BRIDGE = Mode.BRIDGE
 
@@ -12,11 +14,11 @@ BRIDGE = Mode.BRIDGE
 class TransmitPath(EngineState):
     """Mixin of :class:`~pymacvlan.engine.core.Engine`."""
 
-    def xmit(self, vlan, frame: bytes, tr=None, gso: bool = False) -> list:
+    def xmit(self, vlan: MacvlanDev, frame: bytes, tr: Trace | None = None, gso: bool = False) -> list[Delivery]:
         """A child transmits: deliveries (local children, the parent via dev_forward_skb)
         and ``(WIRE, None, frame)`` for what leaves the parent. ``gso``: the frame is a GSO
         super-frame, which is_skb_forwardable() exempts from the MTU checks."""
-        out: list = []
+        out: list[Delivery] = []
         st = vlan.stats
         if self._queue_xmit(vlan, frame, out, tr, gso):
             st.tx_packets += 1
@@ -25,15 +27,18 @@ class TransmitPath(EngineState):
             st.tx_dropped += 1
         return out
 
-    def _queue_xmit(self, vlan, frame: bytes, out: list, tr, gso: bool = False) -> bool:
+    def _queue_xmit(self, vlan: MacvlanDev, frame: bytes, out: list[Delivery], tr: Trace | None,
+                    gso: bool = False) -> bool:
         if vlan.mode == BRIDGE:
+            # a transmitting child implies its port; per frame, so no cast() call nor check
+            port: Port = self.port  # type: ignore[assignment]
             dst = frame[:6]
             if dst[0] & 1:
                 if tr is not None:
                     tr.hop(f"bridge child {vlan.name} transmits a multicast: local flood to the other bridge children, then the wire")
-                self._broadcast(frame, vlan, BRIDGE, True, out, tr, f"from bridge child {vlan.name}", gso)
+                self._broadcast(frame, vlan, port, BRIDGE, True, out, tr, f"from bridge child {vlan.name}", gso)
                 return self._xmit_world(frame, out, tr)
-            dest = self.port.vlan_hash.get(dst)
+            dest = port.vlan_hash.get(dst)
             if dest is not None and dest.mode == BRIDGE:
                 if tr is not None:
                     tr.hop(f"bridge child {vlan.name} → bridge child {dest.name}: delivered locally through the parent's receive path (never on the wire)")
@@ -43,7 +48,7 @@ class TransmitPath(EngineState):
             tr.hop(f"{vlan.mode.name.lower()} child {vlan.name} transmits: to the wire (only bridge mode switches locally)")
         return self._xmit_world(frame, out, tr)
 
-    def _forward_to_lower(self, frame: bytes, out: list, tr, gso: bool = False) -> None:
+    def _forward_to_lower(self, frame: bytes, out: list[Delivery], tr: Trace | None, gso: bool = False) -> None:
         """dev_forward_skb(L): into L's receive path, so source-mode children see it."""
         lower = self.lower
         if not lower.up or (len(frame) > frame_max(lower.mtu) and not gso):
@@ -55,7 +60,7 @@ class TransmitPath(EngineState):
             return
         out.extend(self.receive(frame, tr))
 
-    def _xmit_world(self, frame: bytes, out: list, tr) -> bool:
+    def _xmit_world(self, frame: bytes, out: list[Delivery], tr: Trace | None) -> bool:
         """dev_queue_xmit(L). A down parent refuses (ENETDOWN); a veth parent whose peer is
         down drops the frame and says so (NET_XMIT_DROP): either way the child counts
         tx_dropped (found by the differential fuzzer, seed 20261121)."""
