@@ -45,7 +45,7 @@ def test_a_global_option_is_honoured_or_refused_in_one_line(cmd: str, flag: str,
     except SystemExit as e:
         err = capsys.readouterr().err
         assert e.code == 2 and len(err.strip().splitlines()) == 1, err
-        assert err.startswith(f"pymacvlan {cmd}: {flag}"), err
+        assert err.startswith(f"pymacvlan {cmd}: EINVAL: {flag}"), err
         return
     dest, local = next((g, loc) for g, (f, loc) in GLOBALS.items() if f == flag)
     if cmd == "link":  # iproute2's grammar: link reads the globals itself
