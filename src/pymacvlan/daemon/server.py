@@ -833,10 +833,12 @@ class Daemon:
                 return
             rec.mode, rec.flags, rec.address, rec.mtu = int(vlan.mode), int(vlan.flags), mac_str(vlan.mac), vlan.mtu
             rec.up, rec.promisc, rec.allmulticast = vlan.up, vlan.promisc_user, vlan.allmulti_user
-            rec.macaddrs = [mac_str(m) for m in dp.engine.port.source_dump(vlan)] if vlan.mode == Mode.SOURCE else []
-            if dp.engine.port is not None:
+            port = dp.engine.port
+            rec.macaddrs = ([mac_str(m) for m in port.source_dump(vlan)]
+                            if port is not None and vlan.mode == Mode.SOURCE else [])
+            if port is not None:
                 rec.bcqueuelen = vlan.bc_queue_len_req
-                rec.bclim = dp.engine.port.bc_cutoff
+                rec.bclim = port.bc_cutoff
             if rec.key in dp.taps:
                 rec.tx_dropped = dp.tap_tx_dropped(rec.key)
 

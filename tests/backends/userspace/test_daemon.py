@@ -31,7 +31,7 @@ from pymacvlan.links import LinkChange, LinkRequest, get_driver
 from pymacvlan.links.userspace import Connection, Driver
 from pymacvlan.model import KernelError, MacaddrMode, MacvlanFlag, Mode
 
-from .netlab import Lab, leftovers, live_unavailable, ping, sh
+from .netlab import Lab, live_unavailable, ping, sh
 from tests.ci import in_ci, live_marks
 
 _REASON = live_unavailable()
@@ -221,16 +221,6 @@ class DaemonProc:
             raise AssertionError("the daemon ignored " + signal.Signals(sig).name)
         finally:
             self.proc = None
-
-
-@pytest.fixture
-def lab():
-    lab = Lab()
-    try:
-        yield lab
-    finally:
-        lab.close()
-        assert not leftovers(lab.tag), f"leftover namespaces or links: {leftovers(lab.tag)}"
 
 
 def _setup(lab: Lab) -> tuple[str, str, str]:

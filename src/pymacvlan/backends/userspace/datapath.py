@@ -599,11 +599,6 @@ class Datapath:
             return
         self._dispatch(self.engine.xmit(vlan, frame, None, buf[1] != 0), frame, buf)
 
-    @staticmethod
-    def _make_ring_writer(ring: Parent) -> Callable[[bytes], None]:
-        """Into a veth child's tx ring (kicked once per loop pass, see _end_of_pass)."""
-        return ring.queue
-
     def _make_tap_writer(self, tap: Tap) -> Callable[[bytes], None]:
         fd = tap.fd
         write = os.write
@@ -646,7 +641,7 @@ class Datapath:
         if isinstance(dev, VethChild):
             ring = dev.ring
             assert ring is not None
-            self._out[vlan] = self._make_ring_writer(ring)
+            self._out[vlan] = ring.queue  # into the veth's tx ring, kicked once per loop pass (_end_of_pass)
             self._rings.append(ring)
             self.watch(dev.fd, self._make_veth_reader(dev, vlan))
             self._fastpath_add(name, dev)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from ._sys import (ARPHRD_ETHER, IFF_NO_CARRIER, IFF_NO_PI, IFF_TAP, IFF_TUN_EXCL, IFF_UP, IFF_VNET_HDR,
                    SIOCSIFHWADDR, TUNSETPERSIST,
-                   TUN_DEV, TUN_OFFLOADS_ALL, TUNGETIFF, TUNSETCARRIER, TUNSETIFF, TUNSETOFFLOAD,
+                   TUN_DEV, TUN_OFFLOADS_ALL, TUNSETCARRIER, TUNSETIFF, TUNSETOFFLOAD,
                    TUNSETSNDBUF, TUNSETVNETHDRSZ, VNET_HDR_LEN, NetdevCtl, ifreq, in_netns, netns_inode)
 
 __all__ = ["Tap", "TapConfig"]
@@ -176,14 +176,6 @@ class Tap(ChildNetdev):
             return
         fcntl.ioctl(self.fd, TUNSETCARRIER, struct.pack("i", 1 if on else 0))
         self.carrier = on
-
-    def alive(self) -> bool:
-        """TUNGETIFF fails with EBADFD once the device is gone (its namespace was torn down)."""
-        try:
-            fcntl.ioctl(self.fd, TUNGETIFF, bytearray(40))
-            return True
-        except OSError:
-            return False
 
     def close(self, remove: bool = True) -> None:
         """Close the fd; ``remove`` also deletes a persistent TAP (else it stays, carrier off)."""

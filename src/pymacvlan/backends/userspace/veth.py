@@ -172,9 +172,6 @@ class VethChild(ChildNetdev):
             self.outer_ctl.set_flags(self.outer, clear_bits=IFF_UP)
         self.carrier = on
 
-    def alive(self) -> bool:
-        return self.outer_ctl.ifindex(self.outer) == self.outer_ifindex
-
     # -- teardown ----------------------------------------------------------------------------------
     def _delete_pair(self) -> None:
         from pyroute2 import IPRoute
