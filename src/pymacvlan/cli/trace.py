@@ -65,10 +65,10 @@ def format_event(ev: dict) -> str:
 
 def _print(ev: dict, args) -> None:
     as_json = args.json
-    print(json.dumps(ev) if as_json else format_event(ev) + "\n", flush=True)
     pcap = getattr(args, "pcap_writer", None)
-    if pcap is not None:
+    if pcap is not None:  # written (and flushed) before it is printed: whoever saw the line finds it in the file
         pcap.add(bytes.fromhex(ev["frame"]), ev.get("time") or time.time(), format_event(ev), ev.get("parent") or "trace")
+    print(json.dumps(ev) if as_json else format_event(ev) + "\n", flush=True)
     if as_json and ev.get("disagreement"):
         print(f"pymacvlan trace: DISAGREEMENT on a frame from {ev['from']} ({ev['src']} > {ev['dst']}): "
               f"engine {ev['delivered']}, kernel {ev['observed']}; the object carries the scenario",
