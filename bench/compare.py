@@ -309,7 +309,7 @@ class Bench:
         cli.returncode = 0
         self.procs.remove(cli)
         after = [cpu_ticks(p) for p in pids]
-        cpu = ru.ru_utime + ru.ru_stime + sum(a - b for a, b in zip(after, before)) / TICK
+        cpu = ru.ru_utime + ru.ru_stime + sum(a - b for a, b in zip(after, before, strict=False)) / TICK
         try:
             return json.loads(out), cpu
         except json.JSONDecodeError:
@@ -335,7 +335,7 @@ class Bench:
             perf.wait(timeout=60)
         if dp0 is None:
             return res, cpu, None
-        u, st, vol, invol = (b - a for a, b in zip(dp0, sched_sample(s.datapath.pid)))
+        u, st, vol, invol = (b - a for a, b in zip(dp0, sched_sample(s.datapath.pid), strict=False))
         s.add(f"{metric}_dp_user_pct", 100 * u / TICK / wall)
         s.add(f"{metric}_dp_sys_pct", 100 * st / TICK / wall)
         s.add(f"{metric}_dp_vol_per_s", vol / wall)

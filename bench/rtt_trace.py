@@ -37,7 +37,6 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import compare  # noqa: E402
 
-
 SERVE = textwrap.dedent("""
     import json, os, signal, sys, time
     LOG = []

@@ -93,8 +93,8 @@ def test_every_command_and_option_has_help_text():
 
 def test_no_message_in_src_says_item_s():
     """Counts are said with plural(): "1 step", "2 steps", never "step(s)"."""
-    from pathlib import Path
     import re
+    from pathlib import Path
 
     src = Path(__file__).resolve().parents[1] / "src" / "pymacvlan"
     bad = [f"{p.relative_to(src)}:{i}" for p in src.rglob("*.py")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pymacvlan.livefuzz import FuzzConfig, run
 from pymacvlan.netlab import live_unavailable
-
 from tests.ci import live_marks
 
 pytestmark = live_marks(live_unavailable())

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 SRC = Path(__file__).resolve().parent.parent / "src" / "pymacvlan"
 STRICT = ["model", "engine"]
 NORMAL = ["daemon", "engine/state.py", "model", "cni"]

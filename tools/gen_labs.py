@@ -3,11 +3,16 @@
 The `expect` keys are filled from the sim, then read by hand against the article and the
 kernel's rules; tests/test_lab.py checks every lab on the kernel backend too.
 """
-import json, socket, struct, sys
+import json
+import socket
+import struct
+import sys
+
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from pymacvlan.backends.sim import SimBackend
 from pymacvlan.scenario import load_scenario
+
 
 def m(s): return bytes.fromhex(s.replace(":", ""))
 def arp(op, smac, sip, tmac, tip, dst=None):
@@ -90,7 +95,7 @@ labs["bridge-lan"] = {
 
 for name, sc in labs.items():
     out = SimBackend().run(load_scenario(sc))
-    for st, res in zip(sc["steps"], out["results"]):
+    for st, res in zip(sc["steps"], out["results"], strict=False):
         if st["do"] == "inject":
             obs = res["observed"]
             st["expect"] = {"observed": obs}

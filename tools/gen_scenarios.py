@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep_expectations and old:
             if len(old.get("steps", [])) == len(data["steps"]) and \
                     {k: v for k, v in _without_expect(old).items()} == data:
-                for st, ost in zip(data["steps"], old["steps"]):
+                for st, ost in zip(data["steps"], old["steps"], strict=False):
                     if "expect" in ost:
                         st["expect"] = ost["expect"]
                 kept += 1

@@ -200,7 +200,7 @@ def process(path: Path, backend_name: str, runs: int, dry_run: bool, overwrite: 
 
     raw = json.loads(path.read_text())
     drop = BACKEND_ONLY_KEYS if drop_stats else ()
-    for st, res in zip(raw["steps"], merged["results"]):
+    for st, res in zip(raw["steps"], merged["results"], strict=False):
         st.pop("expect", None)
         st["expect"] = expectation(res, drop)
     changed = scenario_json.write(path, raw)

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .reachability import reach
 
@@ -386,7 +386,7 @@ def render(rep: DemoReport) -> str:
             live = _table(run.mode, run.live, mark=run.predicted)
             width = max(len(l) for l in live) + 4
             out.append("    " + "live".ljust(width) + "engine")
-            out += ["    " + a.ljust(width) + b for a, b in zip(live, eng)]
+            out += ["    " + a.ljust(width) + b for a, b in zip(live, eng, strict=False)]
         out.append("")
     out += [f"note: {n}" for n in rep.notes]
     if rep.live:

@@ -376,7 +376,7 @@ def gather(netns: str | None = None) -> Facts:
     links, addrs = _links(netns)
     f = Facts(netns=netns)
     f.ifaces = [_iface(ln, addrs) for ln in links]
-    for i, ln in zip(f.ifaces, links):
+    for i, ln in zip(f.ifaces, links, strict=False):
         if "link_netnsid" in ln:
             i.link_netns = f"nsid {ln['link_netnsid']}"
     dw = _driver_and_wireless(netns, [i.name for i in f.ifaces])

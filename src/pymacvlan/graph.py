@@ -65,7 +65,7 @@ def reach_matrix(p: Parent) -> dict[tuple[str, str], tuple[bool, bool]]:
     sc = load_scenario({"parent": {"mac": pmac}, "wire": p.wire, "steps": steps})
     sim = Simulation(sc)
     results = [sim.step(s) for s in sc["steps"]]
-    bad = [(s, r) for s, r in zip(sc["steps"], results) if not r.get("ok")]
+    bad = [(s, r) for s, r in zip(sc["steps"], results, strict=False) if not r.get("ok")]
     if bad:
         s, r = bad[0]
         raise ValueError(f"this topology cannot exist on {p.name}: {s['do']} {s['name']}: {r.get('errno')} "

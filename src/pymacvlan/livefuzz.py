@@ -34,8 +34,9 @@ import socket
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .netlab import Lab, PacedStream, Pinger, sh
 

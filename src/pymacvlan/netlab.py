@@ -252,7 +252,7 @@ class PacedStream:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def start(self) -> "PacedStream":
+    def start(self) -> PacedStream:
         self._threads = [threading.Thread(target=self._serve, daemon=True)]
         self._threads[0].start()
         self._cli.connect(self.addr)
@@ -290,7 +290,7 @@ class PacedStream:
         except OSError as e:
             self.error = self.error or f"client: {e}"
 
-    def stop(self, timeout: float = 30.0) -> "PacedStream":
+    def stop(self, timeout: float = 30.0) -> PacedStream:
         self._stop.set()
         for t in self._threads:
             t.join(timeout)
@@ -321,7 +321,7 @@ class Pinger:
     def loss(self) -> float:
         return 1.0 - self.answered / self.sent if self.sent else 0.0
 
-    def start(self) -> "Pinger":
+    def start(self) -> Pinger:
         self._thread.start()
         return self
 
@@ -358,7 +358,7 @@ class Pinger:
                     pass
         s.close()
 
-    def stop(self) -> "Pinger":
+    def stop(self) -> Pinger:
         self._stop.set()
         self._thread.join(5)
         return self

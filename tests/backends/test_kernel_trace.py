@@ -22,7 +22,6 @@ from pymacvlan.backends.kernel.nl import linkinfo_data
 from pymacvlan.backends.kernel.topology import Topology, in_netns
 from pymacvlan.model import MODES, MacaddrMode
 from pymacvlan.netlab import sh
-
 from tests.ci import live_marks
 
 _REASON = unavailable_reason()

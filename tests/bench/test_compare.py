@@ -13,7 +13,7 @@ sys.modules["pmv_bench_compare"] = compare  # dataclasses look their module up t
 _spec.loader.exec_module(compare)
 
 
-def _setup(name: str, **results: list[float]) -> "compare.Setup":
+def _setup(name: str, **results: list[float]) -> compare.Setup:
     s = compare.Setup(name, "a", "b", "10.0.0.2")
     for k, v in results.items():
         for x in v:

@@ -8,7 +8,6 @@ import importlib.util
 from pathlib import Path
 
 from pymacvlan.netlab import live_unavailable
-
 from tests.ci import live_marks
 
 pytestmark = live_marks(live_unavailable())

@@ -11,8 +11,6 @@ import os
 import random
 from pathlib import Path
 
-import pytest
-
 from pymacvlan.fuzz import random_scenario
 from tests.ci import skip_or_fail
 

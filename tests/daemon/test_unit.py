@@ -8,11 +8,8 @@ import stat
 import subprocess
 import sys
 
-import pytest
-
-from tests.ci import skip_or_fail
-
 from pymacvlan.daemon.unit import CAPABILITIES, UNIT_NAME, render
+from tests.ci import skip_or_fail
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -1,6 +1,7 @@
 """Spec §3: receive from the parent (macvlan_handle_frame)."""
 
-from pymacvlan.model import MacaddrMode, MacvlanFlag, Mode, PacketType as P
+from pymacvlan.model import MacaddrMode, MacvlanFlag
+from pymacvlan.model import PacketType as P
 
 from .conftest import BCAST, LM, STATION, build, flood_all, frame, mac, names
 

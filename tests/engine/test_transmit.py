@@ -1,7 +1,8 @@
 """Spec §5: transmit from a child (macvlan_queue_xmit)."""
 
 from pymacvlan.engine import WIRE
-from pymacvlan.model import MacaddrMode, PacketType as P
+from pymacvlan.model import MacaddrMode
+from pymacvlan.model import PacketType as P
 
 from .conftest import BCAST, LM, build, frame, mac, names
 

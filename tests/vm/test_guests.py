@@ -28,7 +28,14 @@ from pathlib import Path
 
 import pytest
 
-from pymacvlan.backends.userspace import Datapath, DatapathConfig, DgramEndpoint, ParentConfig, StreamEndpoint, TapFdEndpoint
+from pymacvlan.backends.userspace import (
+    Datapath,
+    DatapathConfig,
+    DgramEndpoint,
+    ParentConfig,
+    StreamEndpoint,
+    TapFdEndpoint,
+)
 from pymacvlan.backends.userspace._sys import write_sysctl
 from pymacvlan.backends.userspace.endpoints import recv_fd
 from pymacvlan.netlab import Lab, leftovers, live_unavailable, sh

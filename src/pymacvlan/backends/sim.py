@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections import deque
 
-from ..engine import Engine, PARENT, WIRE, Trace
+from ..engine import PARENT, WIRE, Engine, Trace
 from ..engine.device import Lower, MacvlanDev
 from ..model import KernelError, flag_names, flags_from_names, frame_max, mac_str, mode_from_name, parse_mac
-from ..model.link import apply_change
 from ..model.iproute import link_flags, operstate
+from ..model.link import apply_change
 from ..scenario.schema import load_scenario, step_change
 
 SIM_KERNEL = {"6.18": "6.18 (modelled)", "net-next": "net-next 2026 (modelled, b52363f706e5)"}
@@ -169,7 +169,7 @@ class Simulation:
                 result["salted"] = sorted(tr.salted)
         return result
 
-    def _arrive(self, frame: bytes, obs: "Observation", pending: deque, tr) -> None:
+    def _arrive(self, frame: bytes, obs: Observation, pending: deque, tr) -> None:
         """A frame reaches the parent from the wire (veth: the parent must be up). Received
         here, not queued with the reflections, so the trace does not call it one."""
         lower = self.engine.lower
@@ -179,7 +179,7 @@ class Simulation:
             return
         self._record(self.engine.receive(frame, tr), obs, pending, tr)
 
-    def _record(self, deliveries, obs: "Observation", pending: deque, tr) -> None:
+    def _record(self, deliveries, obs: Observation, pending: deque, tr) -> None:
         for target, pkttype, frame in deliveries:
             if target is WIRE:
                 obs.wire.append(frame)

@@ -24,7 +24,7 @@ def _install(args) -> int:
         print(os_error_line("cni install", e, hint), file=sys.stderr)
         return 1
     print(f"installed {path}", file=sys.stderr)
-    print(f"a conflist using it (e.g. /etc/cni/net.d/50-pmvnet.conflist; set \"master\"):", file=sys.stderr)
+    print("a conflist using it (e.g. /etc/cni/net.d/50-pmvnet.conflist; set \"master\"):", file=sys.stderr)
     print(sample_text(plugin=args.name, master=args.master))
     return 0
 

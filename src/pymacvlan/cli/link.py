@@ -254,7 +254,7 @@ def parse_add(words: list[str]) -> AddCommand:
     return AddCommand(req, up, host, routes)
 
 
-def _device(w: str, t: "Tokens", name: str | None) -> str:
+def _device(w: str, t: Tokens, name: str | None) -> str:
     """`dev NAME` or a bare NAME, accepted once; anything after it is garbage, as ip says."""
     if w == "dev":
         w = t.next_arg()

@@ -6,8 +6,8 @@ import json
 import os
 import sys
 
-from ._report import error_line, plural
 from ..scenario import ScenarioError, check_expectations, diff_results, load_scenario
+from ._report import error_line, plural
 
 ORDER = 10
 

@@ -15,7 +15,6 @@ import json
 import sys
 
 from ..model import KernelError
-
 from ._report import error_line
 
 ORDER = 33

@@ -19,11 +19,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from ..model import KernelError, parse_mac
-
 from ._report import error_line
 
 ORDER = 32

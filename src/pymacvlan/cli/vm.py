@@ -30,7 +30,7 @@ def attachment(g, name: str) -> tuple[str, dict]:
     kind = (d.get("linkinfo") or {}).get("info_kind")
     if kind != "macvtap":
         raise KernelError("EOPNOTSUPP", f"{name} is a {kind or 'device'}, not a macvtap: a VM attaches to a macvtap",
-                          f"add one: pymacvlan link add link PARENT name NAME type macvtap mode bridge")
+                          "add one: pymacvlan link add link PARENT name NAME type macvtap mode bridge")
     ep = d.get("endpoint")
     if ep is None:  # the kernel's (and the sim's) macvtap: its character device
         ep = {"kind": "tap", "path": f"/dev/tap{d['ifindex']}", "ifindex": d["ifindex"]}

@@ -16,8 +16,9 @@ import ipaddress
 import json
 import os
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from .skel import ERR_INTERNAL, ERR_TRY_AGAIN_LATER, CNIError
 

@@ -16,8 +16,9 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from .skel import ERR_INTERNAL, ERR_INVALID_ENV, CNIError, config_error
 

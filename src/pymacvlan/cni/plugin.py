@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import conf as conflib
 from . import ipam
-from .skel import (ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_PLUGIN_NOT_AVAILABLE, ERR_TRY_AGAIN_LATER, Args,
-                   CNIError)
+from .skel import ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_PLUGIN_NOT_AVAILABLE, ERR_TRY_AGAIN_LATER, Args, CNIError
 
 
 def log(msg: str) -> None:

@@ -15,8 +15,9 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from . import IMPLEMENTED_VERSION, SUPPORTED_VERSIONS
 

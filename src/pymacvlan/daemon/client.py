@@ -3,7 +3,8 @@ userspace` use); it shares :mod:`.codec` with the server and never imports it.""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..model import KernelError
 from ..model.link import LinkChange, LinkRequest
@@ -39,7 +40,7 @@ class Connection:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc: Any) -> None:

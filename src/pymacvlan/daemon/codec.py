@@ -10,7 +10,8 @@ import dataclasses
 import enum
 import json
 import os
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..model import KernelError, MacaddrMode, MacvlanFlag, Mode, mac_str, parse_mac
 from ..model.link import LinkChange, LinkRequest

@@ -81,8 +81,16 @@ from typing import Any
 from ..model import KernelError, MacaddrMode, Mode, mac_str
 from ..model.link import LinkChange, LinkRequest, apply_change, check_endpoint, validate_request
 from . import state
-from .codec import (DEFAULT_SOCKET, DEFAULT_STATE, MAX_REQUEST, PROTOCOL_VERSION, LineReader, decode,
-                    dump_line, load_line)
+from .codec import (
+    DEFAULT_SOCKET,
+    DEFAULT_STATE,
+    MAX_REQUEST,
+    PROTOCOL_VERSION,
+    LineReader,
+    decode,
+    dump_line,
+    load_line,
+)
 from .state import LinkRecord, child_key
 from .trace import FrameTracer, TraceFilter
 
@@ -184,7 +192,7 @@ class Daemon:
         self.metrics: Any = None  # the metrics.MetricsServer while serving
 
     # -- life cycle -------------------------------------------------------------------------------
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         """Bind the control socket, restore the children, tell systemd we are ready."""
         path = Path(self.cfg.socket)
         path.parent.mkdir(parents=True, exist_ok=True)

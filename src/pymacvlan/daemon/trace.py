@@ -4,8 +4,8 @@ and the observer the datapath calls while someone traces (:class:`FrameTracer`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..engine import WIRE, Engine
 from ..engine.device import Lower, MacvlanDev
@@ -23,7 +23,7 @@ class TraceFilter:
     child: str | None = None  # sent by, or considered for, this child (its name or key)
 
     @classmethod
-    def from_request(cls, req: dict) -> "TraceFilter":
+    def from_request(cls, req: dict) -> TraceFilter:
         try:
             mac = parse_mac(req["mac"]) if req.get("mac") else None
             et = req.get("ethertype")

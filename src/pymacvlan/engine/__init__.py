@@ -1,7 +1,7 @@
 """The sans-IO macvlan engine (see :class:`pymacvlan.engine.core.Engine`)."""
 
 from .core import Engine
-from .device import Counters, Lower, MacvlanDev, STACK_GROUPS
+from .device import STACK_GROUPS, Counters, Lower, MacvlanDev
 from .hashes import mac_hash, mc_hash
 from .trace import PARENT, WIRE, Trace
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 from ..model import KernelError, MacaddrMode, MacvlanFlag, Mode, mac_str
 from ..model.link import check_flags, check_kind, check_mtu, check_unicast
-from .state import Delivery, EngineState
 from .device import MacvlanDev
 from .port import Port, compute_child_filter
+from .state import EngineState
 
 NOPROMISC = MacvlanFlag.NOPROMISC
 

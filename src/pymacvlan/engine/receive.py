@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from ..model import BROADCAST, MacvlanFlag, Mode, PacketType
 from .device import Lower, MacvlanDev
+from .hashes import mc_hash
 from .port import Port
 from .state import Delivery, EngineState
-from .hashes import mc_hash
 from .trace import PARENT, Trace
 
 HOST = PacketType.HOST

@@ -18,7 +18,7 @@ from .trace import Trace
 Target = Union[MacvlanDev, Lower, str]
 #: one of the engine's decisions: (target, the pkt_type the receiver classifies it as, frame);
 #: the pkt_type is None for what leaves on the wire
-Delivery = tuple[Target, Union[PacketType, None], bytes]
+Delivery = tuple[Target, PacketType | None, bytes]
 
 
 class EngineState:

@@ -73,7 +73,7 @@ def run(name: str, backend) -> LabRun:
     comments = [s.get("comment") for s in raw(name)["steps"]]
     out = backend.run(sc)
     steps = []
-    for i, (st, res) in enumerate(zip(sc["steps"], out["results"]), 1):
+    for i, (st, res) in enumerate(zip(sc["steps"], out["results"], strict=False), 1):
         one = check_expectations({"steps": [st]}, {"backend": out["backend"], "results": [res]})
         steps.append(StepOutcome(i, st, res, comments[i - 1], [d.split("\n", 1)[-1] for d in one],
                                  "expect" in st))

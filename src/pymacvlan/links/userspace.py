@@ -9,7 +9,8 @@ driver only sends it requests through :class:`pymacvlan.daemon.client.Client` (t
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..daemon.client import Client, Connection, socket_path
 from ..daemon.codec import DEFAULT_SOCKET

@@ -7,8 +7,9 @@ without depending on the link drivers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from .constants import MacaddrMode, MacvlanFlag, Mode
 from .errors import KernelError

@@ -1,6 +1,6 @@
 """Scenarios: the `pymacvlan replay` contract (../shared/docs/scenario-format.md)."""
 
-from .schema import ScenarioError, load_scenario, validate
 from .compare import check_expectations, comparable, diff_results
+from .schema import ScenarioError, load_scenario, validate
 
 __all__ = ["ScenarioError", "load_scenario", "validate", "check_expectations", "comparable", "diff_results"]

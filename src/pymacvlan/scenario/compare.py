@@ -124,7 +124,7 @@ def diff_results(steps: list[dict], left: dict, right: dict, ignore: set[str] = 
     tx_tainted: set[str] = set()  # children whose tx_dropped a carrier-less TAP kept from counting
     if len(lres) != len(rres):
         diffs.append(f"{lname} gave {len(lres)} results, {rname} {len(rres)}")
-    for i, (step, a, b) in enumerate(zip(steps, lres, rres), 1):
+    for i, (step, a, b) in enumerate(zip(steps, lres, rres, strict=False), 1):
         ca, cb = comparable(a), comparable(b)
         _drop_ignored(ca, ignore)
         _drop_ignored(cb, ignore)
@@ -213,7 +213,7 @@ def check_expectations(scenario: dict, output: dict) -> list[str]:
     """Compare an output with the ``expect`` keys a scenario carries (partial: only the
     keys an expectation gives are checked)."""
     diffs = []
-    for i, (step, res) in enumerate(zip(scenario["steps"], output["results"]), 1):
+    for i, (step, res) in enumerate(zip(scenario["steps"], output["results"], strict=False), 1):
         if "expect" not in step:
             continue
         want = comparable({"ok": True, **step["expect"]})

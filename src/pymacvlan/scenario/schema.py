@@ -10,7 +10,7 @@ import errno
 import json
 from pathlib import Path
 
-from ..model import MODES, FLAG_NAMES, MacaddrMode, flags_from_names, mac_str, mode_from_name, parse_mac
+from ..model import FLAG_NAMES, MODES, MacaddrMode, flags_from_names, mac_str, mode_from_name, parse_mac
 from ..model.link import LinkChange
 
 TOP_KEYS = {"parent", "wire", "steps", "description", "kernel_rules", "seed", "note",

@@ -63,7 +63,7 @@ class GuestRun:
     env: dict | None = None
     lines: list[str] = field(default_factory=list)
 
-    def start(self) -> "GuestRun":
+    def start(self) -> GuestRun:
         argv = self.argv
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]  # ip execs QEMU: the PID is QEMU's
@@ -122,7 +122,7 @@ class GuestRun:
             os.kill(p.pid, signal.SIGKILL)
             p.wait(10)
 
-    def __enter__(self) -> "GuestRun":
+    def __enter__(self) -> GuestRun:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -30,9 +30,9 @@ from pymacvlan.daemon.trace import TraceFilter
 from pymacvlan.links import LinkChange, LinkRequest, get_driver
 from pymacvlan.links.userspace import Connection, Driver
 from pymacvlan.model import KernelError, MacaddrMode, MacvlanFlag, Mode
+from tests.ci import in_ci, live_marks
 
 from .netlab import Lab, live_unavailable, ping, sh
-from tests.ci import in_ci, live_marks
 
 _REASON = live_unavailable()
 live = live_marks(_REASON)
@@ -189,7 +189,7 @@ class DaemonProc:
         self.proc: subprocess.Popen | None = None
         self.log = tmp / "daemon.log"
 
-    def start(self) -> "DaemonProc":
+    def start(self) -> DaemonProc:
         env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)
         if self.notify:

@@ -20,7 +20,6 @@ from pymacvlan.daemon.server import Daemon, DaemonConfig
 from pymacvlan.links.userspace import Driver
 from pymacvlan.model import LinkChange, LinkRequest, Mode
 from pymacvlan.netlab import Pinger
-
 from tests.ci import live_marks
 
 from .netlab import Lab, live_unavailable, ping, sh

@@ -11,12 +11,10 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from pymacvlan.backends.userspace import Datapath, DatapathConfig, ParentConfig
+from tests.ci import live_marks
 
 from .netlab import Lab, live_unavailable, ping, sh, tcp_transfer
-from tests.ci import live_marks
 
 _REASON = live_unavailable()
 pytestmark = live_marks(_REASON)

@@ -17,8 +17,15 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from pymacvlan.backends.userspace._sys import VNET_HDR, ZERO_VNET_HDR
-from pymacvlan.backends.userspace.endpoints import (EPOLLIN, EPOLLOUT, READER_QUEUE_LEN, DgramEndpoint,
-                                                    StreamEndpoint, recv_fd, send_fd)
+from pymacvlan.backends.userspace.endpoints import (
+    EPOLLIN,
+    EPOLLOUT,
+    READER_QUEUE_LEN,
+    DgramEndpoint,
+    StreamEndpoint,
+    recv_fd,
+    send_fd,
+)
 from pymacvlan.backends.userspace.gso import csum_add
 
 

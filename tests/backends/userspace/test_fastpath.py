@@ -20,9 +20,20 @@ from tests.ci import live_marks  # noqa: E402
 pytestmark = live_marks(None if os.geteuid() == 0 else "BPF_PROG_TEST_RUN needs root (CAP_BPF)")
 
 from pymacvlan.backends.userspace.bpf import TC_ACT_REDIRECT, TC_ACT_UNSPEC, prog_test_run  # noqa: E402
-from pymacvlan.backends.userspace.fastpath import (BRIDGE, FAST_TARGET, FROM_WIRE, FWD_OK, KEEP_ALL,  # noqa: E402
-                                                   LOCAL_BRIDGE, SRC_ANY, SRC_LISTED, WIRE_OK, WORLD_OK,
-                                                   FastPath, Rules)
+from pymacvlan.backends.userspace.fastpath import (  # noqa: E402
+    BRIDGE,
+    FAST_TARGET,
+    FROM_WIRE,
+    FWD_OK,
+    KEEP_ALL,
+    LOCAL_BRIDGE,
+    SRC_ANY,
+    SRC_LISTED,
+    WIRE_OK,
+    WORLD_OK,
+    FastPath,
+    Rules,
+)
 
 LO = 1
 PARENT = 7  # any ifindex: what the tc program redirects to is not observable in a test run

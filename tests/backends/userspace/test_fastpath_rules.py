@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from pymacvlan.backends.userspace.fastpath import (BRIDGE, FAST_TARGET, FROM_WIRE, FWD_OK, LOCAL_BRIDGE, SRC_ANY,
-                                                   SRC_LISTED, WIRE_OK, WORLD_OK, FastChild, Rules, fastpath_rules)
+from pymacvlan.backends.userspace.fastpath import (
+    BRIDGE,
+    FAST_TARGET,
+    FROM_WIRE,
+    FWD_OK,
+    LOCAL_BRIDGE,
+    SRC_ANY,
+    SRC_LISTED,
+    WIRE_OK,
+    WORLD_OK,
+    FastChild,
+    Rules,
+    fastpath_rules,
+)
 from pymacvlan.engine import Engine
 from pymacvlan.model import MacaddrMode, Mode
 

@@ -18,10 +18,17 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from pymacvlan.backends.userspace import gso
-from pymacvlan.backends.userspace._sys import (VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
-                                               VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4,
-                                               VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP,
-                                               VIRTIO_NET_HDR_GSO_UDP_L4, VNET_HDR, ZERO_VNET_HDR)
+from pymacvlan.backends.userspace._sys import (
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_ECN,
+    VIRTIO_NET_HDR_GSO_NONE,
+    VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6,
+    VIRTIO_NET_HDR_GSO_UDP,
+    VIRTIO_NET_HDR_GSO_UDP_L4,
+    VNET_HDR,
+    ZERO_VNET_HDR,
+)
 from pymacvlan.backends.userspace.vnet import insert_vlan_tag, strip_vlan_tag, valid_hdr
 
 ETH = Ether(dst="02:00:00:00:00:0b", src="02:00:00:00:00:0a")

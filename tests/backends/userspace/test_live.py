@@ -15,21 +15,27 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import pytest
-
 from scapy.layers.inet import ICMP, IP
-from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.layers.l2 import ARP, Ether
 
-from pymacvlan.backends.userspace import Datapath, DatapathConfig, DgramEndpoint, ParentConfig, StreamEndpoint, TapFdEndpoint
-from pymacvlan.backends.userspace._sys import IFF_LOWER_UP, in_netns
+from pymacvlan.backends.userspace import (
+    Datapath,
+    DatapathConfig,
+    DgramEndpoint,
+    ParentConfig,
+    StreamEndpoint,
+    TapFdEndpoint,
+)
+from pymacvlan.backends.userspace._sys import in_netns
 from pymacvlan.backends.userspace.endpoints import recv_fd
 from pymacvlan.daemon.trace import FrameTracer, TraceFilter
+from tests.ci import live_marks
 
 from .netlab import Lab, leftovers, live_unavailable, ping, sh, tcp_transfer
-from tests.ci import live_marks
 
 _REASON = live_unavailable()
 pytestmark = live_marks(_REASON)

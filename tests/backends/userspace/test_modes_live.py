@@ -20,10 +20,10 @@ import pytest
 
 from pymacvlan.backends.userspace._sys import in_netns
 from pymacvlan.reachability import STATION_MAC, reach
+from tests.ci import live_marks
 
 from .netlab import Lab, leftovers, live_unavailable, sh
 from .test_live import PATHS, World
-from tests.ci import live_marks
 
 _REASON = live_unavailable()
 pytestmark = live_marks(_REASON)

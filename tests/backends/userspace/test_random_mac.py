@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from pymacvlan.backends.userspace import Datapath, DatapathConfig, ParentConfig
-
 from tests.ci import live_marks
 
 from .netlab import Lab, live_unavailable, sh

@@ -19,10 +19,10 @@ import pytest
 from pymacvlan.backends.userspace import DgramEndpoint, StreamEndpoint, TapFdEndpoint
 from pymacvlan.backends.userspace._sys import in_netns
 from pymacvlan.backends.userspace.endpoints import recv_fd
-
-from .netlab import Lab, leftovers, live_unavailable, ping, sh
-from .test_live import MAC_A, MAC_B, MAC_T, PATHS, STATION, World, _arp_request, _frames, _wait_for, world_on
 from tests.ci import live_marks
+
+from .netlab import live_unavailable, ping, sh
+from .test_live import MAC_A, MAC_B, MAC_T, PATHS, STATION, World, _arp_request, _frames, _wait_for, world_on
 
 _REASON = live_unavailable()
 pytestmark = live_marks(_REASON)

@@ -38,9 +38,9 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from pymacvlan.model import PacketType
 from pymacvlan.model.constants import ETH_P_8021Q
@@ -191,10 +191,10 @@ class Probe:
     tx: socket.socket
     rx: socket.socket
     tx_ifname: str
-    _serial: "itertools.count[int]" = field(default_factory=lambda: itertools.count(1))
+    _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @classmethod
-    def open(cls, ns: str, tx_ifname: str, rx_ifname: str) -> "Probe":
+    def open(cls, ns: str, tx_ifname: str, rx_ifname: str) -> Probe:
         tx = _packet_socket(ns, tx_ifname, _PROBE_ETHERTYPE)
         try:
             rx = _packet_socket(ns, rx_ifname, _PROBE_ETHERTYPE)
@@ -238,7 +238,7 @@ class _Injected:
     datagram: bytes | None
 
     @classmethod
-    def of(cls, label: str, frame: bytes) -> "_Injected":
+    def of(cls, label: str, frame: bytes) -> _Injected:
         return cls(label, frame, untagged_variants(frame), ipv4_fragment_key(frame))
 
     def copy(self, tap: Tap, data: bytes) -> bytes | None:

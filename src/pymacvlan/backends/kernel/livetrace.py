@@ -29,8 +29,8 @@ from __future__ import annotations
 import select
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from ...model import KernelError, PacketType
 from ...scenario.compare import diff_results

@@ -23,8 +23,9 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from pyroute2 import IPRoute
 
@@ -145,7 +146,7 @@ def read_groups(ns: str) -> dict[int, list[str]]:
 
 
 def children_of(ns: str, parent_index: int | None = None,
-                keep: dict[str, "Netns"] | None = None) -> list[tuple["Where", dict]]:
+                keep: dict[str, Netns] | None = None) -> list[tuple[Where, dict]]:
     """The macvlan/macvtap children of devices in namespace ``ns`` (of one device with
     ``parent_index``), wherever they live. Namespaces holding some are added to ``keep``
     (their sockets stay open for the mirror's events)."""
@@ -194,7 +195,7 @@ class Netns:
     events: socket.socket
 
     @classmethod
-    def open(cls, path: str) -> "Netns":
+    def open(cls, path: str) -> Netns:
         with in_netns(path):
             ipr = IPRoute()
             ev = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, NETLINK_ROUTE)

@@ -6,8 +6,9 @@ import errno
 import fcntl
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 

@@ -23,9 +23,10 @@ import secrets
 import stat
 import tempfile
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
@@ -149,7 +150,7 @@ def open_macvtap(ns: str | None, ifindex: int) -> int:
 
 
 # Topologies not yet torn down, for the atexit safety net.
-_LIVE: set["Topology"] = set()
+_LIVE: set[Topology] = set()
 
 
 @atexit.register
@@ -234,7 +235,7 @@ class Topology:
 
     # ---------------------------------------------------------------- life cycle
 
-    def create(self) -> "Topology":
+    def create(self) -> Topology:
         _LIVE.add(self)
         try:
             self._create()

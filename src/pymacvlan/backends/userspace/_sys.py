@@ -13,8 +13,8 @@ import fcntl
 import os
 import socket
 import struct
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -26,6 +26,7 @@ IFNAMSIZ = 16
 # -- AF_PACKET (linux/if_packet.h) ------------------------------------------------------------
 ETH_P_ALL = 0x0003
 from ...model.constants import ETH_P_8021Q  # noqa: F401 (re-exported for parent.py)
+
 ETH_P_8021AD = 0x88A8
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1

@@ -41,12 +41,13 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ...model import KernelError, PacketType, flags_from_names, mode_from_name, parse_mac
+from ...model import KernelError, PacketType, flags_from_names, parse_mac
 from ...model.link import apply_change
 from ...scenario.schema import step_change
-from ..kernel import KernelBackend, unsupported_reason as kernel_unsupported_reason
-from ..kernel.capture import (ETH_P_ALL, Capture, Tap as CaptureTap, _packet_socket,
-                              ipv4_fragment_key)
+from ..kernel import KernelBackend
+from ..kernel import unsupported_reason as kernel_unsupported_reason
+from ..kernel.capture import ETH_P_ALL, Capture, _packet_socket, ipv4_fragment_key
+from ..kernel.capture import Tap as CaptureTap
 from ..kernel.nl import error_result, link_state
 from ..kernel.steps import StepDispatcher
 from ..kernel.topology import Topology, valid_ifname

@@ -168,36 +168,36 @@ class Asm:
         self._fresh += 1
         return f"{prefix}.{self._fresh}"
 
-    def _emit(self, b: bytes) -> "Asm":
+    def _emit(self, b: bytes) -> Asm:
         self._seq.append(("i", b))
         return self
 
     # ALU64
-    def mov(self, dst: int, src: int) -> "Asm": return self._emit(insn(0xBF, dst, src))
-    def movi(self, dst: int, imm: int) -> "Asm": return self._emit(insn(0xB7, dst, 0, 0, imm))
-    def addi(self, dst: int, imm: int) -> "Asm": return self._emit(insn(0x07, dst, 0, 0, imm))
-    def add(self, dst: int, src: int) -> "Asm": return self._emit(insn(0x0F, dst, src))
+    def mov(self, dst: int, src: int) -> Asm: return self._emit(insn(0xBF, dst, src))
+    def movi(self, dst: int, imm: int) -> Asm: return self._emit(insn(0xB7, dst, 0, 0, imm))
+    def addi(self, dst: int, imm: int) -> Asm: return self._emit(insn(0x07, dst, 0, 0, imm))
+    def add(self, dst: int, src: int) -> Asm: return self._emit(insn(0x0F, dst, src))
     # memory: ldx dst = *(size *)(src + off); stx *(size *)(dst + off) = src; st *(size *)(dst + off) = imm
-    def ldx(self, size: int, dst: int, src: int, off: int) -> "Asm": return self._emit(insn(0x61 | _SIZE[size], dst, src, off))
-    def stx(self, size: int, dst: int, off: int, src: int) -> "Asm": return self._emit(insn(0x63 | _SIZE[size], dst, src, off))
-    def st(self, size: int, dst: int, off: int, imm: int) -> "Asm": return self._emit(insn(0x62 | _SIZE[size], dst, 0, off, imm))
-    def ld_map(self, dst: int, map_fd: int) -> "Asm": return self._emit(insn(0x18, dst, 1, 0, map_fd) + insn(0))
-    def call(self, helper: int) -> "Asm": return self._emit(insn(0x85, 0, 0, 0, helper))
-    def exit(self) -> "Asm": return self._emit(insn(0x95))
+    def ldx(self, size: int, dst: int, src: int, off: int) -> Asm: return self._emit(insn(0x61 | _SIZE[size], dst, src, off))
+    def stx(self, size: int, dst: int, off: int, src: int) -> Asm: return self._emit(insn(0x63 | _SIZE[size], dst, src, off))
+    def st(self, size: int, dst: int, off: int, imm: int) -> Asm: return self._emit(insn(0x62 | _SIZE[size], dst, 0, off, imm))
+    def ld_map(self, dst: int, map_fd: int) -> Asm: return self._emit(insn(0x18, dst, 1, 0, map_fd) + insn(0))
+    def call(self, helper: int) -> Asm: return self._emit(insn(0x85, 0, 0, 0, helper))
+    def exit(self) -> Asm: return self._emit(insn(0x95))
 
-    def ret(self, value: int) -> "Asm":
+    def ret(self, value: int) -> Asm:
         return self.movi(R0, value).exit()
 
-    def jmp(self, op: str, dst: int, imm: int, label: str, reg: bool = False) -> "Asm":
+    def jmp(self, op: str, dst: int, imm: int, label: str, reg: bool = False) -> Asm:
         """if (dst OP imm) goto label; ``reg``: compare with register ``imm``."""
         self._seq.append(("j", (op, dst, imm, label, reg)))
         return self
 
-    def ja(self, label: str) -> "Asm":
+    def ja(self, label: str) -> Asm:
         self._seq.append(("j", ("ja", 0, 0, label, False)))
         return self
 
-    def label(self, name: str) -> "Asm":
+    def label(self, name: str) -> Asm:
         self._seq.append(("l", name))
         return self
 

@@ -33,6 +33,7 @@ sender, source-mode ``nodst``) is dropped by the optional tc ingress filter of
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import errno
 import fcntl
 import logging
@@ -42,15 +43,24 @@ import struct
 import threading
 import time
 from collections import Counter
-import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from ...engine import WIRE, Engine, Trace
 from ...engine.device import STACK_GROUPS, MacvlanDev
 from ...model import KernelError, MacaddrMode, Mode, frame_max, mode_from_name
-from ._sys import (IFF_ALLMULTI, IFF_LOWER_UP, IFF_PROMISC, IFF_UP, ZERO_VNET_HDR, NetdevCtl, ifreq,
-                   netns_inode, read_proc_net)
+from ._sys import (
+    IFF_ALLMULTI,
+    IFF_LOWER_UP,
+    IFF_PROMISC,
+    IFF_UP,
+    ZERO_VNET_HDR,
+    NetdevCtl,
+    ifreq,
+    netns_inode,
+    read_proc_net,
+)
 from .endpoints import Endpoint
 from .fastpath import EMPTY, FastChild, FastPath, fastpath_rules
 from .gso import GSOError, finalize
@@ -243,7 +253,7 @@ class Datapath:
                 pass
 
     # -- the loop ----------------------------------------------------------------------------------
-    def start(self) -> "Datapath":
+    def start(self) -> Datapath:
         """Run the loop in a daemon thread; :meth:`close` stops and joins it."""
         ready = threading.Event()
 
@@ -379,7 +389,7 @@ class Datapath:
             self._wake = -1
         self.ep.close()
 
-    def __enter__(self) -> "Datapath":
+    def __enter__(self) -> Datapath:
         return self
 
     def __exit__(self, *exc: Any) -> None:

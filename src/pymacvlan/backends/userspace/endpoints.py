@@ -32,7 +32,8 @@ import socket
 import stat
 import struct
 from collections import Counter, deque
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from ._sys import IFF_NOARP, IFF_UP, ZERO_VNET_HDR, ifreq, write_sysctl
 from .gso import GSOError, finalize
@@ -109,7 +110,7 @@ class Endpoint:
         self.name = name
         self.child = None  # the engine's MacvlanDev, set by the datapath
         self.reactor: Reactor | None = None
-        self.sink: Callable[["Endpoint", bytes], None] | None = None
+        self.sink: Callable[[Endpoint, bytes], None] | None = None
         self.queue: deque[bytes] = deque()
         self.qlen = READER_QUEUE_LEN
         self.counters: Counter[str] = Counter()
@@ -118,7 +119,7 @@ class Endpoint:
     def connected(self) -> bool:
         return False
 
-    def attach(self, reactor: Reactor, sink: Callable[["Endpoint", bytes], None]) -> None:
+    def attach(self, reactor: Reactor, sink: Callable[[Endpoint, bytes], None]) -> None:
         self.reactor = reactor
         self.sink = sink
 

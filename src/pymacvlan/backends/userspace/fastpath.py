@@ -47,11 +47,38 @@ import struct
 from dataclasses import dataclass
 
 from ...model import Mode, frame_max
-from .bpf import (BPF_HDR_START_MAC, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_PROG_TYPE_SCHED_CLS,
-                  BPF_PROG_TYPE_SOCKET_FILTER, FP, HELPER_MAP_LOOKUP, HELPER_REDIRECT, HELPER_REDIRECT_PEER,
-                  HELPER_SKB_LOAD_BYTES_RELATIVE, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, SO_ATTACH_BPF,
-                  TC_ACT_UNSPEC, Asm, map_create, map_delete, map_lookup, map_update, prog_load, tc_attach,
-                  tc_detach)
+from .bpf import (
+    BPF_HDR_START_MAC,
+    BPF_MAP_TYPE_HASH,
+    BPF_MAP_TYPE_PERCPU_ARRAY,
+    BPF_PROG_TYPE_SCHED_CLS,
+    BPF_PROG_TYPE_SOCKET_FILTER,
+    FP,
+    HELPER_MAP_LOOKUP,
+    HELPER_REDIRECT,
+    HELPER_REDIRECT_PEER,
+    HELPER_SKB_LOAD_BYTES_RELATIVE,
+    R0,
+    R1,
+    R2,
+    R3,
+    R4,
+    R5,
+    R6,
+    R7,
+    R8,
+    R9,
+    SO_ATTACH_BPF,
+    TC_ACT_UNSPEC,
+    Asm,
+    map_create,
+    map_delete,
+    map_lookup,
+    map_update,
+    prog_load,
+    tc_attach,
+    tc_detach,
+)
 
 __all__ = ["FastPath", "fastpath_rules", "Rules"]
 

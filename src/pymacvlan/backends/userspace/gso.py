@@ -16,9 +16,17 @@ from __future__ import annotations
 
 import struct
 
-from ._sys import (VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
-                   VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4,
-                   VNET_HDR, VNET_HDR_LEN, ZERO_VNET_HDR)
+from ._sys import (
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_ECN,
+    VIRTIO_NET_HDR_GSO_NONE,
+    VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6,
+    VIRTIO_NET_HDR_GSO_UDP_L4,
+    VNET_HDR,
+    VNET_HDR_LEN,
+    ZERO_VNET_HDR,
+)
 
 __all__ = ["GSOError", "csum_add", "checksum", "complete_csum", "segment", "finalize"]
 

@@ -47,9 +47,30 @@ import struct
 
 from ...model import MacvlanFlag
 from ._sys import in_netns
-from .bpf import (BPF_MAP_CREATE, BPF_MAP_DELETE_ELEM, BPF_MAP_TYPE_HASH, BPF_MAP_UPDATE_ELEM,
-                  BPF_PROG_TYPE_SCHED_CLS, HELPER_MAP_LOOKUP, HELPER_SKB_LOAD_BYTES, R0, R1, R2, R3, R4, R6, R7,
-                  R10, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf as _bpf, insn as _i, prog_load, tc_attach, tc_detach)
+from .bpf import (
+    BPF_MAP_CREATE,
+    BPF_MAP_DELETE_ELEM,
+    BPF_MAP_TYPE_HASH,
+    BPF_MAP_UPDATE_ELEM,
+    BPF_PROG_TYPE_SCHED_CLS,
+    HELPER_MAP_LOOKUP,
+    HELPER_SKB_LOAD_BYTES,
+    R0,
+    R1,
+    R2,
+    R3,
+    R4,
+    R6,
+    R7,
+    R10,
+    TC_ACT_SHOT,
+    TC_ACT_UNSPEC,
+    prog_load,
+    tc_attach,
+    tc_detach,
+)
+from .bpf import bpf as _bpf
+from .bpf import insn as _i
 
 __all__ = ["Shield", "shield_rules"]
 

@@ -31,10 +31,29 @@ import os
 import struct
 from dataclasses import dataclass
 
-from ._sys import (ARPHRD_ETHER, IFF_NO_CARRIER, IFF_NO_PI, IFF_TAP, IFF_TUN_EXCL, IFF_UP, IFF_VNET_HDR,
-                   SIOCSIFHWADDR, TUNSETPERSIST,
-                   TUN_DEV, TUN_OFFLOADS_ALL, TUNSETCARRIER, TUNSETIFF, TUNSETOFFLOAD,
-                   TUNSETSNDBUF, TUNSETVNETHDRSZ, VNET_HDR_LEN, NetdevCtl, ifreq, in_netns, netns_inode)
+from ._sys import (
+    ARPHRD_ETHER,
+    IFF_NO_CARRIER,
+    IFF_NO_PI,
+    IFF_TAP,
+    IFF_TUN_EXCL,
+    IFF_UP,
+    IFF_VNET_HDR,
+    SIOCSIFHWADDR,
+    TUN_DEV,
+    TUN_OFFLOADS_ALL,
+    TUNSETCARRIER,
+    TUNSETIFF,
+    TUNSETOFFLOAD,
+    TUNSETPERSIST,
+    TUNSETSNDBUF,
+    TUNSETVNETHDRSZ,
+    VNET_HDR_LEN,
+    NetdevCtl,
+    ifreq,
+    in_netns,
+    netns_inode,
+)
 
 __all__ = ["Tap", "TapConfig"]
 
