@@ -64,7 +64,9 @@ def bench(rounds: int) -> dict:
                 data = json.dumps(conf).encode()
                 times[f"{who} ADD"].append(timed(argv, dict(env, CNI_COMMAND="ADD"), data, host))
                 times[f"{who} DEL"].append(timed(argv, dict(env, CNI_COMMAND="DEL"), data, host))
-            times["python3 -c pass"].append(timed([sys.executable, "-c", "pass"], dict(env, CNI_COMMAND="-"), b"", host))
+            times["python3 -c pass"].append(
+                timed([sys.executable, "-c", "pass"], dict(env, CNI_COMMAND="-"), b"", host)
+            )
     finally:
         for ns in (host, wire, pod):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)

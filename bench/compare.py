@@ -474,8 +474,10 @@ def ref(by: dict[str, Setup], s: Setup) -> Setup:
 def table(setups: list[Setup]) -> str:
     by = {s.name: s for s in setups}
     k, v = by.get("kernel-macvlan", Setup("", "", "", "")), by.get("vde", Setup("", "", "", ""))
-    rows = ["| setup | TCP Gbit/s | ×kmv | 64 B kpps | ×kmv | ×VDE | RTT µs | +µs vs kmv | datapath CPU % | CPU/GB ×kmv |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| setup | TCP Gbit/s | ×kmv | 64 B kpps | ×kmv | ×VDE | RTT µs | +µs vs kmv | datapath CPU % | CPU/GB ×kmv |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in setups:
         tcp, udp, rtt = med(s, "tcp_gbit"), med(s, "udp_kpps"), med(s, "rtt_us")
         k = ref(by, s)
@@ -491,8 +493,11 @@ def table(setups: list[Setup]) -> str:
 
 def detail_table(setups: list[Setup]) -> str:
     """Where the userspace switches' time goes: CPU split and context switches per test."""
-    rows = ["| datapath process | test | CPU % user / sys | involuntary / voluntary switches per s | µs CPU per delivered 64 B frame |",
-            "|---|---|---:|---:|---:|"]
+    rows = [
+        "| datapath process | test | CPU % user / sys | involuntary / voluntary switches per s | µs CPU per "
+        "delivered 64 B frame |",
+        "|---|---|---:|---:|---:|",
+    ]
     for s in setups:
         if not s.results.get("tcp_dp_user_pct"):
             continue

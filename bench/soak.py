@@ -72,7 +72,7 @@ def soak(minutes: float, rate: float = 8.0, sample_every: float = 5.0, log=print
                 break
             except KernelError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the daemon did not come up: " + Path(f"{tmp}/daemon.log").read_text())
+                    raise RuntimeError("the daemon did not come up: " + Path(f"{tmp}/daemon.log").read_text()) from None
                 time.sleep(0.05)
         for ns, ip in ((A, "10.76.0.1"), (B, "10.76.0.2")):
             cl.link_add(LinkRequest(parent, "eth0", mode=Mode.BRIDGE, netns=ns))
@@ -193,7 +193,10 @@ def _parent_filters(P: str, parent: str) -> set[str]:
     """The parent's multicast and unicast address lists (what memberships add) and tc filters."""
     lines = sh("ip", "-n", P, "maddr", "show", "dev", parent).stdout.splitlines()[1:]
     lines += sh("bridge", "-n", P, "fdb", "show", "dev", parent, check=False).stdout.splitlines()
-    lines += ["tc " + x for x in sh("tc", "-n", P, "filter", "show", "dev", parent, "ingress", check=False).stdout.splitlines()]
+    lines += [
+        "tc " + x
+        for x in sh("tc", "-n", P, "filter", "show", "dev", parent, "ingress", check=False).stdout.splitlines()
+    ]
     return {x.strip() for x in lines if x.strip()}
 
 

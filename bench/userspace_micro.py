@@ -41,7 +41,8 @@ MAC_A = bytes.fromhex("02000000000a")
 GEN = textwrap.dedent("""
     import sys, time
     from pymacvlan.backends.userspace.parent import Parent, ParentConfig
-    ns, ifname, dst, size, seconds = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    ns, ifname, dst = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3])
+    size, seconds = int(sys.argv[4]), float(sys.argv[5])
     p = Parent(ParentConfig(ifname, ns, tx="ring", rx="recv", tx_frames=4096))
     frame = bytes(10) + dst + bytes.fromhex("020000000099") + b"\\x88\\xb5" + bytes(size - 14)
     q, fl = p.queue, p.flush

@@ -125,7 +125,7 @@ class Bench:
                 break
             except KernelError:
                 if time.monotonic() > deadline or self.daemon.poll() is not None:
-                    raise RuntimeError("the daemon did not start: " + (self.tmp / "daemon.log").read_text())
+                    raise RuntimeError("the daemon did not start: " + (self.tmp / "daemon.log").read_text()) from None
                 time.sleep(0.05)
         self.cli("link", "add", "link", self.d, "name", "eth0", "netns", self.SU, "address", "02:00:00:79:00:51",
                  "type", "macvlan", "mode", "bridge")
@@ -228,8 +228,11 @@ def med(xs: list) -> float | None:
 
 def table(results: dict[str, list[dict]]) -> str:
     ref = {k: med([r[k] for r in results["kernel-macvtap"]]) for k in ("mbit_s", "rtt_ms")}
-    lines = ["| guest on | TCP guest→sibling Mbit/s | vs kernel | RTT ms (avg) | vs kernel | QEMU CPU | datapath share of CPU |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| guest on | TCP guest→sibling Mbit/s | vs kernel | RTT ms (avg) | vs kernel | QEMU CPU | datapath share of "
+        "CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for v, rs in results.items():
         if not rs:
             continue

@@ -4,13 +4,27 @@ import json
 import subprocess
 import sys
 
-SCEN = {"parent": {"mac": "02:00:00:00:00:01"}, "wire": "hairpin", "steps": [
-    {"do": "add", "name": "A", "mode": "private", "mac": "02:00:00:00:00:0a"},
-    {"do": "add", "name": "B", "mode": "private", "mac": "02:00:00:00:00:0b"},
-    {"do": "set", "name": "A", "up": True}, {"do": "set", "name": "B", "up": True},
-    {"do": "inject", "at": "child:A", "frame": "ffffffffffff02000000000a08060001",
-     "expect": {"observed": {"parent": [], "children": {"A": [{"pkttype": "BROADCAST", "hex": "ffffffffffff02000000000a08060001"}], "B": []}}}},
-]}
+SCEN = {
+    "parent": {"mac": "02:00:00:00:00:01"},
+    "wire": "hairpin",
+    "steps": [
+        {"do": "add", "name": "A", "mode": "private", "mac": "02:00:00:00:00:0a"},
+        {"do": "add", "name": "B", "mode": "private", "mac": "02:00:00:00:00:0b"},
+        {"do": "set", "name": "A", "up": True},
+        {"do": "set", "name": "B", "up": True},
+        {
+            "do": "inject",
+            "at": "child:A",
+            "frame": "ffffffffffff02000000000a08060001",
+            "expect": {
+                "observed": {
+                    "parent": [],
+                    "children": {"A": [{"pkttype": "BROADCAST", "hex": "ffffffffffff02000000000a08060001"}], "B": []},
+                }
+            },
+        },
+    ],
+}
 
 
 def run(*args, cwd=None):

@@ -110,8 +110,12 @@ mode = "bridge"
 
 def test_from_the_sim_backend(tmp_path, capsys):
     state = str(tmp_path / "sim.json")
-    assert main(["link", "--state", state, "add", "link", "eth0", "name", "m0", "type", "macvlan", "mode", "bridge"]) == 0
-    assert main(["link", "--state", state, "add", "link", "eth0", "name", "m1", "type", "macvlan", "mode", "bridge"]) == 0
+    assert (
+        main(["link", "--state", state, "add", "link", "eth0", "name", "m0", "type", "macvlan", "mode", "bridge"]) == 0
+    )
+    assert (
+        main(["link", "--state", state, "add", "link", "eth0", "name", "m1", "type", "macvlan", "mode", "bridge"]) == 0
+    )
     assert main(["link", "--state", state, "set", "m0", "up"]) == 0
     assert main(["link", "--state", state, "set", "m1", "up"]) == 0
     capsys.readouterr()

@@ -73,10 +73,29 @@ def test_userspace_trace_writes_pcapng_with_the_verdicts(tmp_path: Path) -> None
             drv.set("eth0", LinkChange(up=True), netns=A)
             sh("ip", "-n", A, "addr", "add", "10.79.1.1/24", "dev", "eth0")
             pcap = tmp_path / "u.pcapng"
-            proc = subprocess.Popen([sys.executable, "-m", "pymacvlan.cli.main", "trace", "--backend", "userspace",
-                                     "--socket", d.cfg.socket, "--ethertype", "0x0806", "--count", "2", "-j",
-                                     "--pcap", str(pcap)], env={"PYTHONPATH": str(root / "src"), "PATH": "/usr/bin:/bin"},
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pymacvlan.cli.main",
+                    "trace",
+                    "--backend",
+                    "userspace",
+                    "--socket",
+                    d.cfg.socket,
+                    "--ethertype",
+                    "0x0806",
+                    "--count",
+                    "2",
+                    "-j",
+                    "--pcap",
+                    str(pcap),
+                ],
+                env={"PYTHONPATH": str(root / "src"), "PATH": "/usr/bin:/bin"},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             try:
                 time.sleep(1.0)  # subscribed before the first frame
                 ping(W, "10.79.1.1", count=1)

@@ -189,7 +189,9 @@ def test_stats_text_names_the_active_path() -> None:
     def report(path: dict) -> dict:
         return {"backend": "userspace", "parents": {"eth0": {"children": {}, "path": path}}}
 
-    fast = format_stats(report({"active": "fast", "children": "veth", "generation": 7, "macs": {"02:00:00:00:00:0a": 7}}))
+    fast = format_stats(
+        report({"active": "fast", "children": "veth", "generation": 7, "macs": {"02:00:00:00:00:0a": 7}})
+    )
     assert "eBPF fast path" in fast and "generation 7" in fast and "1 MACs" in fast
     slow = format_stats(report({"active": "python", "children": "tap", "reason": "PermissionError: bpf(0): EPERM"}))
     assert "path: Python" in slow and "EPERM" in slow
@@ -208,7 +210,9 @@ def test_kernel_trace_refuses_injection_options_and_unknown_namespaces(capsys) -
 
 def test_sim_trace_writes_pcapng_with_the_explanation_as_comment(sim, capsys, tmp_path: Path) -> None:
     pcap = tmp_path / "t.pcapng"
-    rc, out, err = run(capsys, "trace", "--dst", "ff:ff:ff:ff:ff:ff", "--ethertype", "0x0806", "--pcap", str(pcap), "-j")
+    rc, out, err = run(
+        capsys, "trace", "--dst", "ff:ff:ff:ff:ff:ff", "--ethertype", "0x0806", "--pcap", str(pcap), "-j"
+    )
     assert rc == 0, err
     ev = json.loads(out)
     r = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "frame.len", "-e", "eth.dst",

@@ -374,24 +374,30 @@ def render(rep: DemoReport) -> str:
     out = []
     head = (f"pymacvlan demo: {rep.backend} backend, veth parent, {rep.wire} wire"
             if rep.live else f"pymacvlan demo: engine only ({rep.why_not_live})")
-    out += [head, "cells: A = ARP request answered, P = ping answered with static neighbours "
-                  "(unicast alone), - = failed, ! = live differs from the engine; rows send, columns receive",
-            "a, b: macvlan children; station: a host on the LAN (far end of the veth); host: the parent's own stack", ""]
+    out += [
+        head,
+        "cells: A = ARP request answered, P = ping answered with static neighbours "
+        "(unicast alone), - = failed, ! = live differs from the engine; rows send, columns receive",
+        "a, b: macvlan children; station: a host on the LAN (far end of the veth); host: the parent's own stack",
+        "",
+    ]
     for run in rep.runs:
         out.append(f"== {run.mode} ==  " + _summary(run) + (f"  ({run.seconds:.1f} s)" if run.live else ""))
         eng = _table(run.mode, run.predicted)
         if run.live is None:
-            out += ["  engine:"] + ["    " + l for l in eng]
+            out += ["  engine:"] + ["    " + line for line in eng]
         else:
             live = _table(run.mode, run.live, mark=run.predicted)
-            width = max(len(l) for l in live) + 4
+            width = max(len(line) for line in live) + 4
             out.append("    " + "live".ljust(width) + "engine")
             out += ["    " + a.ljust(width) + b for a, b in zip(live, eng, strict=False)]
         out.append("")
     out += [f"note: {n}" for n in rep.notes]
     if rep.live:
         n, bad = rep.probes(), rep.mismatches()
-        out.append(f"live and engine agree on {n - bad} of {n} probes" + ("" if not bad else f" ({bad} DIFFER, marked !)"))
+        out.append(
+            f"live and engine agree on {n - bad} of {n} probes" + ("" if not bad else f" ({bad} DIFFER, marked !)")
+        )
         if rep.throughput:
             b, s = rep.throughput
             out.append(f"throughput, TCP between two bridge children on the {rep.backend} backend: "

@@ -155,10 +155,16 @@ def check_parent(f: Facts, p: Iface) -> list[Finding]:
     if no_filter:
         now = (f"it is promiscuous now (promiscuity {p.promiscuity}) because {len(up_filter)} child(ren) are up"
                if up_filter and p.promiscuity else "it will turn promiscuous as soon as a non-passthru child is up")
-        out.append(Finding("no-unicast-filter", "info" if p.kind == "veth" or p.driver == "veth" else "warning", p.name,
-                           f"{what} has no unicast MAC filter (no IFF_UNICAST_FLT): {now}",
-                           "expected for veth and other virtual parents; on a NIC it means every frame on the wire "
-                           "is received and dropped in software: prefer a NIC with a filter, or passthru for one child"))
+        out.append(
+            Finding(
+                "no-unicast-filter",
+                "info" if p.kind == "veth" or p.driver == "veth" else "warning",
+                p.name,
+                f"{what} has no unicast MAC filter (no IFF_UNICAST_FLT): {now}",
+                "expected for veth and other virtual parents; on a NIC it means every frame on the wire "
+                "is received and dropped in software: prefer a NIC with a filter, or passthru for one child",
+            )
+        )
     size = FILTER_SIZE.get(p.driver)
     if size is not None and len(up_filter) + 1 > size:
         out.append(Finding("mac-filter-overflow", "warning", p.name,
@@ -253,7 +259,9 @@ def diagnose(f: Facts, parent: str | None = None) -> list[Finding]:
         idx |= {c.link for c in f.remote_children}
         parents = [i for i in f.ifaces if i.ifindex in idx]
         if not parents:
-            parents = [i for i in f.ifaces if i.up and i.name != "lo" and i.kind in ("", "veth", "bond", "bridge", "vlan")]
+            parents = [
+                i for i in f.ifaces if i.up and i.name != "lo" and i.kind in ("", "veth", "bond", "bridge", "vlan")
+            ]
     for p in parents:
         out += check_parent(f, p)
     out += check_arp(f)

@@ -110,7 +110,9 @@ def make_frame(rng: random.Random, macs: list[bytes], mtu: int = 1500) -> bytes:
         return PAUSE_DST + src + b"\x88\x08" + struct.pack("!HH", 1, rng.randrange(65536)) + bytes(42)
     if kind < 0.24:  # VLAN in VLAN: 802.1ad outer, 802.1Q inner, then IPv4 or junk
         tags = struct.pack("!HHHH", 0x88A8, rng.randrange(4096), 0x8100, rng.randrange(4096))
-        return dst + src + tags + rng.choice([b"\x08\x00", b"\x08\x06", os.urandom(2)]) + os.urandom(rng.randrange(0, 200))
+        return (
+            dst + src + tags + rng.choice([b"\x08\x00", b"\x08\x06", os.urandom(2)]) + os.urandom(rng.randrange(0, 200))
+        )
     if kind < 0.32:
         n = rng.randrange(mtu + 19, 9001)  # giant
     else:
@@ -125,7 +127,6 @@ def _sender(plan: list[str], seed: int, rate: int, env: dict, conn) -> None:
 
     rng = random.Random(seed)
     stats = {s: Counter() for s in SOURCES}
-    socks: dict[str, Callable[[bytes], None]] = {}
 
     def packet_socket(ns: str, ifname: str, vnet: bool) -> socket.socket:
         with in_netns(ns):
@@ -323,10 +324,13 @@ def _report(cfg, seed, seconds, sent, b, a, pinger, stream, alive) -> Report:
     for n, src in (("m", "stream"), ("d", "dgram")):
         ledger[src]["handed_on"] = ep[n].get("tx_frames", 0)
         ledger[src]["transmits"] = a["tx"][n] - b["tx"][n]
-    datapath = {"counters": dp, "engine_drops": {k: _d(a["engine"], b["engine"], k) for k in a["engine"]
-                                                 if _d(a["engine"], b["engine"], k)},
-                "parent_read": read_parent, "endpoints": ep,
-                "handler_errors": {k: v for k, v in dp.items() if k.startswith(("handler_error", "housekeeping_error"))}}
+    datapath = {
+        "counters": dp,
+        "engine_drops": {k: _d(a["engine"], b["engine"], k) for k in a["engine"] if _d(a["engine"], b["engine"], k)},
+        "parent_read": read_parent,
+        "endpoints": ep,
+        "handler_errors": {k: v for k, v in dp.items() if k.startswith(("handler_error", "housekeeping_error"))},
+    }
     return Report(cfg, seed, seconds, sent, kernel, datapath, ledger,
                   ping={"sent": pinger.sent, "answered": pinger.answered, "loss": round(pinger.loss, 5)},
                   stream={"sent": stream.sent, "received": stream.received, "max_gap_s": round(stream.max_gap, 3),

@@ -27,7 +27,9 @@ def test_table_reports_medians_and_ratios() -> None:
     v = _setup("vde", tcp_gbit=[1.5], udp_kpps=[100], rtt_us=[50], dp_cpu_pct=[99], cpu_s_per_gb=[8.0])
     u = _setup("pymacvlan", tcp_gbit=[9, 11, 30], udp_kpps=[130, 120, 10], rtt_us=[70, 80, 75],
                dp_cpu_pct=[80], cpu_s_per_gb=[2.0])
-    rows = {line.split(" | ")[0]: line.removesuffix(" |").split(" | ") for line in compare.table([k, v, u]).splitlines()[2:]}
+    rows = {
+        line.split(" | ")[0]: line.removesuffix(" |").split(" | ") for line in compare.table([k, v, u]).splitlines()[2:]
+    }
     kr, ur, vr = rows["| " + compare.LABELS["kernel-macvlan"]], rows["| " + compare.LABELS["pymacvlan"]], \
         rows["| " + compare.LABELS["vde"]]
     assert kr[1:6] == ["12.00", "1.00x", "200", "1.00x", "2.00x"]

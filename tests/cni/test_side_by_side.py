@@ -46,7 +46,7 @@ def hostlocal(**kw) -> dict:
 def allocations(d) -> list[str]:
     """host-local's reservations (its data dir holds one file per address, plus bookkeeping)."""
     out = []
-    for root, _dirs, files in os.walk(d):
+    for _root, _dirs, files in os.walk(d):
         out += [f for f in files if f not in ("lock",) and not f.startswith("last_reserved_ip")]
     return sorted(out)
 
@@ -109,7 +109,9 @@ def test_mtu(lab, mtu):
 
 @pytest.mark.parametrize("version", ["0.3.0", "0.3.1", "0.4.0", "1.0.0"])
 def test_result_versions(lab, version):
-    got = compare(lab, conf(cniVersion=version, ipam=hostlocal(), dns={"nameservers": ["10.0.0.53"], "search": ["pmv"]}))
+    got = compare(
+        lab, conf(cniVersion=version, ipam=hostlocal(), dns={"nameservers": ["10.0.0.53"], "search": ["pmv"]})
+    )
     r = got["ours"]["result"]
     assert r["cniVersion"] == version
     assert ("version" in r["ips"][0]) == (version < "1.0.0")

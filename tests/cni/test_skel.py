@@ -119,14 +119,27 @@ def test_result_without_ips_keeps_dns_key():
 
 
 # -- config keys -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("extra,key", [
-    ({"mode": "foo"}, "mode"), ({"mtu": "1"}, "mtu"), ({"mac": "zz"}, "mac"), ({"master": 3}, "master"),
-    ({"linkInContainer": "yes"}, "linkInContainer"), ({"bcqueuelen": -1}, "bcqueuelen"),
-    ({"ipam": {"type": 1}}, "ipam.type"), ({"ipam": {"type": "../x"}}, "ipam.type"),
-    ({"runtimeConfig": {"mac": "nope"}}, "runtimeConfig.mac"), ({"macaddr": ["02:00:00:00:00:01"]}, "macaddr"),
-    ({"nodst": True}, "nodst"), ({"nopromisc": True}, "nopromisc"), ({"bclim": 2**40}, "bclim"),
-    ({"backend": "ebpf"}, "backend"), ({"socket": "/x"}, "socket"), ({"hostAccess": True, "mode": "vepa"}, "hostAccess"),
-])
+@pytest.mark.parametrize(
+    "extra,key",
+    [
+        ({"mode": "foo"}, "mode"),
+        ({"mtu": "1"}, "mtu"),
+        ({"mac": "zz"}, "mac"),
+        ({"master": 3}, "master"),
+        ({"linkInContainer": "yes"}, "linkInContainer"),
+        ({"bcqueuelen": -1}, "bcqueuelen"),
+        ({"ipam": {"type": 1}}, "ipam.type"),
+        ({"ipam": {"type": "../x"}}, "ipam.type"),
+        ({"runtimeConfig": {"mac": "nope"}}, "runtimeConfig.mac"),
+        ({"macaddr": ["02:00:00:00:00:01"]}, "macaddr"),
+        ({"nodst": True}, "nodst"),
+        ({"nopromisc": True}, "nopromisc"),
+        ({"bclim": 2**40}, "bclim"),
+        ({"backend": "ebpf"}, "backend"),
+        ({"socket": "/x"}, "socket"),
+        ({"hostAccess": True, "mode": "vepa"}, "hostAccess"),
+    ],
+)
 def test_bad_keys_are_named(extra, key):
     with pytest.raises(skel.CNIError) as e:
         conf.load(dict(CONF, **extra))
@@ -150,7 +163,9 @@ def test_stable_mac_is_stable_local_unicast_and_per_pod():
     args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0"
     a = conf.load(dict(CONF, stableMac=True), args, "ctr1", "eth0").mac
     b = conf.load(dict(CONF, stableMac=True), args, "ctr2", "eth0").mac  # restarted: new container ID
-    c = conf.load(dict(CONF, stableMac=True), "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-1", "ctr1", "eth0").mac
+    c = conf.load(
+        dict(CONF, stableMac=True), "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-1", "ctr1", "eth0"
+    ).mac
     d = conf.load(dict(CONF, stableMac=True), "", "ctr1", "eth0").mac
     e = conf.load(dict(CONF, stableMac=True, name="other"), args, "ctr1", "eth0").mac
     assert a == b and len({a, c, d, e}) == 4

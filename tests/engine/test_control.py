@@ -169,6 +169,6 @@ def test_child_macs_come_from_os_entropy_unless_seeded() -> None:
 
     a, b = first_mac(None), first_mac(None)
     assert a != b
-    for mac in (a, b):
-        assert mac[0] & 0x03 == 0x02  # locally administered, unicast
+    for m in (a, b):
+        assert m[0] & 0x03 == 0x02  # locally administered, unicast
     assert first_mac(7) == first_mac(7)

@@ -159,25 +159,53 @@ def test_usage_errors_as_iproute2_prints_them(cli, words, rc, first):
     assert err.splitlines()[0] == first
 
 
-@pytest.mark.parametrize("setup,words,errno_line,hint", [
-    ([["link", "add", "link", "eth0", "name", "m", "type", "macvlan"]],
-     ["link", "add", "link", "eth0", "name", "m", "type", "macvlan"], "RTNETLINK answers: File exists", "already exists"),
-    ([["link", "add", "link", "eth0", "name", "m", "type", "macvtap"]],
-     ["link", "set", "m", "type", "macvlan", "mode", "bridge"], "RTNETLINK answers: Operation not supported",
-     "say `type macvtap`"),
-    ([["link", "add", "link", "eth0", "name", "m", "type", "macvlan"]],
-     ["link", "set", "m", "type", "macvlan", "mode", "passthru"], "RTNETLINK answers: Invalid argument",
-     "passthru can be neither entered nor left"),
-    ([], ["link", "add", "link", "eth0", "name", "m", "type", "macvlan", "mtu", "9000"],
-     "RTNETLINK answers: Invalid argument", "raise eth0's MTU first"),
-    ([], ["link", "add", "link", "eth0", "name", "m", "type", "macvlan", "macaddr", "add", "02:00:00:00:00:05"],
-     "RTNETLINK answers: Invalid argument", "needs mode source"),
-    ([], ["link", "add", "link", "eth0", "name", "m", "type", "macvlan", "address", "01:00:00:00:00:01"],
-     "RTNETLINK answers: Cannot assign requested address", "unicast"),
-    ([["link", "add", "link", "eth0", "name", "p", "type", "macvlan", "mode", "passthru"]],
-     ["link", "add", "link", "eth0", "name", "m", "type", "macvlan"], "RTNETLINK answers: Invalid argument",
-     "passthru child must be alone"),
-])
+@pytest.mark.parametrize(
+    "setup,words,errno_line,hint",
+    [
+        (
+            [["link", "add", "link", "eth0", "name", "m", "type", "macvlan"]],
+            ["link", "add", "link", "eth0", "name", "m", "type", "macvlan"],
+            "RTNETLINK answers: File exists",
+            "already exists",
+        ),
+        (
+            [["link", "add", "link", "eth0", "name", "m", "type", "macvtap"]],
+            ["link", "set", "m", "type", "macvlan", "mode", "bridge"],
+            "RTNETLINK answers: Operation not supported",
+            "say `type macvtap`",
+        ),
+        (
+            [["link", "add", "link", "eth0", "name", "m", "type", "macvlan"]],
+            ["link", "set", "m", "type", "macvlan", "mode", "passthru"],
+            "RTNETLINK answers: Invalid argument",
+            "passthru can be neither entered nor left",
+        ),
+        (
+            [],
+            ["link", "add", "link", "eth0", "name", "m", "type", "macvlan", "mtu", "9000"],
+            "RTNETLINK answers: Invalid argument",
+            "raise eth0's MTU first",
+        ),
+        (
+            [],
+            ["link", "add", "link", "eth0", "name", "m", "type", "macvlan", "macaddr", "add", "02:00:00:00:00:05"],
+            "RTNETLINK answers: Invalid argument",
+            "needs mode source",
+        ),
+        (
+            [],
+            ["link", "add", "link", "eth0", "name", "m", "type", "macvlan", "address", "01:00:00:00:00:01"],
+            "RTNETLINK answers: Cannot assign requested address",
+            "unicast",
+        ),
+        (
+            [["link", "add", "link", "eth0", "name", "p", "type", "macvlan", "mode", "passthru"]],
+            ["link", "add", "link", "eth0", "name", "m", "type", "macvlan"],
+            "RTNETLINK answers: Invalid argument",
+            "passthru child must be alone",
+        ),
+    ],
+)
 def test_kernel_refusals_with_advice(cli, setup, words, errno_line, hint):
     for s in setup:
         cli(*s)

@@ -118,18 +118,27 @@ def test_passthru_with_nodst_is_accepted_as_iproute2_does(kcli, lab):
     assert mine == theirs and theirs["nodst"] is True
 
 
-@pytest.mark.parametrize("setup,words", [
-    ([["add", "link", "eth0", "name", "m0", "type", "macvlan"]], ["add", "link", "eth0", "name", "m0", "type", "macvlan"]),
-    ([], ["add", "link", "nope", "name", "m0", "type", "macvlan"]),
-    ([], ["set", "nope", "up"]),
-    ([], ["del", "nope"]),
-    ([], ["show", "nope"]),
-    ([["add", "link", "eth0", "name", "m0", "type", "macvtap"]], ["set", "m0", "type", "macvlan", "mode", "vepa"]),
-    ([["add", "link", "eth0", "name", "m0", "type", "macvlan"]], ["set", "m0", "type", "macvlan", "mode", "passthru"]),
-    ([], ["add", "link", "eth0", "name", "m0", "type", "macvlan", "macaddr", "add", "02:00:00:00:00:05"]),
-    ([], ["add", "link", "eth0", "name", "m0", "address", "01:00:00:00:00:01", "type", "macvlan"]),
-    ([], ["add", "link", "eth0", "name", "m0", "mtu", "9000", "type", "macvlan"]),
-])
+@pytest.mark.parametrize(
+    "setup,words",
+    [
+        (
+            [["add", "link", "eth0", "name", "m0", "type", "macvlan"]],
+            ["add", "link", "eth0", "name", "m0", "type", "macvlan"],
+        ),
+        ([], ["add", "link", "nope", "name", "m0", "type", "macvlan"]),
+        ([], ["set", "nope", "up"]),
+        ([], ["del", "nope"]),
+        ([], ["show", "nope"]),
+        ([["add", "link", "eth0", "name", "m0", "type", "macvtap"]], ["set", "m0", "type", "macvlan", "mode", "vepa"]),
+        (
+            [["add", "link", "eth0", "name", "m0", "type", "macvlan"]],
+            ["set", "m0", "type", "macvlan", "mode", "passthru"],
+        ),
+        ([], ["add", "link", "eth0", "name", "m0", "type", "macvlan", "macaddr", "add", "02:00:00:00:00:05"]),
+        ([], ["add", "link", "eth0", "name", "m0", "address", "01:00:00:00:00:01", "type", "macvlan"]),
+        ([], ["add", "link", "eth0", "name", "m0", "mtu", "9000", "type", "macvlan"]),
+    ],
+)
 def test_errors_are_the_ones_iproute2_prints(kcli, lab, setup, words):
     for s in setup:
         ip("-n", lab[0], "link", *s)

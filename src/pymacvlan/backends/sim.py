@@ -186,7 +186,10 @@ class Simulation:
                 if self.hairpin and bridge_reflects(frame):
                     pending.append(frame)
                 elif self.hairpin and tr is not None:
-                    tr.hop("the bridge does not reflect this frame (link-local 01:80:c2:00:00:0x, or an invalid source MAC)")
+                    tr.hop(
+                        "the bridge does not reflect this frame (link-local 01:80:c2:00:00:0x, or an invalid source "
+                        "MAC)"
+                    )
             elif isinstance(target, Lower):
                 obs.parent.append((pkttype, frame))
             else:

@@ -43,7 +43,10 @@ def _run(args, down: bool) -> int:
         print("\n".join(kernel_error_lines(e, "")[0]), file=sys.stderr)
         return 2
     except PermissionError as e:
-        print(f"pymacvlan {'down' if down else 'apply'}: the {g.backend} backend needs root (CAP_NET_ADMIN): {e}", file=sys.stderr)
+        print(
+            f"pymacvlan {'down' if down else 'apply'}: the {g.backend} backend needs root (CAP_NET_ADMIN): {e}",
+            file=sys.stderr,
+        )
         return 2
     if not steps:
         print(f"{setup.path}: nothing to change ({g.backend})")
@@ -61,8 +64,11 @@ def _run(args, down: bool) -> int:
             print(f"failed at: {s.text}", file=sys.stderr)
             print("\n".join(lines), file=sys.stderr)
             if i:
-                print(f"the {plural(i, 'change')} before it {'was' if i == 1 else 'were'} made; fix the file and apply again",
-                      file=sys.stderr)
+                print(
+                    f"the {plural(i, 'change')} before it {'was' if i == 1 else 'were'} made; fix the file and apply "
+                    f"again",
+                    file=sys.stderr,
+                )
             return 2
     print(f"{plural(len(steps), 'change')} made ({g.backend})")
     if g.backend == "sim":

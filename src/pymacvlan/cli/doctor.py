@@ -24,7 +24,11 @@ def _doctor(args) -> int:
         where = f" in namespace {args.netns}" if args.netns else ""
         print(f"pymacvlan doctor: ENODEV: no interface {args.parent!r}{where}; known: {known}", file=sys.stderr)
         return 2
-    checked = [args.parent] if args.parent else sorted({f.subject for f in findings if not f.subject.startswith(("namespace", "this "))})
+    checked = (
+        [args.parent]
+        if args.parent
+        else sorted({f.subject for f in findings if not f.subject.startswith(("namespace", "this "))})
+    )
     if args.json:
         json.dump({"netns": args.netns, "parent": args.parent, "findings": [f.as_dict() for f in findings],
                    "status": exit_status(findings)}, sys.stdout, indent=2)

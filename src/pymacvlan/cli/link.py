@@ -217,7 +217,9 @@ def parse_add(words: list[str]) -> AddCommand:
                 if not 0 <= ep["endpoint_mode"] <= 0o7777:
                     raise ValueError
             except ValueError:
-                raise UsageError(f'Error: argument of "endpoint-mode" must be octal permission bits like 0660, not "{v}"') from None
+                raise UsageError(
+                    f'Error: argument of "endpoint-mode" must be octal permission bits like 0660, not "{v}"'
+                ) from None
         else:
             return False
         return True
@@ -400,7 +402,9 @@ def split_globals(args, words: list[str]) -> tuple[Globals, list[str]]:
             val = val if eq else t.next_arg()
             if key == "--backend":
                 if val not in BACKENDS:
-                    raise UsageError(f"pymacvlan link: EINVAL: unknown backend {val!r} (--backend takes {', '.join(BACKENDS)})", 2)
+                    raise UsageError(
+                        f"pymacvlan link: EINVAL: unknown backend {val!r} (--backend takes {', '.join(BACKENDS)})", 2
+                    )
                 g.backend = val
             elif key == "--socket":
                 g.socket = val

@@ -84,7 +84,10 @@ def _replay_one(path: str, args, progress) -> int:
         for out in outputs:
             bad = check_expectations(sc, out)
             if bad:
-                print(f"{where}{out['backend']}: {plural(len(bad), 'step')} differ from the scenario's expectations:", file=sys.stderr)
+                print(
+                    f"{where}{out['backend']}: {plural(len(bad), 'step')} differ from the scenario's expectations:",
+                    file=sys.stderr,
+                )
                 print("\n".join(bad), file=sys.stderr)
                 status = 1
     return status

@@ -59,8 +59,11 @@ def format_stats(report: dict) -> str:
             lines.append(_child_row(c.get("ifname", cname) + (f" ({c['netns']})" if c.get("netns") else ""), c))
             ep = c.get("endpoint")
             if ep:
-                lines.append(f"    endpoint {ep.get('kind')}: {'connected' if ep.get('connected') else 'no client'}, "
-                             f"{ep.get('queued', 0)} queued" + "".join(f", {k} {v}" for k, v in sorted(ep.get("counters", {}).items()) if v))
+                lines.append(
+                    f"    endpoint {ep.get('kind')}: {'connected' if ep.get('connected') else 'no client'}, "
+                    f"{ep.get('queued', 0)} queued"
+                    + "".join(f", {k} {v}" for k, v in sorted(ep.get("counters", {}).items()) if v)
+                )
         if "engine_drops" in p:
             lines += _reasons("drops by reason (engine)", p["engine_drops"])
         if "datapath" in p:

@@ -66,7 +66,9 @@ def _print(ev: dict, args) -> None:
     as_json = args.json
     pcap = getattr(args, "pcap_writer", None)
     if pcap is not None:  # written (and flushed) before it is printed: whoever saw the line finds it in the file
-        pcap.add(bytes.fromhex(ev["frame"]), ev.get("time") or time.time(), format_event(ev), ev.get("parent") or "trace")
+        pcap.add(
+            bytes.fromhex(ev["frame"]), ev.get("time") or time.time(), format_event(ev), ev.get("parent") or "trace"
+        )
     print(json.dumps(ev) if as_json else format_event(ev) + "\n", flush=True)
     if as_json and ev.get("disagreement"):
         print(f"pymacvlan trace: DISAGREEMENT on a frame from {ev['from']} ({ev['src']} > {ev['dst']}): "
@@ -91,7 +93,9 @@ def build_frame(args, default_src: bytes) -> bytes:
         try:
             frame = bytes.fromhex(args.frame.replace(":", "").replace(" ", ""))
         except ValueError:
-            raise KernelError("EINVAL", "--frame is not hex", "give the frame's bytes in hex, from the destination MAC on") from None
+            raise KernelError(
+                "EINVAL", "--frame is not hex", "give the frame's bytes in hex, from the destination MAC on"
+            ) from None
         if len(frame) < 14:
             raise KernelError("EINVAL", f"a {len(frame)}-byte frame has no Ethernet header", "at least 14 bytes")
         return frame
@@ -294,7 +298,9 @@ def register(sub) -> None:
     flt.add_argument("--ethertype", help="frames of this ethertype (hex: 0x0806), also behind a VLAN tag")
     flt.add_argument("--child", help="frames a child sends or is offered")
     flt.add_argument("--count", type=int, default=0, help="stop after N frames (default: until Ctrl-C)")
-    flt.add_argument("--socket", help="the daemon's control socket (default $PYMACVLAN_SOCKET or /run/pymacvlan/control.sock)")
+    flt.add_argument(
+        "--socket", help="the daemon's control socket (default $PYMACVLAN_SOCKET or /run/pymacvlan/control.sock)"
+    )
     live = t.add_argument_group("the host's own macvlan (kernel)")
     live.add_argument("-n", "--netns", help="the parent's namespace (default: this one)")
     live.add_argument("--verify", action="store_true",

@@ -111,7 +111,9 @@ def load(conf: dict, cni_args: str = "", container_id: str = "", ifname: str = "
     n.master = _get(conf, "master", str, "a string (the parent interface's name)")
     mode = _get(conf, "mode", str, "a string")
     if mode not in ("",) + MODES:
-        raise config_error("mode", f"unknown macvlan mode: {mode!r}", "bridge (default), private, vepa, passthru or source")
+        raise config_error(
+            "mode", f"unknown macvlan mode: {mode!r}", "bridge (default), private, vepa, passthru or source"
+        )
     n.mode = mode or "bridge"
     n.mtu = _get(conf, "mtu", int, "an integer")  # the range needs the master: netns.master_mtu
     n.mac = _get(conf, "mac", str, "a string")
@@ -138,7 +140,9 @@ def load(conf: dict, cni_args: str = "", container_id: str = "", ifname: str = "
                  for m in n.macaddr]
     n.nodst = _get(conf, "nodst", bool, "true or false")
     if n.nodst and n.mode != "source":
-        raise config_error("nodst", "is only for mode source (MACVLAN_FLAG_NODST)", "drop nodst or say \"mode\": \"source\"")
+        raise config_error(
+            "nodst", "is only for mode source (MACVLAN_FLAG_NODST)", 'drop nodst or say "mode": "source"'
+        )
     n.nopromisc = _get(conf, "nopromisc", bool, "true or false")
     if n.nopromisc and n.mode != "passthru":
         raise config_error("nopromisc", "is only for mode passthru (MACVLAN_FLAG_NOPROMISC)",

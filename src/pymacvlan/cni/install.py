@@ -36,7 +36,9 @@ def install(directory: str, name: str = "pymacvlan-cni", force: bool = False) ->
         with open(path, "rb") as f:
             head = f.read(4096)
         if MARK.encode() not in head:
-            raise FileExistsError(errno.EEXIST, f"{path} exists and is not a pymacvlan-cni launcher; pass --force to replace it")
+            raise FileExistsError(
+                errno.EEXIST, f"{path} exists and is not a pymacvlan-cni launcher; pass --force to replace it"
+            )
     tmp = path + ".pmvtmp"
     with open(tmp, "w") as f:
         f.write(launcher_text())

@@ -272,7 +272,9 @@ def _settle(ipr, idx: int, ifname: str, timeout: float = 10.0) -> None:
         for a in ipr.get_addr(index=idx, family=10):
             fl = a.get_attr("IFA_FLAGS") or a["flags"]
             if fl & IFA_F_DADFAILED:
-                raise CNIError(ERR_INTERNAL, f"link {ifname} has address {a.get_attr('IFA_ADDRESS')} in DADFAILED state")
+                raise CNIError(
+                    ERR_INTERNAL, f"link {ifname} has address {a.get_attr('IFA_ADDRESS')} in DADFAILED state"
+                )
             pending |= bool(fl & IFA_F_TENTATIVE)
         if not pending or time.monotonic() > deadline:
             return

@@ -201,7 +201,9 @@ def cmd_check(a: Args) -> None:
         if have != n.mode:
             raise CNIError(ERR_INTERNAL, f"container macvlan mode {have} does not match expected value: {n.mode}")
         if mine.get("mac") and mine["mac"].lower() != (info["mac"] or "").lower():
-            raise CNIError(ERR_INTERNAL, f"interface {a.ifname} Mac {mine['mac']} doesn't match container Mac: {info['mac']}")
+            raise CNIError(
+                ERR_INTERNAL, f"interface {a.ifname} Mac {mine['mac']} doesn't match container Mac: {info['mac']}"
+            )
     have_addrs = {str(ipaddress.ip_interface(x)) for x in netns.addresses(a.ifname, a.netns) or []}
     for ip in r["ips"]:
         if str(ipaddress.ip_interface(ip["address"])) not in have_addrs:
@@ -209,8 +211,10 @@ def cmd_check(a: Args) -> None:
     have_routes = netns.routes(a.netns)
     for rt in r["routes"]:
         dst = str(ipaddress.ip_network(rt["dst"], strict=False))
-        if not any(str(ipaddress.ip_network(h["dst"], strict=False)) == dst and (not rt.get("gw") or h["gw"] == rt["gw"])
-                   for h in have_routes):
+        if not any(
+            str(ipaddress.ip_network(h["dst"], strict=False)) == dst and (not rt.get("gw") or h["gw"] == rt["gw"])
+            for h in have_routes
+        ):
             raise CNIError(ERR_INTERNAL, f"Expected Route {rt} not found in the container's routing table")
     return None
 

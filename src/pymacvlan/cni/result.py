@@ -30,7 +30,11 @@ def _ip_version(address: str) -> str:
 
 
 def _pick(d: dict, keys: tuple[str, ...]) -> dict:
-    return {k: d[k] for k in keys if d.get(k) not in (None, "", [], {}) or (k in ("table", "scope") and d.get(k) is not None)}
+    return {
+        k: d[k]
+        for k in keys
+        if d.get(k) not in (None, "", [], {}) or (k in ("table", "scope") and d.get(k) is not None)
+    }
 
 
 def dns(d: Any) -> dict:

@@ -84,4 +84,6 @@ def status(n: Any) -> None:
     try:
         _client(n).hello()
     except KernelError as e:
-        raise CNIError(ERR_PLUGIN_NOT_AVAILABLE, f"the pymacvlan daemon does not answer: {e.message}", e.advice) from None
+        raise CNIError(
+            ERR_PLUGIN_NOT_AVAILABLE, f"the pymacvlan daemon does not answer: {e.message}", e.advice
+        ) from None

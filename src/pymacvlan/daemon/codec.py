@@ -93,8 +93,13 @@ def encode(obj: LinkRequest | LinkChange) -> dict:
     return out
 
 
-_DECODERS: dict[str, Callable[[Any], Any]] = {"address": parse_mac, "macaddrs": lambda v: [parse_mac(m) for m in v], "mode": Mode,
-             "flags": MacvlanFlag, "macaddr_mode": MacaddrMode}
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "address": parse_mac,
+    "macaddrs": lambda v: [parse_mac(m) for m in v],
+    "mode": Mode,
+    "flags": MacvlanFlag,
+    "macaddr_mode": MacaddrMode,
+}
 
 T = TypeVar("T", LinkRequest, LinkChange)
 

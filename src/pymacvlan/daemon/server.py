@@ -11,9 +11,9 @@ its namespace, reads its state back from the device, counts those drops (``detac
 and turns the carrier on; macvtap endpoints come back on the same paths (kind, owner and mode
 kept): a ``dgram`` QEMU carries on by itself (it sends to the path), a ``stream`` QEMU needs its
 ``reconnect=N`` (QEMU 8.0+), a ``tapfd`` QEMU keeps its fd: the TAP is persistent and adopted
-back through its netdev while QEMU still holds its only queue. Every membership on every parent is released while stopped. ``pymacvlan daemon stop
---remove`` (op ``stop`` with ``remove``) deletes every child instead, as ``ip link del`` of each
-would; ``link del`` deletes one.
+back through its netdev while QEMU still holds its only queue. Every membership on every parent
+is released while stopped. ``pymacvlan daemon stop --remove`` (op ``stop`` with ``remove``)
+deletes every child instead, as ``ip link del`` of each would; ``link del`` deletes one.
 
 One :class:`~.datapath.Datapath` (its own thread) per parent, made when the first child of
 that parent is added and closed with its last child. Parents are looked up in the
@@ -525,8 +525,11 @@ class Daemon:
                 if op == "trace":
                     self.subscribe(conn, TraceFilter.from_request(req), req.get("id"))
                     return None  # subscribe() answered before the first event
-            return KernelError("EOPNOTSUPP", f"unknown op {op!r}",
-                               "expected hello, stop, link.add, link.set, link.del, link.show, stats or trace").as_result()
+            return KernelError(
+                "EOPNOTSUPP",
+                f"unknown op {op!r}",
+                "expected hello, stop, link.add, link.set, link.del, link.show, stats or trace",
+            ).as_result()
         except KernelError as e:
             return e.as_result()
         except OSError as e:
@@ -534,9 +537,11 @@ class Daemon:
         except Exception as e:  # a bug: say so to the client at once, keep serving
             self.counters["internal_error"] += 1
             log.exception("request %s (%s) failed", req.get("id", "?"), op)
-            return KernelError("EIO", f"internal error in the daemon handling request {req.get('id', '?')} "
-                               f"({op}): {type(e).__name__}: {e}",
-                               "a bug: the daemon's log has the traceback; please report it").as_result()
+            return KernelError(
+                "EIO",
+                f"internal error in the daemon handling request {req.get('id', '?')} ({op}): {type(e).__name__}: {e}",
+                "a bug: the daemon's log has the traceback; please report it",
+            ).as_result()
 
     # -- links ---------------------------------------------------------------------------------
     def _find(self, name: str, netns: str | None) -> LinkRecord:
@@ -921,8 +926,11 @@ def _owner(user: str | None, group: str | None) -> tuple[int, int]:
         try:
             return (db.getpwnam(v).pw_uid if db is pwd else db.getgrnam(v).gr_gid)
         except KeyError:
-            raise KernelError("EINVAL", f"no {what} named {v!r}",
-                              f"give endpoint-{'user' if db is pwd else 'group'} an existing name or a number") from None
+            raise KernelError(
+                "EINVAL",
+                f"no {what} named {v!r}",
+                f"give endpoint-{'user' if db is pwd else 'group'} an existing name or a number",
+            ) from None
 
     return look(user, pwd, "user"), look(group, grp, "group")
 

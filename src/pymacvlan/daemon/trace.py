@@ -39,7 +39,9 @@ class TraceFilter:
             return False
         if self.ethertype is not None:
             et = int.from_bytes(frame[12:14], "big")
-            if et != self.ethertype and not (et == ETH_P_8021Q and int.from_bytes(frame[16:18], "big") == self.ethertype):
+            if et != self.ethertype and not (
+                et == ETH_P_8021Q and int.from_bytes(frame[16:18], "big") == self.ethertype
+            ):
                 return False
         return True
 

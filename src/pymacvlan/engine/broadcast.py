@@ -24,12 +24,18 @@ class FloodPath(EngineState):
         if len(port.bc_queue) < port.bc_queue_len_used:
             port.bc_queue.append((frame, src))
             if tr is not None:
-                tr.hop("queued on the port's broadcast queue (deferred flood; the group is broadcast or shared by several children)")
+                tr.hop(
+                    "queued on the port's broadcast queue (deferred flood; the group is broadcast or shared by "
+                    "several children)"
+                )
         else:
             self.lower.rx_dropped += 1
             self.drops["bc_queue_full"] += 1
             if tr is not None:
-                tr.hop(f"dropped for the children: broadcast queue full ({port.bc_queue_len_used} = the largest bcqueuelen of any child); charged to the parent's rx_dropped")
+                tr.hop(
+                    f"dropped for the children: broadcast queue full ({port.bc_queue_len_used} = the largest "
+                    f"bcqueuelen of any child); charged to the parent's rx_dropped"
+                )
 
     @property
     def bc_pending(self) -> bool:
@@ -53,9 +59,20 @@ class FloodPath(EngineState):
         elif src.mode == VEPA:
             self._broadcast(frame, src, port, VEPA | BRIDGE, False, out, tr, f"reflected from vepa child {src.name}")
         elif src.mode == BRIDGE and self.bridge_mc_to_bridge:
-            self._broadcast(frame, None, port, VEPA | BRIDGE, False, out, tr, f"reflected from bridge child {src.name} (b52363f706e5 rule)")
+            self._broadcast(
+                frame,
+                None,
+                port,
+                VEPA | BRIDGE,
+                False,
+                out,
+                tr,
+                f"reflected from bridge child {src.name} (b52363f706e5 rule)",
+            )
         else:
-            self._broadcast(frame, src, port, VEPA, False, out, tr, f"reflected from {src.mode.name.lower()} child {src.name}")
+            self._broadcast(
+                frame, src, port, VEPA, False, out, tr, f"reflected from {src.mode.name.lower()} child {src.name}"
+            )
 
     def _broadcast(self, frame: bytes, excl: MacvlanDev | None, port: Port, mask: int, local: bool,
                    out: list[Delivery], tr: Trace | None, origin: str = "", gso: bool = False) -> None:
@@ -80,7 +97,12 @@ class FloodPath(EngineState):
                 tr.salted.add(vlan.name)
             if not (vlan.mc_filter >> ((((key ^ vlan.salt) * _K32) & 0xFFFFFFFF) >> 24)) & 1:
                 if tr is not None:
-                    tr.note(vlan.name, False, "not flooded: the group is not in this child's multicast filter (join it, or set allmulticast/promisc)")
+                    tr.note(
+                        vlan.name,
+                        False,
+                        "not flooded: the group is not in this child's multicast filter (join it, or set "
+                        "allmulticast/promisc)",
+                    )
                 continue
             st = vlan.stats
             if local:
@@ -89,7 +111,9 @@ class FloodPath(EngineState):
                     st.rx_errors += 1
                     st.core_rx_dropped += 1
                     if tr is not None:
-                        tr.note(vlan.name, False, f"dropped (rx_errors): {n} bytes exceed the child's MTU {vlan.mtu} + 18")
+                        tr.note(
+                            vlan.name, False, f"dropped (rx_errors): {n} bytes exceed the child's MTU {vlan.mtu} + 18"
+                        )
                     continue
                 pkttype = vlan.classify(dst)
                 # on transmit skb->len still includes the Ethernet header, and
@@ -102,7 +126,12 @@ class FloodPath(EngineState):
             st.multicast += 1
             if tr is not None:
                 how = "bridge-mode local flood on transmit" if local else f"flood {origin}"
-                tr.note(vlan.name, True, f"delivered ({pkttype.name}): {how}; {vlan.mode.name.lower()} is in the mode mask and the group passes its filter")
+                tr.note(
+                    vlan.name,
+                    True,
+                    f"delivered ({pkttype.name}): {how}; {vlan.mode.name.lower()} is in the mode mask and the group "
+                    f"passes its filter",
+                )
             self._deliver(vlan, pkttype, frame, out)
         if tr is not None:
             for v in port.vlans:
@@ -114,11 +143,25 @@ class FloodPath(EngineState):
         if vlan is excl:
             tr.note(vlan.name, False, "not flooded back to its own sender")
         elif local:
-            tr.note(vlan.name, False, f"not in the local flood: a bridge child's transmit floods only to other bridge children, not {vlan.mode.name.lower()}")
+            tr.note(
+                vlan.name,
+                False,
+                f"not in the local flood: a bridge child's transmit floods only to other bridge children, not "
+                f"{vlan.mode.name.lower()}",
+            )
         elif vlan.mode == SOURCE:
             tr.note(vlan.name, False, "not flooded: source-mode children get only frames from the MACs on their list")
         elif vlan.mode == PRIVATE:
-            tr.note(vlan.name, False, f"not flooded: private children get floods only from outside ({origin}); this is why ARP between children never reaches a private child")
+            tr.note(
+                vlan.name,
+                False,
+                f"not flooded: private children get floods only from outside ({origin}); this is why ARP between "
+                f"children never reaches a private child",
+            )
         else:
             names = "|".join(m.name.lower() for m in Mode if m & mask)
-            tr.note(vlan.name, False, f"not flooded: {vlan.mode.name.lower()} is not in the mask ({names}) for a frame {origin}")
+            tr.note(
+                vlan.name,
+                False,
+                f"not flooded: {vlan.mode.name.lower()} is not in the mask ({names}) for a frame {origin}",
+            )

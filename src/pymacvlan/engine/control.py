@@ -98,8 +98,11 @@ class ControlPlane(EngineState):
         port = self._port
         if mode is not None:
             if (mode == Mode.PASSTHRU) != (vlan.mode == Mode.PASSTHRU):
-                raise KernelError("EINVAL", f"cannot change {name} between {vlan.mode.name.lower()} and {Mode(mode).name.lower()}",
-                                  "passthru can be neither entered nor left; delete and re-create the child")
+                raise KernelError(
+                    "EINVAL",
+                    f"cannot change {name} between {vlan.mode.name.lower()} and {Mode(mode).name.lower()}",
+                    "passthru can be neither entered nor left; delete and re-create the child",
+                )
             if vlan.mode == Mode.SOURCE and mode != Mode.SOURCE:
                 port.source_flush(vlan)
         if flags is not None:
@@ -153,8 +156,11 @@ class ControlPlane(EngineState):
         else:
             if port.addr_busy(vlan.mac):
                 holder = self._mac_holder(vlan.mac)
-                raise KernelError("EADDRINUSE", f"{mac_str(vlan.mac)} is already in use by {holder}",
-                                  f"give {vlan.name} another address (link set {vlan.name} address ...) or bring {holder} down")
+                raise KernelError(
+                    "EADDRINUSE",
+                    f"{mac_str(vlan.mac)} is already in use by {holder}",
+                    f"give {vlan.name} another address (link set {vlan.name} address ...) or bring {holder} down",
+                )
             self._lower_uc_add(vlan.mac)
             if vlan.allmulti_user:
                 self._lower_allmulti(1)

@@ -47,7 +47,12 @@ class ReceivePath(EngineState):
             entries = port.source_hash.get(frame[6:12])
             if entries and self._forward_source(frame, dst, entries, out, tr):
                 if tr is not None:
-                    tr.note(PARENT, False, "consumed: a source-mode child with flag nodst lists the sender's MAC, so the frame goes no further")
+                    tr.note(
+                        PARENT,
+                        False,
+                        "consumed: a source-mode child with flag nodst lists the sender's MAC, so the frame goes no "
+                        "further",
+                    )
                 return out
         if port.passthru:
             vlan = port.vlans[0] if port.vlans else None
@@ -62,7 +67,12 @@ class ReceivePath(EngineState):
         if not vlan.up:
             self.drops["rx_target_down"] += 1
             if tr is not None:
-                tr.note(vlan.name, False, "dropped: passthru delivers every unicast to its only child, and that child is down (nothing counted by the kernel)")
+                tr.note(
+                    vlan.name,
+                    False,
+                    "dropped: passthru delivers every unicast to its only child, and that child is down (nothing "
+                    "counted by the kernel)",
+                )
                 tr.note(PARENT, False, "not passed up: the passthru port consumes all unicast")
             return out
         st = vlan.stats
@@ -101,7 +111,12 @@ class ReceivePath(EngineState):
             st.rx_packets += 1
             st.rx_bytes += n
             if tr is not None:
-                tr.note(vlan.name, True, f"source mode: its list holds the sender {frame[6:12].hex(':')}, so it gets a copy ({pkttype.name})")
+                tr.note(
+                    vlan.name,
+                    True,
+                    f"source mode: its list holds the sender {frame[6:12].hex(':')}, so it gets a copy "
+                    f"({pkttype.name})",
+                )
             self._deliver(vlan, pkttype, frame, out)
         return consume
 
@@ -128,11 +143,26 @@ class ReceivePath(EngineState):
             pkttype = BCAST if dst == BROADCAST else MCAST
             src.stats.rx_packets += 1  # counted with 0 bytes, no multicast count
             if tr is not None:
-                tr.note(src.name, True, f"forwarded back to the original port: the sender's MAC is this {src.mode.name.lower()} child's, and macvlan returns such a frame only to it")
-                tr.note(PARENT, False, f"consumed: the source is {src.mode.name.lower()} child {src.name}, whose reflected floods go only back to it")
+                tr.note(
+                    src.name,
+                    True,
+                    f"forwarded back to the original port: the sender's MAC is this {src.mode.name.lower()} child's, "
+                    f"and macvlan returns such a frame only to it",
+                )
+                tr.note(
+                    PARENT,
+                    False,
+                    f"consumed: the source is {src.mode.name.lower()} child {src.name}, whose reflected floods go "
+                    f"only back to it",
+                )
                 for v in port.vlans:
                     if v is not src:
-                        tr.note(v.name, False, f"not flooded: the source is {src.mode.name.lower()} child {src.name}; its floods return only to itself")
+                        tr.note(
+                            v.name,
+                            False,
+                            f"not flooded: the source is {src.mode.name.lower()} child {src.name}; its floods return "
+                            f"only to itself",
+                        )
             self._deliver(src, pkttype, frame, out)
             return out
         h = mc_hash(0, dst)
@@ -142,10 +172,16 @@ class ReceivePath(EngineState):
             self._multicast_rx(frame, src, port, out, tr)
         elif tr is not None:
             for v in port.vlans:
-                tr.note(v.name, False, "not flooded: no up child subscribes to this group (the port's multicast filter has no bit for it)")
+                tr.note(
+                    v.name,
+                    False,
+                    "not flooded: no up child subscribes to this group (the port's multicast filter has no bit for it)",
+                )
         pkttype = lower_pkttype(lower, dst, frame)
         if tr is not None:
-            tr.note(PARENT, True, f"passed up: the parent's own stack always gets multicast and broadcast ({pkttype.name})")
+            tr.note(
+                PARENT, True, f"passed up: the parent's own stack always gets multicast and broadcast ({pkttype.name})"
+            )
         out.append((lower, pkttype, frame))
         return out
 
@@ -153,21 +189,39 @@ class ReceivePath(EngineState):
     def _trace_unicast_miss(self, dst: bytes, vlan: MacvlanDev | None, tr: Trace) -> None:
         lower = self.lower
         if vlan is not None:
-            tr.note(vlan.name, False, "not delivered: source-mode children never get unicast for their own MAC through the lookup")
+            tr.note(
+                vlan.name,
+                False,
+                "not delivered: source-mode children never get unicast for their own MAC through the lookup",
+            )
         owner = "the parent's own MAC" if dst == lower.mac else "no up child's MAC"
         for v in self._port.vlans:
             if v is vlan:
                 continue
             if v.mac == dst and not v.up:
-                tr.note(v.name, False, f"not delivered: {dst.hex(':')} is this child's MAC but it is down (down children are not in the MAC table)")
+                tr.note(
+                    v.name,
+                    False,
+                    f"not delivered: {dst.hex(':')} is this child's MAC but it is down (down children are not in the "
+                    f"MAC table)",
+                )
             else:
-                tr.note(v.name, False, f"not delivered: unicast goes only to the up child owning the destination, and {dst.hex(':')} is {owner}")
+                tr.note(
+                    v.name,
+                    False,
+                    f"not delivered: unicast goes only to the up child owning the destination, and {dst.hex(':')} is "
+                    f"{owner}",
+                )
         tr.note(PARENT, True, f"passed up to the parent's stack: {dst.hex(':')} is {owner}")
 
     def _trace_unicast_hit(self, dst: bytes, vlan: MacvlanDev, tr: Trace) -> None:
         port = self._port
         if port.passthru:
-            tr.note(vlan.name, True, "delivered (HOST): a passthru port hands every unicast to its only child, whatever the destination")
+            tr.note(
+                vlan.name,
+                True,
+                "delivered (HOST): a passthru port hands every unicast to its only child, whatever the destination",
+            )
         else:
             tr.note(vlan.name, True, f"delivered (HOST): {dst.hex(':')} is this up child's MAC")
         for v in port.vlans:

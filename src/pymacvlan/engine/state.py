@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from ..model import PacketType
 from .defrag import Defragmenter
@@ -15,7 +15,7 @@ from .port import Port
 from .trace import Trace
 
 #: where a frame goes: a child, the parent's own stack (the Lower) or the wire (``WIRE``)
-Target = Union[MacvlanDev, Lower, str]
+Target = MacvlanDev | Lower | str
 #: one of the engine's decisions: (target, the pkt_type the receiver classifies it as, frame);
 #: the pkt_type is None for what leaves on the wire
 Delivery = tuple[Target, PacketType | None, bytes]

@@ -35,17 +35,25 @@ class TransmitPath(EngineState):
             dst = frame[:6]
             if dst[0] & 1:
                 if tr is not None:
-                    tr.hop(f"bridge child {vlan.name} transmits a multicast: local flood to the other bridge children, then the wire")
+                    tr.hop(
+                        f"bridge child {vlan.name} transmits a multicast: local flood to the other bridge children, "
+                        f"then the wire"
+                    )
                 self._broadcast(frame, vlan, port, BRIDGE, True, out, tr, f"from bridge child {vlan.name}", gso)
                 return self._xmit_world(frame, out, tr)
             dest = port.vlan_hash.get(dst)
             if dest is not None and dest.mode == BRIDGE:
                 if tr is not None:
-                    tr.hop(f"bridge child {vlan.name} → bridge child {dest.name}: delivered locally through the parent's receive path (never on the wire)")
+                    tr.hop(
+                        f"bridge child {vlan.name} → bridge child {dest.name}: delivered locally through the "
+                        f"parent's receive path (never on the wire)"
+                    )
                 self._forward_to_lower(frame, out, tr, gso)
                 return True
         if tr is not None:
-            tr.hop(f"{vlan.mode.name.lower()} child {vlan.name} transmits: to the wire (only bridge mode switches locally)")
+            tr.hop(
+                f"{vlan.mode.name.lower()} child {vlan.name} transmits: to the wire (only bridge mode switches locally)"
+            )
         return self._xmit_world(frame, out, tr)
 
     def _forward_to_lower(self, frame: bytes, out: list[Delivery], tr: Trace | None, gso: bool = False) -> None:
@@ -55,7 +63,11 @@ class TransmitPath(EngineState):
             lower.rx_dropped += 1
             self.drops["forward_to_lower_refused"] += 1
             if tr is not None:
-                why = "the parent is down" if not lower.up else f"{len(frame)} bytes exceed the parent's MTU {lower.mtu} + 18"
+                why = (
+                    "the parent is down"
+                    if not lower.up
+                    else f"{len(frame)} bytes exceed the parent's MTU {lower.mtu} + 18"
+                )
                 tr.hop(f"dropped at the parent ({why}); the sender still counts a success")
             return
         out.extend(self.receive(frame, tr))
@@ -73,10 +85,16 @@ class TransmitPath(EngineState):
         if not lower.carrier:
             self.drops["tx_no_carrier"] += 1
             if tr is not None:
-                tr.note(WIRE, False, "dropped: the parent has no carrier (its veth peer is down); the child counts tx_dropped")
+                tr.note(
+                    WIRE,
+                    False,
+                    "dropped: the parent has no carrier (its veth peer is down); the child counts tx_dropped",
+                )
             return False
         out.append((WIRE, None, frame))
         if tr is not None:
             tr.note(WIRE, True, "sent on the wire through the parent")
-            tr.note(PARENT, False, "the parent's own stack never sees what it transmits (only a hairpin brings it back)")
+            tr.note(
+                PARENT, False, "the parent's own stack never sees what it transmits (only a hairpin brings it back)"
+            )
         return True

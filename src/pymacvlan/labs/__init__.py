@@ -84,8 +84,11 @@ def describe_step(st: dict) -> str:
     """One line for a control step, in ip-link words."""
     do = st["do"]
     if do == "add":
-        return f"ip link add link parent name {st['name']} type {st.get('type', 'macvlan')} mode {st.get('mode') or 'vepa'}" + \
-               (f" address {st['mac']}" if st.get("mac") else "")
+        return (
+            f"ip link add link parent name {st['name']} type {st.get('type', 'macvlan')} mode "
+            f"{st.get('mode') or 'vepa'}"
+            + (f" address {st['mac']}" if st.get("mac") else "")
+        )
     if do == "set":
         rest = " ".join("up" if k == "up" and v else "down" if k == "up" else f"{k} {v}"
                         for k, v in st.items() if k not in ("do", "name", "expect"))

@@ -232,14 +232,22 @@ def stats_lines(st: dict, level: int, carrier_changes=None) -> list[str]:
     out.append("    " + nums(rx_row[:6] + ([rx_row[6]] if rx_row[6] else []), cols))
     if level > 1:
         h = ("length", "crc", "frame", "fifo", "overrun") + (("nohandler",) if rx_err[6] else ())
-        out.append("    RX errors:" + f"{'':>{cols[0] - 10}}" + "".join(f" {x:>{w}}" for x, w in zip(h, cols[1:], strict=False)))
+        out.append(
+            "    RX errors:"
+            + f"{'':>{cols[0] - 10}}"
+            + "".join(f" {x:>{w}}" for x, w in zip(h, cols[1:], strict=False))
+        )
         out.append(" " * (cols[0] + 5) + nums(rx_err[1:6] + ([rx_err[6]] if rx_err[6] else []), cols[1:]))
     hdr = ("bytes", "packets", "errors", "dropped", "carrier", "collsns", "compressed" if tx_row[6] else "")
     out.append("    TX: " + " ".join(f"{h:>{w}}" for h, w in zip(hdr, [cols[0] - 4] + cols[1:], strict=False)))
     out.append("    " + nums(tx_row[:6] + ([tx_row[6]] if tx_row[6] else []), cols))
     if level > 1:
         h = ("aborted", "fifo", "window", "heartbt") + (("transns",) if carrier_changes is not None else ())
-        out.append("    TX errors:" + f"{'':>{cols[0] - 10}}" + "".join(f" {x:>{w}}" for x, w in zip(h, cols[1:], strict=False)))
+        out.append(
+            "    TX errors:"
+            + f"{'':>{cols[0] - 10}}"
+            + "".join(f" {x:>{w}}" for x, w in zip(h, cols[1:], strict=False))
+        )
         vals = tx_err[2:6] + ([carrier_changes] if carrier_changes is not None else [])
         out.append(" " * (cols[0] + 5) + nums(vals, cols[1:]))
     return out

@@ -83,8 +83,11 @@ class Driver:
                 kw["mtu"] = req.mtu
             if req.netns is not None:
                 if not os.path.exists(os.path.join(NETNS_DIR, req.netns)):
-                    raise KernelError("ENOENT", f'Cannot open network namespace "{req.netns}": No such file or directory',
-                                      f"create it first (ip netns add {req.netns})")
+                    raise KernelError(
+                        "ENOENT",
+                        f'Cannot open network namespace "{req.netns}": No such file or directory',
+                        f"create it first (ip netns add {req.netns})",
+                    )
                 kw["net_ns_fd"] = req.netns
             kw.update(_macvlan_data(req.kind, req.mode, req.flags, req.macaddr_mode, req.macaddrs,
                                     req.bcqueuelen, req.bclim))
@@ -155,7 +158,9 @@ class Driver:
         lines: list[str] = []
         with self._ipr() as ipr:
             p_idx, c_idx = self._index(ipr, parent), self._index(ipr, name)
-            addrs = [(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=p_idx, family=socket.AF_INET)]
+            addrs = [
+                (a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=p_idx, family=socket.AF_INET)
+            ]
             try:
                 for addr, _plen in addrs:
                     ipr.addr("add", index=c_idx, address=addr, prefixlen=32)
@@ -220,7 +225,9 @@ class Driver:
             msg = ipr.get_links(index)[0]
             mac = ch.address or bytes.fromhex(msg.get_attr("IFLA_ADDRESS").replace(":", ""))
             holder = self._holder(ipr, mac, skip=index)
-            who = f"{mac_str(mac)} is already in use by {holder}" if holder else f"{mac_str(mac)} is in use on the parent"
+            who = (
+                f"{mac_str(mac)} is already in use by {holder}" if holder else f"{mac_str(mac)} is in use on the parent"
+            )
             return f"{who}; give {name} another address (link set {name} address ...) or bring the other down"
         if code == E.EOPNOTSUPP and ch.kind is not None:
             return f"{name} is a {self._kind(ipr, index)}, not a {ch.kind}; say `type {self._kind(ipr, index)}`"

@@ -115,7 +115,9 @@ def validate(data, where: str = "scenario") -> dict:
         raise ScenarioError(f"{where}: a scenario is a JSON object with parent, wire and steps")
     unknown = set(data) - TOP_KEYS
     if unknown:
-        raise ScenarioError(f"{where}: unknown key {json.dumps(sorted(unknown)[0])} (known: {', '.join(sorted(TOP_KEYS))})")
+        raise ScenarioError(
+            f"{where}: unknown key {json.dumps(sorted(unknown)[0])} (known: {', '.join(sorted(TOP_KEYS))})"
+        )
     out: dict = {k: data[k] for k in ("description", "note", "nondeterministic", "name") if k in data}
     parent = data.get("parent", {})
     if not isinstance(parent, dict):
@@ -155,7 +157,9 @@ def _step(s, i: int, where: str, known: set[str]) -> dict:
     w = f"{w} ({do})"
     unknown = set(s) - STEP_KEYS[do] - COMMON
     if unknown:
-        raise ScenarioError(f"{w}: unknown key {json.dumps(sorted(unknown)[0])} (known: {', '.join(sorted(STEP_KEYS[do])) or 'none'})")
+        raise ScenarioError(
+            f"{w}: unknown key {json.dumps(sorted(unknown)[0])} (known: {', '.join(sorted(STEP_KEYS[do])) or 'none'})"
+        )
     missing = REQUIRED.get(do, set()) - set(s)
     if missing:
         raise ScenarioError(f"{w}: missing key {json.dumps(sorted(missing)[0])}")

@@ -101,7 +101,9 @@ class GuestRun:
                     rc = None
                 raise AssertionError(f"QEMU exited (rc={rc}) waiting for {pattern!r}; console:\n" + self.console())
             if line == "" and time.monotonic() >= deadline:
-                raise AssertionError(f"no match in {timeout:.0f} s waiting for {pattern!r}; console:\n" + self.console())
+                raise AssertionError(
+                    f"no match in {timeout:.0f} s waiting for {pattern!r}; console:\n" + self.console()
+                )
             m = rx.search(line)
             if m:
                 return m

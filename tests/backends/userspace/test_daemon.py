@@ -218,7 +218,7 @@ class DaemonProc:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
-            raise AssertionError("the daemon ignored " + signal.Signals(sig).name)
+            raise AssertionError("the daemon ignored " + signal.Signals(sig).name) from None
         finally:
             self.proc = None
 

@@ -119,7 +119,13 @@ def test_a_stuck_rx_ring_head_is_resynced(lab: Lab) -> None:
         dp.call(desync)
         got = ping(W, "10.79.0.1", count=5, timeout=5.0)
         st = dp.stats()
-        assert got >= 4, (st["datapath"], dp.parent._rx_head, dp.parent._stuck_since, time.monotonic(), [dp.parent._mm[i * dp.parent.slot] for i in range(10)])
+        assert got >= 4, (
+            st["datapath"],
+            dp.parent._rx_head,
+            dp.parent._stuck_since,
+            time.monotonic(),
+            [dp.parent._mm[i * dp.parent.slot] for i in range(10)],
+        )
         assert st["parent"]["drops"].get("rx_ring_resync") == 1, st["parent"]["drops"]
     finally:
         dp.close()

@@ -73,7 +73,12 @@ def _check_scapy_checksums(seg: bytes) -> Ether:
 @pytest.mark.parametrize("mss", [1448, 1000, 536])
 def test_tcp_segmentation(v6: bool, mss: int) -> None:
     l3 = IPv6(src="fd00::a", dst="fd00::b") if v6 else IP(src="10.0.0.1", dst="10.0.0.2", id=0xFFF0, flags="DF")
-    pkt = ETH / l3 / TCP(sport=1234, dport=80, seq=0xFFFFF000, flags="PAF", options=[("NOP", None)] * 4 + [("Timestamp", (1, 2))]) / Raw(PAYLOAD)
+    pkt = (
+        ETH
+        / l3
+        / TCP(sport=1234, dport=80, seq=0xFFFFF000, flags="PAF", options=[("NOP", None)] * 4 + [("Timestamp", (1, 2))])
+        / Raw(PAYLOAD)
+    )
     frame = bytes(pkt)
     l4off = 14 + (40 if v6 else 20)
     thl = (frame[l4off + 12] >> 4) * 4

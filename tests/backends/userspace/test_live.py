@@ -238,7 +238,11 @@ def test_duplicate_mac_is_refused_like_eaddrinuse(world: World) -> None:
     dp.add_macvlan("b", "bridge", netns=b, ifname="eth0", mac=MAC_A)
     sh("ip", "-n", b, "link", "set", "eth0", "up")
     assert _wait_for(lambda: dp.stats()["datapath"].get("child_up_refused", 0) == 1)
-    assert _wait_for(lambda: "UP" not in sh("ip", "-n", b, "-o", "link", "show", "eth0").stdout.split("<")[1].split(">")[0].split(","))
+    assert _wait_for(
+        lambda: (
+            "UP" not in sh("ip", "-n", b, "-o", "link", "show", "eth0").stdout.split("<")[1].split(">")[0].split(",")
+        )
+    )
 
 
 def test_child_namespace_deleted_is_counted_and_released(world: World) -> None:
@@ -266,7 +270,9 @@ def test_vlan_parent_in_userspace(world: World) -> None:
         s.bind((world.wire, 0))
         s.setsockopt(263, 8, 1)  # PACKET_AUXDATA
         station = "02:00:00:00:00:99"
-        req = bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=station) / ARP(op=1, hwsrc=station, psrc="10.77.0.99", pdst="10.77.0.1"))
+        req = bytes(
+            Ether(dst="ff:ff:ff:ff:ff:ff", src=station) / ARP(op=1, hwsrc=station, psrc="10.77.0.99", pdst="10.77.0.1")
+        )
         s.send(req)  # untagged: not for the VLAN parent
         s.send(req[:12] + struct.pack("!HH", 0x8100, 11) + req[12:])
         s.settimeout(0.5)
@@ -307,7 +313,12 @@ def test_qemu_stream_client_exchanges_frames_with_a_child(world: World, tmp_path
         reply = next((f for f in _frames(c, 3.0) if Ether(f).haslayer(ARP) and Ether(f)[ARP].op == 2), None)
         assert reply is not None and Ether(reply).dst == MAC_T.hex(":")
         assert Ether(reply)[ARP].hwsrc == MAC_A.hex(":")
-        echo = bytes(Ether(dst=MAC_A.hex(":"), src=MAC_T.hex(":")) / IP(src="10.77.0.50", dst="10.77.0.1") / ICMP(id=7, seq=1) / (b"q" * 100))
+        echo = bytes(
+            Ether(dst=MAC_A.hex(":"), src=MAC_T.hex(":"))
+            / IP(src="10.77.0.50", dst="10.77.0.1")
+            / ICMP(id=7, seq=1)
+            / (b"q" * 100)
+        )
         c.sendall(struct.pack("!I", len(echo)) + echo)
         got = next((f for f in _frames(c, 3.0) if Ether(f).haslayer(ICMP) and Ether(f)[ICMP].type == 0), None)
         assert got is not None and Ether(got)[ICMP].id == 7
@@ -421,7 +432,10 @@ def test_shield_keeps_the_parent_stack_from_what_passthru_consumes(world: World,
     assert ping(world.W, "10.77.0.1") == 3  # the child, reached on the parent's MAC
     assert ping(world.W, "10.77.0.5", count=2, timeout=1.0) == (0 if shield else 2)
     if shield:
-        assert dp.stats()["shield"] == {"*": ["unicast_to"], dp.engine.lower.mac.hex(":"): ["unicast_to", "multicast_from"]}
+        assert dp.stats()["shield"] == {
+            "*": ["unicast_to"],
+            dp.engine.lower.mac.hex(":"): ["unicast_to", "multicast_from"],
+        }
     dp.close()
     out = sh("tc", "-n", world.P, "filter", "show", "dev", world.parent, "ingress", check=False).stdout
     assert "pmv_shield" not in out

@@ -214,7 +214,10 @@ def test_parent_deleted_and_recreated(world: World) -> None:
     assert ping(a, "10.77.0.2", count=1) == 1  # the path the negative check below uses works
     sh("ip", "-n", world.P, "link", "del", world.parent)  # takes the station's end with it
     assert _wait_for(lambda: dp.stats()["datapath"].get("parent_deleted") == 1)
-    assert dp.stats()["parent"] is None and "LOWER_UP" not in sh("ip", "-n", a, "-o", "link", "show", "eth0").stdout.split(">")[0]
+    assert (
+        dp.stats()["parent"] is None
+        and "LOWER_UP" not in sh("ip", "-n", a, "-o", "link", "show", "eth0").stdout.split(">")[0]
+    )
     # no parent, no carrier: the children are cut off (the kernel would have deleted them)
     assert ping(a, "10.77.0.2", count=1, timeout=0.5) == 0
     world.lab.veth(world.parent, world.P, world.wire, world.W)

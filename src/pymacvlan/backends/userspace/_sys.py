@@ -25,7 +25,7 @@ IFNAMSIZ = 16
 
 # -- AF_PACKET (linux/if_packet.h) ------------------------------------------------------------
 ETH_P_ALL = 0x0003
-from ...model.constants import ETH_P_8021Q  # noqa: F401 (re-exported for parent.py)
+from ...model.constants import ETH_P_8021Q  # noqa: E402, F401 (re-exported for parent.py)
 
 ETH_P_8021AD = 0x88A8
 SOL_PACKET = 263

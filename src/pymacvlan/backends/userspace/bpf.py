@@ -77,7 +77,10 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
     k = ctypes.create_string_buffer(key, len(key))
     v = ctypes.create_string_buffer(value_size)
     try:
-        bpf(BPF_MAP_LOOKUP_ELEM, struct.pack("IIQQQ", fd, 0, ctypes.addressof(k), ctypes.addressof(v), 0).ljust(32, b"\0"))
+        bpf(
+            BPF_MAP_LOOKUP_ELEM,
+            struct.pack("IIQQQ", fd, 0, ctypes.addressof(k), ctypes.addressof(v), 0).ljust(32, b"\0"),
+        )
     except FileNotFoundError:
         return None
     return v.raw
@@ -178,9 +181,15 @@ class Asm:
     def addi(self, dst: int, imm: int) -> Asm: return self._emit(insn(0x07, dst, 0, 0, imm))
     def add(self, dst: int, src: int) -> Asm: return self._emit(insn(0x0F, dst, src))
     # memory: ldx dst = *(size *)(src + off); stx *(size *)(dst + off) = src; st *(size *)(dst + off) = imm
-    def ldx(self, size: int, dst: int, src: int, off: int) -> Asm: return self._emit(insn(0x61 | _SIZE[size], dst, src, off))
-    def stx(self, size: int, dst: int, off: int, src: int) -> Asm: return self._emit(insn(0x63 | _SIZE[size], dst, src, off))
-    def st(self, size: int, dst: int, off: int, imm: int) -> Asm: return self._emit(insn(0x62 | _SIZE[size], dst, 0, off, imm))
+    def ldx(self, size: int, dst: int, src: int, off: int) -> Asm:
+        return self._emit(insn(0x61 | _SIZE[size], dst, src, off))
+
+    def stx(self, size: int, dst: int, off: int, src: int) -> Asm:
+        return self._emit(insn(0x63 | _SIZE[size], dst, src, off))
+
+    def st(self, size: int, dst: int, off: int, imm: int) -> Asm:
+        return self._emit(insn(0x62 | _SIZE[size], dst, 0, off, imm))
+
     def ld_map(self, dst: int, map_fd: int) -> Asm: return self._emit(insn(0x18, dst, 1, 0, map_fd) + insn(0))
     def call(self, helper: int) -> Asm: return self._emit(insn(0x85, 0, 0, 0, helper))
     def exit(self) -> Asm: return self._emit(insn(0x95))

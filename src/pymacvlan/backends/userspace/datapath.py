@@ -221,7 +221,9 @@ class Datapath:
                 self.shield = Shield(self.parent.base, pcfg.netns)
             if cfg.fastpath:
                 if cfg.children != "veth":
-                    raise ValueError("the fast path forwards into veth children: use children='veth' with fastpath=True")
+                    raise ValueError(
+                        "the fast path forwards into veth children: use children='veth' with fastpath=True"
+                    )
                 self._start_fastpath()
         except BaseException:
             self._close_all()

@@ -490,7 +490,9 @@ class TapFdEndpoint(Endpoint):
             self.port = Parent(ParentConfig(self.tap.name, netns, rx="v2", tx="send", rx_frames=512,
                                             rcvbuf=8 << 20, sndbuf=8 << 20))
             _unix_path_ready(handover_path)
-            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+            self.listener = socket.socket(
+                socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+            )
             self.listener.bind(handover_path)
             self.listener.listen(4)
         except BaseException:

@@ -135,14 +135,24 @@ def _program(map_fd: int) -> bytes:
     #   ALL: b_all; jne r0,0 -> DROP
     # PASS; DROP
     seq: list[tuple[str, object]] = []
-    def emit(x: bytes) -> None: seq.append(("i", x))
-    def jump(kind: str, reg: int, imm: int, label: str) -> None: seq.append(("j", (kind, reg, imm, label)))
-    def label(name: str) -> None: seq.append(("l", name))
-    for x in head: emit(x)
+
+    def emit(x: bytes) -> None:
+        seq.append(("i", x))
+
+    def jump(kind: str, reg: int, imm: int, label: str) -> None:
+        seq.append(("j", (kind, reg, imm, label)))
+
+    def label(name: str) -> None:
+        seq.append(("l", name))
+
+    for x in head:
+        emit(x)
     jump("jne", R0, 0, "PASS")
-    for x in b_src: emit(x)
+    for x in b_src:
+        emit(x)
     jump("jne", R0, 0, "PASS")
-    for x in b_src_lookup: emit(x)
+    for x in b_src_lookup:
+        emit(x)
     jump("jeq", R0, 0, "DST")
     emit(ldx_w(R7, R0, 0))
     jump("jset", R7, CONSUME_ALL_FROM, "DROP")
@@ -154,19 +164,23 @@ def _program(map_fd: int) -> bytes:
     label("DST")
     emit(ldx_b(R7, R10, -8))
     jump("jset", R7, 1, "PASS")
-    for x in b_dst: emit(x)
+    for x in b_dst:
+        emit(x)
     # a destination entry may only say "multicast from it" or "everything from it" (a
     # source child's MAC, a nodst-listed sender): consume unicast to it only with bit 1
     jump("jeq", R0, 0, "ALL")
     emit(ldx_w(R7, R0, 0))
     jump("jset", R7, CONSUME_UNICAST_TO, "DROP")
     label("ALL")
-    for x in b_all: emit(x)
+    for x in b_all:
+        emit(x)
     jump("jne", R0, 0, "DROP")
     label("PASS")
-    for x in pass_: emit(x)
+    for x in pass_:
+        emit(x)
     label("DROP")
-    for x in drop: emit(x)
+    for x in drop:
+        emit(x)
     # resolve
     pos: dict[str, int] = {}
     at = 0
@@ -219,7 +233,9 @@ class Shield:
     def __init__(self, ifname: str, netns: str | None = None, max_entries: int = 4096) -> None:
         self.ifname = ifname
         self.netns = netns
-        self.map_fd = _bpf(BPF_MAP_CREATE, struct.pack("IIIII", BPF_MAP_TYPE_HASH, 8, 4, max_entries, 0).ljust(72, b"\0"))
+        self.map_fd = _bpf(
+            BPF_MAP_CREATE, struct.pack("IIIII", BPF_MAP_TYPE_HASH, 8, 4, max_entries, 0).ljust(72, b"\0")
+        )
         self.prog_fd = -1
         self._rules: dict[bytes, int] = {}
         self._created_clsact = False
