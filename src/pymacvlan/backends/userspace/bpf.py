@@ -13,7 +13,7 @@ import struct
 from typing import Any
 
 __all__ = ["Asm", "bpf", "map_create", "map_update", "map_delete", "map_lookup", "prog_load", "prog_test_run",
-           "tc_attach", "tc_detach"]
+           "tc_attach", "tc_detach", "clsact_release"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 SYS_BPF = 321  # x86_64
@@ -118,32 +118,54 @@ def prog_test_run(prog_fd: int, data: bytes, ctx: bytes = b"", repeat: int = 1) 
 # -- tc attachment (pyroute2) -------------------------------------------------------------------------
 def tc_attach(ipr, ifindex: int, prog_fd: int, name: str, prio: int) -> bool:
     """Our direct-action filter on the clsact ingress hook (replacing one of ours a crashed run
-    left); returns whether we created the clsact qdisc."""
-    tc_detach(ipr, ifindex, name)
+    left: same name *and* priority, nothing else); returns whether we created the clsact qdisc.
+
+    The caller has proven the device's identity through ``ipr`` (see :mod:`pymacvlan.identity`)."""
+    tc_detach(ipr, ifindex, name, prio)
     try:
         ipr.tc("add", "clsact", ifindex)
         created = True
-    except Exception:  # it exists already (someone else's filters live there)
+    except Exception:  # it exists already (someone else's filters may live there): never ours to remove
         created = False
     ipr.tc("add-filter", "bpf", ifindex, ":1", fd=prog_fd, name=name, parent="ffff:fff2",
            classid=1, direct_action=True, prio=prio)
     return created
 
 
-def tc_detach(ipr, ifindex: int, name: str) -> None:
-    """Remove our filter (by name) from the ingress hook, nothing else."""
+def _filter_name(f) -> str | None:
+    opts = f.get_attr("TCA_OPTIONS")
+    return opts.get_attr("TCA_BPF_NAME") if opts is not None and f.get_attr("TCA_KIND") == "bpf" else None
+
+
+def tc_detach(ipr, ifindex: int, name: str, prio: int | None = None) -> None:
+    """Remove our filter from the ingress hook: a bpf filter whose name is exactly ``name`` (and
+    at ``prio`` when given). Nothing else: another tool's filter, even one whose name contains
+    ours, stays."""
     try:
         filters = ipr.get_filters(ifindex, parent="ffff:fff2")
     except Exception:
         return
     for f in filters:
-        opts = f.get_attr("TCA_OPTIONS")
-        fname = opts.get_attr("TCA_BPF_NAME") if opts is not None else None
-        if fname and name in fname:
+        fprio = f["info"] >> 16
+        if _filter_name(f) == name and (prio is None or fprio == prio):
             try:
-                ipr.tc("del-filter", "bpf", ifindex, ":1", parent="ffff:fff2", prio=f["info"] >> 16)
+                ipr.tc("del-filter", "bpf", ifindex, ":1", parent="ffff:fff2", prio=fprio)
             except Exception:
                 pass
+
+
+def clsact_release(ipr, ifindex: int) -> bool:
+    """Delete the clsact qdisc on ``ifindex`` only if no filter at all is left on either of its
+    hooks (ingress ffff:fff2, egress ffff:fff3); the caller deletes it only if it created it.
+    Returns whether it was deleted."""
+    try:
+        for hook in ("ffff:fff2", "ffff:fff3"):
+            if any(f.get_attr("TCA_KIND") for f in ipr.get_filters(ifindex, parent=hook)):
+                return False
+        ipr.tc("del", "clsact", ifindex)
+        return True
+    except Exception:
+        return False
 
 
 # -- the assembler ---------------------------------------------------------------------------------------

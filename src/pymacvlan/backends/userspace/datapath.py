@@ -218,7 +218,7 @@ class Datapath:
                     raise ValueError("the shield matches MACs on the base device and is not VLAN-aware yet; "
                                      "use it only with untagged parents")
                 from .shield import Shield
-                self.shield = Shield(self.parent.base, pcfg.netns)
+                self.shield = Shield(self.parent.base, pcfg.netns, ifindex=self.parent.ifindex)
             if cfg.fastpath:
                 if cfg.children != "veth":
                     raise ValueError(
@@ -880,6 +880,7 @@ class Datapath:
             try:
                 ctl.set_mac(self.parent.base, lower.mac)
                 self.parent.mac = lower.mac
+                self._parent_mac_changed(lower.mac)
             except OSError:
                 self.counters["parent_mac_error"] += 1
             finally:
@@ -1132,9 +1133,20 @@ class Datapath:
             self.parent.mtu, self.parent.frame_max = ev.mtu, frame_max(ev.mtu)
         if ev.mac and len(ev.mac) == 6 and ev.mac != engine.lower.mac:
             engine.set_parent_mac(ev.mac)
+        if ev.mac and len(ev.mac) == 6:
+            self._parent_mac_changed(ev.mac)  # seen by our monitor, bound in the parent's namespace
         self._carrier_to_children()
         self._apply_to_devices()  # NETDEV_CHANGEMTU clamps children; passthru follows the MAC
         self._sync_parent()
+
+    def _parent_mac_changed(self, mac: bytes) -> None:
+        """The parent's identity (see pymacvlan.identity) follows a MAC we gave it or saw it take."""
+        if self.parent is None:
+            return
+        if self.shield is not None:
+            self.shield.note_mac(mac)
+        if self.fastpath is not None:
+            self.fastpath.note_mac(self.parent.ifindex, mac)
 
     def _carrier_to_children(self) -> None:
         carrier = self.engine.lower.carrier

@@ -41,10 +41,13 @@ Maps (all keys and values little-endian):
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import struct
 from dataclasses import dataclass
+
+from ... import identity
 
 from ...model import Mode, frame_max
 from .bpf import (
@@ -75,12 +78,15 @@ from .bpf import (
     map_delete,
     map_lookup,
     map_update,
+    clsact_release,
     prog_load,
     tc_attach,
     tc_detach,
 )
 
 __all__ = ["FastPath", "fastpath_rules", "Rules"]
+
+log = logging.getLogger(__name__)
 
 FILTER_NAME = "pmv_fastpath"
 #: the fast path's tc filter runs before the shield's (prio 2)
@@ -292,8 +298,14 @@ class FastPath:
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
+        #: the namespace we were given, by inode: every socket we use must be in it
+        self.netns_ino = identity.netns_ino(netns)
         self.fds: list[int] = []
         self._attached: dict[int, bool] = {}  # ifindex → we created its clsact
+        #: ifindex → the device as proven at attach (detach touches it only if it still is)
+        self._ident: dict[int, identity.DeviceIdentity] = {}
+        #: detaches refused because the device was no longer the one we attached to
+        self.identity_refusals = 0
         self.ports_fd = self._keep(map_create(BPF_MAP_TYPE_HASH, 4, _PORT.size, MAX_SLOTS + 1, b"pmv_ports"))
         self.macs_fd = self._keep(map_create(BPF_MAP_TYPE_HASH, 8, _MAC.size, 4 * MAX_SLOTS, b"pmv_macs"))
         self.stats_fd = self._keep(map_create(BPF_MAP_TYPE_PERCPU_ARRAY, 4, _STATS.size, MAX_SLOTS, b"pmv_stats"))
@@ -319,51 +331,69 @@ class FastPath:
 
     # -- attachment ------------------------------------------------------------------------------------
     def _ipr(self):
-        from pyroute2 import IPRoute
-
-        from ._sys import in_netns
-        with in_netns(self.netns):
-            return IPRoute()
+        """An rtnetlink socket in the namespace we were given (proven by inode), for this thread only."""
+        return identity.open_ipr(self.netns, self.netns_ino)
 
     def attach(self, ifindex: int, ifname: str, sock: socket.socket) -> None:
         """The tc program on ``ifindex``'s ingress, the socket filter on the slow path's socket there.
 
-        The rtnetlink socket is made inside the parent's namespace and used at once on this
-        thread; before anything is attached, the ifindex must name ``ifname`` there (an ifindex
-        means nothing in another namespace: never attach to a stranger's device)."""
+        The rtnetlink socket is made inside the parent's namespace (its inode checked) and used at
+        once on this thread; before anything is attached, the device at ``ifindex`` there must be
+        ``ifname`` and the slow path's socket must live in that same namespace (an ifindex means
+        nothing in another namespace, a name nothing at all: never attach to a stranger's device).
+        The device's identity (namespace, ifindex, kind, MAC) is kept for :meth:`detach`."""
         ipr = self._ipr()
         try:
-            links = ipr.get_links(ifindex)
-            found = links[0].get_attr("IFLA_IFNAME") if links else None
-            if found != ifname:
-                raise OSError(errno.ENODEV, f"ifindex {ifindex} is {found!r}, not {ifname!r}, in the namespace "
-                              "the fast path was given: not attaching")
+            ident = identity.read(ipr, ifindex=ifindex)
+            if ident.name != ifname:
+                raise identity.IdentityError(
+                    errno.ENODEV, f"ifindex {ifindex} is {ident.name!r}, not {ifname!r}, in the namespace "
+                    "the fast path was given: not attaching")
+            if identity.socket_netns(sock) != ident.netns:
+                raise identity.IdentityError(errno.ESTALE, f"the slow path's socket on {ifname!r} is in another "
+                                             "namespace than the device: not attaching")
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, self.sf_fd)
+            self._ident[ifindex] = ident
             self._attached[ifindex] = tc_attach(ipr, ifindex, self.tc_fd, FILTER_NAME, TC_PRIO)
         finally:
             ipr.close()
 
+    def note_mac(self, ifindex: int, mac: bytes) -> None:
+        """The device we attached to has a new MAC, seen through a socket in its namespace (ours,
+        or the datapath's link monitor): its identity follows."""
+        ident = self._ident.get(ifindex)
+        if ident is not None:
+            self._ident[ifindex] = identity.DeviceIdentity(ident.netns, ident.ifindex, ident.kind,
+                                                           mac.hex(":"), ident.name)
+
     def forget(self, ifindex: int) -> None:
         """A device that goes away with our filter on it (a veth child being deleted)."""
         self._attached.pop(ifindex, None)
+        self._ident.pop(ifindex, None)
 
     def detach(self, ifindex: int) -> None:
-        """Our filter off ``ifindex`` (and the clsact qdisc if we made it and nothing else is on it)."""
+        """Our filter off ``ifindex`` (and the clsact qdisc if we made it and no filter at all is
+        left on it), after proving the device is still the one we attached to."""
         created = self._attached.pop(ifindex, None)
-        if created is None:
+        ident = self._ident.pop(ifindex, None)
+        if created is None or ident is None:
             return
         try:
             ipr = self._ipr()
-        except OSError:
+        except OSError as e:
+            log.warning("fast path: not detaching from ifindex %d: %s", ifindex, e)
             return
         try:
-            tc_detach(ipr, ifindex, FILTER_NAME)
+            try:
+                identity.check(ipr, ident, "detach the fast path from")
+            except identity.IdentityError as e:
+                if e.errno != errno.ENODEV:  # gone: nothing to detach; otherwise say so
+                    self.identity_refusals += 1
+                    log.warning("%s", e)
+                return
+            tc_detach(ipr, ifindex, FILTER_NAME, TC_PRIO)
             if created:
-                try:
-                    if not ipr.get_filters(ifindex, parent="ffff:fff2"):
-                        ipr.tc("del", "clsact", ifindex)
-                except Exception:
-                    pass
+                clsact_release(ipr, ifindex)
         finally:
             ipr.close()
 

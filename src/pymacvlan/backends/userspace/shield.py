@@ -42,11 +42,13 @@ bpf_skb_load_bytes and bpf_map_lookup_elem only.
 from __future__ import annotations
 
 import ctypes
+import errno
+import logging
 import os
 import struct
 
+from ... import identity
 from ...model import MacvlanFlag
-from ._sys import in_netns
 from .bpf import (
     BPF_MAP_CREATE,
     BPF_MAP_DELETE_ELEM,
@@ -65,6 +67,7 @@ from .bpf import (
     R10,
     TC_ACT_SHOT,
     TC_ACT_UNSPEC,
+    clsact_release,
     prog_load,
     tc_attach,
     tc_detach,
@@ -73,6 +76,8 @@ from .bpf import bpf as _bpf
 from .bpf import insn as _i
 
 __all__ = ["Shield", "shield_rules"]
+
+log = logging.getLogger(__name__)
 
 FILTER_NAME = "pmv_shield"
 #: after the fast path's filter (prio 1), which hands on what it does not forward
@@ -230,9 +235,16 @@ def shield_rules(engine) -> dict[bytes, int]:
 class Shield:
     """The eBPF filter on one parent's tc ingress, and its MAC map."""
 
-    def __init__(self, ifname: str, netns: str | None = None, max_entries: int = 4096) -> None:
+    def __init__(self, ifname: str, netns: str | None = None, max_entries: int = 4096,
+                 ifindex: int | None = None) -> None:
+        """On ``ifname`` in ``netns``; with ``ifindex`` (the parent the datapath opened), the device
+        at that ifindex must be ``ifname`` there, else nothing is attached."""
         self.ifname = ifname
         self.netns = netns
+        #: the namespace we were given, by inode: every rtnetlink socket we use must be in it
+        self.netns_ino = identity.netns_ino(netns)
+        self.ident: identity.DeviceIdentity | None = None
+        self.ifindex: int | None = ifindex
         self.map_fd = _bpf(
             BPF_MAP_CREATE, struct.pack("IIIII", BPF_MAP_TYPE_HASH, 8, 4, max_entries, 0).ljust(72, b"\0")
         )
@@ -250,18 +262,30 @@ class Shield:
         return prog_load(BPF_PROG_TYPE_SCHED_CLS, _program(self.map_fd), b"pmv_shield")
 
     def _ipr(self):
-        from pyroute2 import IPRoute
-        with in_netns(self.netns):
-            return IPRoute()
+        """An rtnetlink socket in the namespace we were given (proven by inode), for this thread only."""
+        return identity.open_ipr(self.netns, self.netns_ino)
 
     def _attach(self) -> None:
         ipr = self._ipr()
         try:
-            idx = ipr.link_lookup(ifname=self.ifname)[0]
-            self.ifindex = idx
-            self._created_clsact = tc_attach(ipr, idx, self.prog_fd, FILTER_NAME, TC_PRIO)
+            if self.ifindex is not None:
+                ident = identity.read(ipr, ifindex=self.ifindex)
+                if ident.name != self.ifname:
+                    raise identity.IdentityError(errno.ENODEV, f"ifindex {self.ifindex} is {ident.name!r}, not "
+                                                 f"{self.ifname!r}: not attaching the shield")
+            else:
+                ident = identity.read(ipr, ifname=self.ifname)
+            self.ident = ident
+            self.ifindex = ident.ifindex
+            self._created_clsact = tc_attach(ipr, ident.ifindex, self.prog_fd, FILTER_NAME, TC_PRIO)
         finally:
             ipr.close()
+
+    def note_mac(self, mac: bytes) -> None:
+        """The parent has a new MAC, seen through a socket in its namespace: its identity follows."""
+        if self.ident is not None:
+            i = self.ident
+            self.ident = identity.DeviceIdentity(i.netns, i.ifindex, i.kind, mac.hex(":"), i.name)
 
     def sync(self, engine) -> None:
         want = shield_rules(engine)
@@ -297,21 +321,24 @@ class Shield:
         self.prog_fd = self.map_fd = -1
 
     def close(self) -> None:
-        try:
-            ipr = self._ipr()
-        except OSError:
-            ipr = None
-        if ipr is not None:
+        """Our filter off the parent (and the clsact qdisc if we made it and no filter at all is
+        left on it), after proving the parent is still the device we attached to."""
+        ident, self.ident = self.ident, None
+        if ident is not None:
             try:
-                idx = ipr.link_lookup(ifname=self.ifname)
-                if idx:
-                    tc_detach(ipr, idx[0], FILTER_NAME)
-                    if self._created_clsact:
-                        try:  # the fast path's filter may still be there: it removes its own
-                            if not ipr.get_filters(idx[0], parent="ffff:fff2"):
-                                ipr.tc("del", "clsact", idx[0])
-                        except Exception:
-                            pass
-            finally:
-                ipr.close()
+                ipr = self._ipr()
+            except OSError as e:
+                log.warning("shield: not detaching from %s: %s", ident.describe(), e)
+                ipr = None
+            if ipr is not None:
+                try:
+                    identity.check(ipr, ident, "detach the shield from")
+                    tc_detach(ipr, ident.ifindex, FILTER_NAME, TC_PRIO)
+                    if self._created_clsact:  # the fast path's filter may still be there: it removes its own
+                        clsact_release(ipr, ident.ifindex)
+                except identity.IdentityError as e:
+                    if e.errno != errno.ENODEV:
+                        log.warning("%s", e)
+                finally:
+                    ipr.close()
         self._close_fds()
