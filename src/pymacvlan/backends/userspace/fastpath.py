@@ -48,7 +48,6 @@ import struct
 from dataclasses import dataclass
 
 from ... import identity
-
 from ...model import Mode, frame_max
 from .bpf import (
     BPF_HDR_START_MAC,
@@ -74,11 +73,11 @@ from .bpf import (
     SO_ATTACH_BPF,
     TC_ACT_UNSPEC,
     Asm,
+    clsact_release,
     map_create,
     map_delete,
     map_lookup,
     map_update,
-    clsact_release,
     prog_load,
     tc_attach,
     tc_detach,
