@@ -105,6 +105,14 @@ def stable_mac(network: str, identity: str) -> str:
     return ":".join(f"{b:02x}" for b in h)
 
 
+def attachment_identity(env: dict[str, str], container_id: str, ifname: str) -> str:
+    """What stableMac (and the DHCP client identifier, :mod:`pymacvlan.dhcp.identity`) hash:
+    the pod by namespace and name when the runtime says (Kubernetes' ``K8S_POD_*`` CNI_ARGS),
+    else the container; with the interface name."""
+    pod = (env.get("K8S_POD_NAMESPACE"), env.get("K8S_POD_NAME"))
+    return f"pod/{pod[0]}/{pod[1]}/{ifname}" if all(pod) else f"ctr/{container_id}/{ifname}"
+
+
 def load(conf: dict, cni_args: str = "", container_id: str = "", ifname: str = "") -> NetConf:
     """The config as ADD/CHECK read it (DEL reads only what it needs: :func:`load_for_del`)."""
     n = NetConf(name=conf["name"], cni_version=conf.get("cniVersion") or "0.1.0")
@@ -176,9 +184,7 @@ def load(conf: dict, cni_args: str = "", container_id: str = "", ifname: str = "
     if n.mac:
         n.mac = normalize_mac(n.mac, mac_key)
     elif n.stable_mac:
-        pod = (env.get("K8S_POD_NAMESPACE"), env.get("K8S_POD_NAME"))
-        identity = f"pod/{pod[0]}/{pod[1]}/{ifname}" if all(pod) else f"ctr/{container_id}/{ifname}"
-        n.mac = stable_mac(n.name, identity)
+        n.mac = stable_mac(n.name, attachment_identity(env, container_id, ifname))
     return n
 
 
