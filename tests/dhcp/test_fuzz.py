@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pymacvlan.dhcp import packet as P
-from pymacvlan.dhcp.machine import Client, Config, Event, Send, State
+from pymacvlan.dhcp.machine import Client, Config, Event, Send
 
 from .fakeserver import CHADDR, SERVER_MAC, reply
 
