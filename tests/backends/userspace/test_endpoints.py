@@ -34,7 +34,7 @@ class FakeReactor:
         self.handlers: dict[int, object] = {}
         self.writing: set[int] = set()
 
-    def watch(self, fd, handler, write=False):
+    def watch(self, fd, handler, write=False, kind="fd"):
         self.handlers[fd] = handler
 
     def want_write(self, fd, on):

@@ -39,6 +39,7 @@ import fcntl
 import logging
 import os
 import select
+import socket
 import struct
 import threading
 import time
@@ -75,6 +76,15 @@ log = logging.getLogger("pymacvlan.datapath")
 __all__ = ["Datapath", "DatapathConfig"]
 
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
+#: what epoll reports whatever was asked for: an error pending on the socket, or a hang-up
+FAILED = select.EPOLLERR | select.EPOLLHUP
+#: an fd whose error or hang-up neither reading SO_ERROR nor its handler cleared, this many
+#: times within one housekeeping period, is parked (taken out of epoll) until the next
+#: housekeeping pass re-arms it: level-triggered epoll would otherwise report it on every pass
+PARK_AFTER = 3
+#: longest wait between re-kicks of a stalled tx ring (doubling from 200 µs while nothing else
+#: happens): a receiver that stopped reading must not keep the loop awake 5,000 times a second
+STALL_WAIT_MAX = 0.05
 READ_SIZE = VNET_HDR_LEN + 65535 + 18
 MIN_BUF = VNET_HDR_LEN + 14
 #: IGMP and MLD report destinations: a child that sends one has just changed its groups
@@ -82,6 +92,20 @@ SIOCADDMULTI, SIOCDELMULTI = 0x8931, 0x8932
 AF_UNSPEC = 0
 _REPORT_DSTS = {bytes.fromhex("01005e000016"), bytes.fromhex("01005e000002"), bytes.fromhex("333300000016"),
                 bytes.fromhex("333300000002")}
+
+
+def _so_error(fd: int) -> int:
+    """SO_ERROR of ``fd`` (reading it clears the socket's pending error); 0 for a non-socket."""
+    try:
+        s = socket.socket(fileno=fd)
+    except OSError:  # ENOTSOCK: a TAP, an eventfd
+        return 0
+    try:
+        return s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    except OSError:
+        return 0
+    finally:
+        s.detach()
 
 
 class EndpointReaderQueue:
@@ -176,6 +200,15 @@ class Datapath:
         self.counters: Counter[str] = Counter()
         self._handlers: dict[int, Callable[[int], None]] = {}
         self._events: dict[int, int] = {}
+        #: what each watched fd is ("parent", "veth", "tap", "endpoint", "netlink", "wake"), for
+        #: the error counters and the one log line per kind of failure
+        self._kinds: dict[int, str] = {}
+        #: fds whose error or hang-up was not cleared, and how often since the last housekeeping
+        self._failing: Counter[int] = Counter()
+        #: parked fds (see PARK_AFTER) and the events to re-arm them with
+        self._parked: dict[int, int] = {}
+        #: the failure keys already logged (each is logged once, then only counted)
+        self._logged: set[str] = set()
         self.ep = select.epoll()
         self._cmds: list[tuple[Callable, tuple, dict, concurrent.futures.Future]] = []
         self._cmd_lock = threading.Lock()
@@ -212,7 +245,7 @@ class Datapath:
             ev = self._monitors[pcfg.netns].query(self.parent.ifindex)
             if ev is not None:
                 self._parent_state(ev)
-            self.watch(self._wake, self._on_wake)
+            self.watch(self._wake, self._on_wake, kind="wake")
             if cfg.shield:
                 if self.parent.vlan is not None:
                     raise ValueError("the shield matches MACs on the base device and is not VLAN-aware yet; "
@@ -231,10 +264,13 @@ class Datapath:
         self._next_hk = time.monotonic() + cfg.housekeeping
 
     # -- reactor ----------------------------------------------------------------------------
-    def watch(self, fd: int, handler: Callable[[int], None], write: bool = False) -> None:
+    def watch(self, fd: int, handler: Callable[[int], None], write: bool = False, kind: str = "fd") -> None:
+        """Call ``handler(events)`` when ``fd`` is readable (or writable). An error or hang-up
+        is handled here as well (see :meth:`_fd_failed`); ``kind`` names the fd in its counters."""
         ev = EPOLLIN | (EPOLLOUT if write else 0)
         self._handlers[fd] = handler
         self._events[fd] = ev
+        self._kinds[fd] = kind
         self.ep.register(fd, ev)
 
     def want_write(self, fd: int, on: bool) -> None:
@@ -244,15 +280,73 @@ class Datapath:
         new = (ev | EPOLLOUT) if on else (ev & ~EPOLLOUT)
         if new != ev:
             self._events[fd] = new
-            self.ep.modify(fd, new)
+            if fd in self._parked:
+                self._parked[fd] = new  # re-armed with it at the next housekeeping
+            else:
+                self.ep.modify(fd, new)
 
     def unwatch(self, fd: int) -> None:
         if self._handlers.pop(fd, None) is not None:
             self._events.pop(fd, None)
+            self._kinds.pop(fd, None)
+            self._failing.pop(fd, None)
+            if self._parked.pop(fd, None) is not None:
+                return  # not registered while parked
             try:
                 self.ep.unregister(fd)
             except (OSError, ValueError):
                 pass
+
+    def _fd_failed(self, fd: int, events: int) -> None:
+        """``fd`` polled with EPOLLERR or EPOLLHUP (its handler has run). epoll reports both
+        whatever was asked for, level-triggered, for as long as they last: a packet socket
+        bound to a device that is down (a veth child's outer end before its carrier, or set
+        down by anyone) holds ENETDOWN in sk_err, which only a recv() or SO_ERROR clears, and
+        the rings never recv(), so the loop would wake for it forever. So: read SO_ERROR
+        (that clears it; the kernel re-attaches the socket itself when the device comes up),
+        count it by kind and errno, log the first of each, and park an fd whose failure does
+        not clear (a TAP whose device is gone, a peer that hung up) until the next
+        housekeeping, which re-arms it."""
+        if fd not in self._handlers:
+            return  # the handler let it go
+        kind = self._kinds.get(fd, "fd")
+        err = _so_error(fd)
+        if err:
+            key = f"fd_error_{kind}_{errno.errorcode.get(err, err)}"
+        elif events & select.EPOLLHUP:
+            key = f"fd_hangup_{kind}"
+        else:
+            key = f"fd_error_{kind}"
+        self.counters[key] += 1
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning("%s fd %d reported %s%s: handled and counted as %s (further ones are only counted)",
+                        kind, fd, "a hang-up" if events & select.EPOLLHUP else "an error",
+                        f" ({os.strerror(err)})" if err else "", key)
+        if err:
+            return  # cleared: the next poll does not report it again
+        self._failing[fd] += 1
+        if self._failing[fd] >= PARK_AFTER:
+            self._park(fd)
+
+    def _park(self, fd: int) -> None:
+        try:
+            self.ep.unregister(fd)
+        except (OSError, ValueError):
+            pass
+        self._parked[fd] = self._events.get(fd, EPOLLIN)
+        self.counters[f"fd_parked_{self._kinds.get(fd, 'fd')}"] += 1
+
+    def _rearm_parked(self) -> None:
+        """Housekeeping: parked fds go back into epoll (a failure that lasts parks them again)."""
+        self._failing.clear()
+        parked, self._parked = self._parked, {}
+        for fd, ev in parked.items():
+            if fd in self._handlers:
+                try:
+                    self.ep.register(fd, ev)
+                except OSError:
+                    self.counters["fd_rearm_error"] += 1
 
     # -- the loop ----------------------------------------------------------------------------------
     def start(self) -> Datapath:
@@ -283,6 +377,7 @@ class Datapath:
         monotonic = time.monotonic
         spin = self.cfg.busy_poll_us / 1e6
         spin_until = 0.0
+        stall_wait = 0.0002
         while not self._stop:
             now = monotonic()
             if now < spin_until:
@@ -290,7 +385,7 @@ class Datapath:
             else:
                 timeout = max(0.0, self._next_hk - now)
                 if self._tx_stalled():
-                    timeout = min(timeout, 0.0002)  # re-kick the tx ring soon (see Parent.flush)
+                    timeout = min(timeout, stall_wait)  # re-kick the tx ring soon (see Parent.flush)
             try:
                 events = poll(timeout)
             except InterruptedError:  # pragma: no cover - PEP 475 retries
@@ -298,8 +393,12 @@ class Datapath:
             if not events:
                 if now < spin_until and not self._tx_stalled():
                     continue  # spinning and nothing to flush; housekeeping waits for the next sleep
-            elif spin:
-                spin_until = monotonic() + spin
+                if timeout:
+                    stall_wait = min(stall_wait * 2, STALL_WAIT_MAX)  # still stalled, nothing moved
+            else:
+                stall_wait = 0.0002
+                if spin:
+                    spin_until = monotonic() + spin
             for fd, ev in events:
                 h = handlers.get(fd)
                 if h is not None:
@@ -307,6 +406,8 @@ class Datapath:
                         h(ev)
                     except Exception as e:  # a bug or an unexpected errno must not stop the datapath
                         counters[f"handler_error_{type(e).__name__}"] += 1
+                    if ev & FAILED:
+                        self._fd_failed(fd, ev)
             self._end_of_pass()
             now = monotonic()
             if now >= self._next_hk:
@@ -399,7 +500,7 @@ class Datapath:
 
     # -- hot path: parent → children -----------------------------------------------------------------
     def _watch_parent(self) -> None:
-        self.watch(self.parent.fd, self._on_parent)
+        self.watch(self.parent.fd, self._on_parent, kind="parent")
 
     def _on_parent(self, events: int) -> None:
         parent = self.parent
@@ -655,11 +756,11 @@ class Datapath:
             assert ring is not None
             self._out[vlan] = ring.queue  # into the veth's tx ring, kicked once per loop pass (_end_of_pass)
             self._rings.append(ring)
-            self.watch(dev.fd, self._make_veth_reader(dev, vlan))
+            self.watch(dev.fd, self._make_veth_reader(dev, vlan), kind="veth")
             self._fastpath_add(name, dev)
         else:
             self._out[vlan] = self._make_tap_writer(dev)
-            self.watch(dev.fd, self._make_tap_reader(dev, vlan))
+            self.watch(dev.fd, self._make_tap_reader(dev, vlan), kind="tap")
         self._monitor(netns)
         if adopt is not None:
             ev = self._monitors[netns].query(dev.ifindex)
@@ -1058,7 +1159,7 @@ class Datapath:
             return
         mon = LinkMonitor(netns)
         self._monitors[netns] = mon
-        self.watch(mon.fd, lambda ev, mon=mon: self._on_link_events(mon))
+        self.watch(mon.fd, lambda ev, mon=mon: self._on_link_events(mon), kind="netlink")
 
     def _unmonitor_if_unused(self, netns: str | None) -> None:
         """A namespace's monitor goes with its last child (it would hold the namespace alive
@@ -1071,8 +1172,43 @@ class Datapath:
             mon.close()
 
     def _on_link_events(self, mon: LinkMonitor) -> None:
-        for ev in mon.read():
+        events = mon.read()
+        if mon.lost:
+            events += self._relearn(mon)
+        for ev in events:
             self._link_event(mon, ev)
+
+    def _relearn(self, mon: LinkMonitor) -> list[LinkEvent]:
+        """The monitor's socket overflowed (ENOBUFS): events were lost, so ask for the state
+        of every device followed in its namespace, as if each had just reported it."""
+        mon.lost = False
+        self.counters["netlink_overrun"] += 1
+        if "netlink_overrun" not in self._logged:
+            self._logged.add("netlink_overrun")
+            log.warning("link monitor of namespace %s overflowed: events were lost; the devices' state is read "
+                        "again (counted as netlink_overrun)", mon.netns or "(own)")
+        want: list[int] = []
+        if mon.netns == self.cfg.parent.netns:
+            if self.parent is not None:
+                want.append(self.parent.ifindex)
+            else:
+                ctl = NetdevCtl(mon.netns)
+                try:
+                    idx = ctl.ifindex(self._parent_base)
+                finally:
+                    ctl.close()
+                if idx is not None:
+                    want.append(idx)
+        for name, tap in self.taps.items():
+            if tap.netns == mon.netns:
+                want.append(tap.ifindex)
+                self._mc_dirty.add(name)
+        out = []
+        for idx in want:
+            ev = mon.query(idx)
+            if ev is not None:
+                out.append(ev)
+        return out
 
     def _link_event(self, mon: LinkMonitor, ev: LinkEvent) -> None:
         if mon.netns == self.cfg.parent.netns and self._is_parent(ev):
@@ -1196,6 +1332,8 @@ class Datapath:
 
     # -- housekeeping -----------------------------------------------------------------------------------------
     def _housekeeping(self) -> None:
+        if self._parked or self._failing:
+            self._rearm_parked()
         for name, tap in list(self.taps.items()):
             if not tap.netns_still_named():
                 # the TAP fd keeps the namespace alive: let it go

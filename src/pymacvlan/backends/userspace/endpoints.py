@@ -56,7 +56,7 @@ log = logging.getLogger("pymacvlan.endpoints")
 class Reactor(Protocol):
     """What an endpoint needs from the event loop."""
 
-    def watch(self, fd: int, handler: Callable[[int], None], write: bool = False) -> None: ...
+    def watch(self, fd: int, handler: Callable[[int], None], write: bool = False, kind: str = "fd") -> None: ...
     def want_write(self, fd: int, on: bool) -> None: ...
     def unwatch(self, fd: int) -> None: ...
 
@@ -181,7 +181,7 @@ class StreamEndpoint(Endpoint):
 
     def attach(self, reactor: Reactor, sink) -> None:
         super().attach(reactor, sink)
-        reactor.watch(self.listener.fileno(), self._on_listen)
+        reactor.watch(self.listener.fileno(), self._on_listen, kind="endpoint")
 
     def _on_listen(self, events: int) -> None:
         while True:
@@ -209,7 +209,7 @@ class StreamEndpoint(Endpoint):
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
             self.conn = conn
             self.counters["clients"] += 1
-            self.reactor.watch(conn.fileno(), self._on_conn)
+            self.reactor.watch(conn.fileno(), self._on_conn, kind="endpoint")
 
     def _drop_client(self) -> None:
         conn = self.conn
@@ -358,7 +358,7 @@ class DgramEndpoint(Endpoint):
 
     def attach(self, reactor: Reactor, sink) -> None:
         super().attach(reactor, sink)
-        reactor.watch(self.sock.fileno(), self._on_event)
+        reactor.watch(self.sock.fileno(), self._on_event, kind="endpoint")
 
     def _on_event(self, events: int) -> None:
         if events & EPOLLOUT:
@@ -505,8 +505,8 @@ class TapFdEndpoint(Endpoint):
 
     def attach(self, reactor: Reactor, sink) -> None:
         super().attach(reactor, sink)
-        reactor.watch(self.listener.fileno(), self._on_listen)
-        reactor.watch(self.port.fd, self._on_port)
+        reactor.watch(self.listener.fileno(), self._on_listen, kind="endpoint")
+        reactor.watch(self.port.fd, self._on_port, kind="endpoint")
 
     def _on_listen(self, events: int) -> None:
         while True:

@@ -12,6 +12,7 @@ Parsing is struct-only; this socket is read only when the kernel has something t
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 from dataclasses import dataclass
@@ -104,6 +105,9 @@ class LinkMonitor:
         self.sock = s
         self.fd = s.fileno()
         self.overruns = 0
+        #: events were lost (ENOBUFS) since the owner last looked: it must read the state again
+        self.lost = False
+        self.errors = 0
 
     def read(self) -> list[LinkEvent]:
         out: list[LinkEvent] = []
@@ -112,9 +116,13 @@ class LinkMonitor:
                 data = self.sock.recv(65536)
             except BlockingIOError:
                 return out
-            except OSError:  # ENOBUFS: we missed events; callers re-read state on their timer
-                self.overruns += 1
-                continue
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:  # the receive buffer overflowed: events were lost
+                    self.overruns += 1
+                    self.lost = True
+                    continue  # recv() returned the error and cleared it: the queue is readable again
+                self.errors += 1  # anything else: what was read so far, and stop
+                return out
             out.extend(parse(data))
 
     def query(self, ifindex: int) -> LinkEvent | None:

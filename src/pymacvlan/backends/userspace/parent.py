@@ -567,6 +567,9 @@ class Parent:
             self.drops["tx_ring_kick_would_block"] += 1
         except OSError as e:
             self.drops[f"tx_ring_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+            if e.errno in (errno.ENETDOWN, errno.ENXIO):
+                self._discard_pending()  # the device is down: nothing will send them, no retry loop
+                return
         last = self._rx_size + ((self._tx_head - 1) % self.tx_nr) * self.slot
         if _U32.unpack_from(self._mm, last)[0] == TP_STATUS_SEND_REQUEST:
             if not self.tx_stalled:
@@ -575,6 +578,27 @@ class Parent:
         else:
             self.tx_stalled = False
             self._tx_queued = 0
+
+    def _discard_pending(self) -> None:
+        """Drop every queued request (as a down device's qdisc would): tpacket_snd refuses
+        a down device before it looks at a slot, so the requests would be re-kicked forever.
+        They are the slots just behind our head; the oldest is where the kernel's own head
+        stands, so ours moves back to it and the next frame is the next one it sends."""
+        mm, nr = self._mm, self.tx_nr
+        head = self._tx_head
+        n = 0
+        while n < nr:
+            k = (head - 1) % nr
+            off = self._rx_size + k * self.slot
+            if _U32.unpack_from(mm, off)[0] != TP_STATUS_SEND_REQUEST:
+                break
+            _U32.pack_into(mm, off, 0)
+            head = k
+            n += 1
+        self._tx_head = head
+        self._tx_queued = 0
+        self.tx_stalled = False
+        self.drops["tx_device_down"] += n
 
     # -- statistics ---------------------------------------------------------------------------------
     def kernel_stats(self) -> dict:
