@@ -1,4 +1,4 @@
-"""The README's mode table is the engine's output, and its quick start works as written."""
+"""The mode table in the docs is the engine's output, and the README's commands work as written."""
 
 import os
 import re
@@ -10,16 +10,18 @@ from pathlib import Path
 from pymacvlan.reachability import readme_block
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+MODES_PAGE = Path(__file__).resolve().parents[1] / "docs" / "explanation" / "how-macvlan-decides.md"
+SECTION = "## The two commands"
 
 
 def test_mode_table_is_generated_by_the_engine():
-    text = README.read_text()
+    text = MODES_PAGE.read_text()
     block = text.split("<!-- mode-table:begin -->\n", 1)[1].split("\n<!-- mode-table:end -->", 1)[0]
     assert block == readme_block(), "regenerate the table with `pymacvlan modes`"
 
 
 def _quick_start_commands() -> list[list[str]]:
-    text = README.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    text = README.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
     cmds = []
     for block in re.findall(r"```sh\n(.*?)```", text, re.S):
         for line in block.splitlines():
@@ -30,8 +32,9 @@ def _quick_start_commands() -> list[list[str]]:
 
 
 def test_quick_start_names_the_demo_and_the_tests():
-    text = README.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    text = README.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
     assert "pymacvlan demo" in text and "python3 -m pytest" in text
+    assert "pymacvlan --version" in README.read_text()
     assert len(_quick_start_commands()) >= 8
 
 

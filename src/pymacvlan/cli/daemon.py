@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from ._report import error_line
+from ._report import error_line, plural
 
 ORDER = 40
 
@@ -17,6 +17,8 @@ def _daemon(args) -> int:
         return _install_unit(args)
     if args.action == "stop":
         return _stop(args)
+    if args.action == "wait":
+        return _wait(args)
     from ..daemon.server import DaemonConfig, run
     from ..model import KernelError
 
@@ -94,6 +96,35 @@ def _stop(args) -> int:
     return 0
 
 
+def _wait(args) -> int:
+    """Until the daemon on --socket answers (and, with --trace, a trace is subscribed), for at most
+    --timeout seconds: what a script needs after starting the daemon (or a trace) with ``&``."""
+    import time
+
+    from ..daemon.client import Client
+    from ..model import KernelError
+
+    deadline = time.monotonic() + args.timeout
+    last: Exception | None = None
+    while True:
+        try:
+            client = Client(args.socket, timeout=5.0)
+            pid = client.hello()["pid"]
+            subs = client.stats()["daemon"].get("trace_subscribers", 0) if args.trace else 0
+            if not args.trace or subs:
+                print(f"the daemon on {client.path} answers (pid {pid})"
+                      + (f", {plural(subs, 'trace')} subscribed" if args.trace else ""))
+                return 0
+            last = KernelError("ETIMEDOUT", f"the daemon on {client.path} answers but no trace is subscribed")
+        except KernelError as e:
+            last = e
+        if time.monotonic() >= deadline:
+            print(f"pymacvlan daemon wait: ETIMEDOUT: {args.timeout:g} s and still: {last} "
+                  "(did the daemon exit? see its messages on stderr)", file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+
+
 def _zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -125,7 +156,7 @@ def register(sub) -> None:
                    "reason, fast/slow path, endpoint queues")
     d.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     d.set_defaults(func=_daemon, action=None)
-    acts = d.add_subparsers(dest="action", metavar="[install-unit | stop]",
+    acts = d.add_subparsers(dest="action", metavar="[install-unit | stop | wait]",
                             help="without one: run the daemon in the foreground")
     u = acts.add_parser("install-unit", help="write the systemd unit (Type=notify) running the daemon with "
                         "the options given before install-unit",
@@ -140,3 +171,10 @@ def register(sub) -> None:
                          "--remove deletes every child first, as `ip link del` of each would.")
     st.add_argument("--remove", action="store_true", help="delete every child instead of keeping it")
     st.add_argument("--socket", default=argparse.SUPPRESS, help="the daemon's control socket (as for the daemon)")
+    w = acts.add_parser("wait", help="wait until the daemon answers (after starting it with &), at most --timeout s",
+                        description="Poll the daemon on --socket until it answers, for at most --timeout seconds "
+                        "(exit 1 then): a script that starts `pymacvlan daemon ... &` runs this before its next "
+                        "command. With --trace, also wait until a trace started with & is subscribed.")
+    w.add_argument("--timeout", type=float, default=30.0, help="give up after this many seconds (default 30)")
+    w.add_argument("--trace", action="store_true", help="also wait until at least one trace is subscribed")
+    w.add_argument("--socket", default=argparse.SUPPRESS, help="the daemon's control socket (as for the daemon)")

@@ -103,7 +103,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     p = Parser(prog="pymacvlan", description="Linux macvlan and macvtap, in Python.")
+    p.add_argument("--version", action="version", version=f"pymacvlan {__version__}",
+                   help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True)
     for mod in _command_modules():
         mod.register(sub)
