@@ -17,12 +17,13 @@ from pathlib import Path
 MARK = "# pymacvlan-cni launcher, written by `pymacvlan cni install`"
 
 
-def launcher_text(python: str | None = None) -> str:
+def launcher_text(python: str | None = None, module: str = "pymacvlan.cni.skel", mark: str = MARK) -> str:
+    """The launcher: ``module``'s main() (the netavark plugin uses it with its own module and mark)."""
     import pymacvlan
 
     src = str(Path(pymacvlan.__file__).resolve().parents[1])
-    return (f"#!{python or sys.executable}\n{MARK}\nimport sys\nsys.path.insert(0, {src!r})\n"
-            "from pymacvlan.cni.skel import main\nraise SystemExit(main())\n")
+    return (f"#!{python or sys.executable}\n{mark}\nimport sys\nsys.path.insert(0, {src!r})\n"
+            f"from {module} import main\nraise SystemExit(main())\n")
 
 
 def install(directory: str, name: str = "pymacvlan-cni", force: bool = False) -> str:
