@@ -1,5 +1,6 @@
-"""The userspace datapath: real frames between a parent, TAP children and macvtap endpoints,
-decided by the sans-IO :class:`~pymacvlan.engine.Engine`.
+"""The userspace datapath: real frames between a parent, its macvlan children (TAPs, or veth
+pairs with the eBPF fast path) and macvtap endpoints, decided by the sans-IO
+:class:`~pymacvlan.engine.Engine`.
 
 One thread, one epoll loop. Per pass:
 
@@ -8,20 +9,22 @@ One thread, one epoll loop. Per pass:
 2. each readable TAP or endpoint → ``engine.xmit`` → parent tx ring / other children;
 3. the engine's broadcast queue is drained (bc_work), the tx ring is kicked once.
 
-Frames are ``bytes`` buffers of virtio_net_hdr + frame (:mod:`.vnet`); the engine sees the
-frame part only and returns the same object for every delivery of it, so the buffer read
-is the buffer written — no copy, no per-frame object besides the engine's own tuple list.
-Multicast with a non-zero header is finalized (:mod:`.gso`) before the engine sees it, so
-frames waiting on the engine's broadcast queue never need a header.
+:class:`Datapath` is built from four rooms, one module each, along its own sections:
+
+- the **reactor** (:mod:`.reactor`): watch, call, wake — the loop, the commands other
+  threads hand it, what a failed fd does to it;
+- **device following** (:mod:`.following`): the rtnetlink monitors and one
+  ``device_event`` switch, as macvlan_device_event() is; the engine's answer back to the
+  devices;
+- the **fast-path binding** (:mod:`.binding`): the eBPF programs and their maps;
+- the **hot path** (:mod:`.hotpath`): frames through the engine to their writers.
+
+This module holds what joins them: the configuration, the children's life cycle and the
+control plane (one method per kernel operation, run on the loop thread), and
+:class:`ChildView`, the read-only copy of a child other threads may keep.
 
 Control (add/delete/set) goes through :meth:`Datapath.call`, which runs it on the loop
 thread between passes (eventfd wake-up), so the engine is only ever touched by one thread.
-Child state follows the TAP: ``ip link set X up|down|address|mtu|promisc|allmulticast``
-inside the child's namespace reaches the engine through an rtnetlink monitor, as ndo_open
-and friends would. The parent's carrier, MTU and MAC are followed the same way; if the
-parent is deleted the children stay (carrier off) and the datapath re-attaches when a
-device of that name comes back — unlike the kernel, which deletes them, because a
-userspace daemon outliving a parent's re-creation is the point.
 
 The parent's stack: AF_PACKET only gets a copy, so what macvlan would consume also goes
 up L's stack. Unicast to a child's MAC reaches it as PACKET_OTHERHOST, which IPv4, IPv6 and
@@ -32,80 +35,64 @@ sender, source-mode ``nodst``) is dropped by the optional tc ingress filter of
 
 from __future__ import annotations
 
-import concurrent.futures
-import dataclasses
 import errno
 import fcntl
 import logging
-import os
-import select
-import socket
 import struct
-import threading
-import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from ...engine import WIRE, Engine, Trace
-from ...engine.device import STACK_GROUPS, MacvlanDev
-from ...model import KernelError, MacaddrMode, Mode, frame_max, mode_from_name
-from ._sys import (
-    IFF_ALLMULTI,
-    IFF_LOWER_UP,
-    IFF_PROMISC,
-    IFF_UP,
-    ZERO_VNET_HDR,
-    NetdevCtl,
-    ifreq,
-    netns_inode,
-    read_proc_net,
-)
+from ...engine import Engine
+from ...engine.device import MacvlanDev
+from ...model import MacaddrMode, Mode, mode_from_name
+from ._sys import IFF_ALLMULTI, IFF_PROMISC, ifreq
+from .binding import FastPathBinding
 from .endpoints import Endpoint
-from .fastpath import EMPTY, FastChild, FastPath, fastpath_rules
-from .gso import GSOError, finalize
-from .netlink import LinkEvent, LinkMonitor
+from .fastpath import FastChild, FastPath
+from .following import DeviceFollowing
+from .hotpath import MIN_BUF, READ_SIZE, FrameObserver, HotPath
+from .netlink import LinkMonitor
 from .parent import Parent, ParentConfig
+from .reactor import FAILED, PARK_AFTER, STALL_WAIT_MAX, Reactor
 from .tap import Tap, TapConfig
 from .veth import VethChild, VethConfig
-from .vnet import VNET_HDR_LEN
 
 log = logging.getLogger("pymacvlan.datapath")
 
-__all__ = ["Datapath", "DatapathConfig"]
+__all__ = ["Datapath", "DatapathConfig", "ChildView", "FrameObserver",
+           # re-exported: they lived here before the datapath was split into rooms
+           "FAILED", "PARK_AFTER", "STALL_WAIT_MAX", "READ_SIZE", "MIN_BUF"]
 
-EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
-#: what epoll reports whatever was asked for: an error pending on the socket, or a hang-up
-FAILED = select.EPOLLERR | select.EPOLLHUP
-#: an fd whose error or hang-up neither reading SO_ERROR nor its handler cleared, this many
-#: times within one housekeeping period, is parked (taken out of epoll) until the next
-#: housekeeping pass re-arms it: level-triggered epoll would otherwise report it on every pass
-PARK_AFTER = 3
-#: longest wait between re-kicks of a stalled tx ring (doubling from 200 µs while nothing else
-#: happens): a receiver that stopped reading must not keep the loop awake 5,000 times a second
-STALL_WAIT_MAX = 0.05
-READ_SIZE = VNET_HDR_LEN + 65535 + 18
-MIN_BUF = VNET_HDR_LEN + 14
-#: IGMP and MLD report destinations: a child that sends one has just changed its groups
 SIOCADDMULTI, SIOCDELMULTI = 0x8931, 0x8932
 AF_UNSPEC = 0
-_REPORT_DSTS = {bytes.fromhex("01005e000016"), bytes.fromhex("01005e000002"), bytes.fromhex("333300000016"),
-                bytes.fromhex("333300000002")}
 
 
-def _so_error(fd: int) -> int:
-    """SO_ERROR of ``fd`` (reading it clears the socket's pending error); 0 for a non-socket."""
-    try:
-        s = socket.socket(fileno=fd)
-    except OSError:  # ENOTSOCK: a TAP, an eventfd
-        return 0
-    try:
-        return s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    except OSError:
-        return 0
-    finally:
-        s.detach()
+@dataclass(frozen=True)
+class ChildView:
+    """A child as it stood when :meth:`Datapath.child_view` was answered: a copy made on the
+    loop thread, safe to keep and read from any other (the daemon's control thread), where
+    reaching into ``engine.children`` from outside the loop would race it."""
+
+    name: str
+    #: "macvlan" or "macvtap"
+    kind: str
+    mode: str
+    mac: str
+    mtu: int
+    up: bool
+    #: the engine's MACVLAN_FLAG bits (nopromisc, nodst)
+    flags: int
+    #: what carries it: "tap", "veth" (a macvlan child's device) or the endpoint's kind
+    dev: str
+    #: the device's name, ifindex and namespace (a macvtap endpoint's TAP for tapfd; else None)
+    ifname: str | None
+    ifindex: int | None
+    netns: str | None
+    #: "fast" when the eBPF fast path forwards its known unicast, else "python"
+    path: str
+    #: ``ip -s -j link``'s stats64 object ({"rx": {...}, "tx": {...}}), the fast path's counts folded in
+    stats: dict[str, dict[str, int]]
 
 
 class EndpointReaderQueue:
@@ -172,22 +159,9 @@ class DatapathConfig:
     fastpath: bool = False
 
 
-class FrameObserver(Protocol):
-    """Who watches frames go by (`pymacvlan trace`): installed with :meth:`Datapath.set_observer`.
-
-    The datapath calls it from its own admission and dispatch code, per frame that reached the
-    engine: ``begin`` returns a :class:`~pymacvlan.engine.Trace` to have the engine explain this
-    frame (None: decided as if unobserved), ``end`` gets the decisions once dispatched. ``origin``
-    is ``"wire"`` or the sending child's name (``vlan`` is that child, None from the wire).
-    Both run on the datapath's thread and must not block. While one is installed the eBPF fast
-    path forwards nothing, so every frame passes here."""
-
-    def begin(self, origin: str, vlan: MacvlanDev | None, frame: bytes) -> Trace | None: ...
-
-    def end(self, origin: str, vlan: MacvlanDev | None, frame: bytes, tr: Trace, deliveries: list) -> None: ...
 
 
-class Datapath:
+class Datapath(HotPath, DeviceFollowing, FastPathBinding, Reactor):
     """macvlan in userspace on one parent. Start with :meth:`start` (thread) or :meth:`run`."""
 
     def __init__(self, cfg: DatapathConfig | ParentConfig | str, **parent_kw: Any) -> None:
@@ -197,25 +171,7 @@ class Datapath:
             cfg = DatapathConfig(cfg)
         self.cfg = cfg
         pcfg = cfg.parent
-        self.counters: Counter[str] = Counter()
-        self._handlers: dict[int, Callable[[int], None]] = {}
-        self._events: dict[int, int] = {}
-        #: what each watched fd is ("parent", "veth", "tap", "endpoint", "netlink", "wake"), for
-        #: the error counters and the one log line per kind of failure
-        self._kinds: dict[int, str] = {}
-        #: fds whose error or hang-up was not cleared, and how often since the last housekeeping
-        self._failing: Counter[int] = Counter()
-        #: parked fds (see PARK_AFTER) and the events to re-arm them with
-        self._parked: dict[int, int] = {}
-        #: the failure keys already logged (each is logged once, then only counted)
-        self._logged: set[str] = set()
-        self.ep = select.epoll()
-        self._cmds: list[tuple[Callable, tuple, dict, concurrent.futures.Future]] = []
-        self._cmd_lock = threading.Lock()
-        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._thread: threading.Thread | None = None
-        self._loop_ident: int | None = None
-        self._stop = False
+        Reactor.__init__(self, busy_poll_us=cfg.busy_poll_us, housekeeping=cfg.housekeeping, nice=cfg.nice)
         self.parent: Parent | None = Parent(pcfg)
         #: the device the socket is on (the base of a userspace VLAN parent), to re-attach by name
         self._parent_base = self.parent.base
@@ -261,215 +217,6 @@ class Datapath:
         except BaseException:
             self._close_all()
             raise
-        self._next_hk = time.monotonic() + cfg.housekeeping
-
-    # -- reactor ----------------------------------------------------------------------------
-    def watch(self, fd: int, handler: Callable[[int], None], write: bool = False, kind: str = "fd") -> None:
-        """Call ``handler(events)`` when ``fd`` is readable (or writable). An error or hang-up
-        is handled here as well (see :meth:`_fd_failed`); ``kind`` names the fd in its counters."""
-        ev = EPOLLIN | (EPOLLOUT if write else 0)
-        self._handlers[fd] = handler
-        self._events[fd] = ev
-        self._kinds[fd] = kind
-        self.ep.register(fd, ev)
-
-    def want_write(self, fd: int, on: bool) -> None:
-        ev = self._events.get(fd)
-        if ev is None:
-            return
-        new = (ev | EPOLLOUT) if on else (ev & ~EPOLLOUT)
-        if new != ev:
-            self._events[fd] = new
-            if fd in self._parked:
-                self._parked[fd] = new  # re-armed with it at the next housekeeping
-            else:
-                self.ep.modify(fd, new)
-
-    def unwatch(self, fd: int) -> None:
-        if self._handlers.pop(fd, None) is not None:
-            self._events.pop(fd, None)
-            self._kinds.pop(fd, None)
-            self._failing.pop(fd, None)
-            if self._parked.pop(fd, None) is not None:
-                return  # not registered while parked
-            try:
-                self.ep.unregister(fd)
-            except (OSError, ValueError):
-                pass
-
-    def _fd_failed(self, fd: int, events: int) -> None:
-        """``fd`` polled with EPOLLERR or EPOLLHUP (its handler has run). epoll reports both
-        whatever was asked for, level-triggered, for as long as they last: a packet socket
-        bound to a device that is down (a veth child's outer end before its carrier, or set
-        down by anyone) holds ENETDOWN in sk_err, which only a recv() or SO_ERROR clears, and
-        the rings never recv(), so the loop would wake for it forever. So: read SO_ERROR
-        (that clears it; the kernel re-attaches the socket itself when the device comes up),
-        count it by kind and errno, log the first of each, and park an fd whose failure does
-        not clear (a TAP whose device is gone, a peer that hung up) until the next
-        housekeeping, which re-arms it."""
-        if fd not in self._handlers:
-            return  # the handler let it go
-        kind = self._kinds.get(fd, "fd")
-        err = _so_error(fd)
-        if err:
-            key = f"fd_error_{kind}_{errno.errorcode.get(err, err)}"
-        elif events & select.EPOLLHUP:
-            key = f"fd_hangup_{kind}"
-        else:
-            key = f"fd_error_{kind}"
-        self.counters[key] += 1
-        if key not in self._logged:
-            self._logged.add(key)
-            log.warning("%s fd %d reported %s%s: handled and counted as %s (further ones are only counted)",
-                        kind, fd, "a hang-up" if events & select.EPOLLHUP else "an error",
-                        f" ({os.strerror(err)})" if err else "", key)
-        if err:
-            return  # cleared: the next poll does not report it again
-        self._failing[fd] += 1
-        if self._failing[fd] >= PARK_AFTER:
-            self._park(fd)
-
-    def _park(self, fd: int) -> None:
-        try:
-            self.ep.unregister(fd)
-        except (OSError, ValueError):
-            pass
-        self._parked[fd] = self._events.get(fd, EPOLLIN)
-        self.counters[f"fd_parked_{self._kinds.get(fd, 'fd')}"] += 1
-
-    def _rearm_parked(self) -> None:
-        """Housekeeping: parked fds go back into epoll (a failure that lasts parks them again)."""
-        self._failing.clear()
-        parked, self._parked = self._parked, {}
-        for fd, ev in parked.items():
-            if fd in self._handlers:
-                try:
-                    self.ep.register(fd, ev)
-                except OSError:
-                    self.counters["fd_rearm_error"] += 1
-
-    # -- the loop ----------------------------------------------------------------------------------
-    def start(self) -> Datapath:
-        """Run the loop in a daemon thread; :meth:`close` stops and joins it."""
-        ready = threading.Event()
-
-        def main() -> None:
-            self._loop_ident = threading.get_ident()
-            ready.set()
-            self.run()
-
-        self._thread = threading.Thread(target=main, name="pymacvlan-datapath", daemon=True)
-        self._thread.start()
-        ready.wait()
-        return self
-
-    def run(self) -> None:
-        self._loop_ident = threading.get_ident()
-        if self.cfg.nice is not None:
-            try:  # per thread on Linux: only the loop's priority changes
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.cfg.nice)
-            except OSError:
-                self.counters["nice_refused"] += 1
-        poll = self.ep.poll
-        handlers = self._handlers
-        hk = self.cfg.housekeeping
-        counters = self.counters
-        monotonic = time.monotonic
-        spin = self.cfg.busy_poll_us / 1e6
-        spin_until = 0.0
-        stall_wait = 0.0002
-        while not self._stop:
-            now = monotonic()
-            if now < spin_until:
-                timeout = 0.0
-            else:
-                timeout = max(0.0, self._next_hk - now)
-                if self._tx_stalled():
-                    timeout = min(timeout, stall_wait)  # re-kick the tx ring soon (see Parent.flush)
-            try:
-                events = poll(timeout)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries
-                continue
-            if not events:
-                if now < spin_until and not self._tx_stalled():
-                    continue  # spinning and nothing to flush; housekeeping waits for the next sleep
-                if timeout:
-                    stall_wait = min(stall_wait * 2, STALL_WAIT_MAX)  # still stalled, nothing moved
-            else:
-                stall_wait = 0.0002
-                if spin:
-                    spin_until = monotonic() + spin
-            for fd, ev in events:
-                h = handlers.get(fd)
-                if h is not None:
-                    try:
-                        h(ev)
-                    except Exception as e:  # a bug or an unexpected errno must not stop the datapath
-                        counters[f"handler_error_{type(e).__name__}"] += 1
-                    if ev & FAILED:
-                        self._fd_failed(fd, ev)
-            self._end_of_pass()
-            now = monotonic()
-            if now >= self._next_hk:
-                self._next_hk = now + hk
-                try:
-                    self._housekeeping()
-                except Exception as e:
-                    counters[f"housekeeping_error_{type(e).__name__}"] += 1
-
-    def _tx_stalled(self) -> bool:
-        parent = self.parent
-        if parent is not None and parent.tx_stalled:
-            return True
-        for ring in self._rings:
-            if ring.tx_stalled:
-                return True
-        return False
-
-    def _drain_bc(self) -> None:
-        """macvlan_process_broadcast: the queued floods, to the children's writers."""
-        out = self._out
-        for target, _pt, f in self.engine.process_bc_queue():
-            w = out.get(target)
-            if w is not None:
-                w(ZERO_VNET_HDR + f)
-
-    def _end_of_pass(self) -> None:
-        if self.engine.bc_pending:
-            self._drain_bc()
-        parent = self.parent
-        if parent is not None:
-            parent.flush()
-        for ring in self._rings:
-            ring.flush()
-        for fl in self._flushers:
-            fl()
-
-    def call(self, fn: Callable, *args: Any, **kw: Any) -> Any:
-        """Run ``fn`` on the loop thread (now, if that is us or no loop runs) and return its result."""
-        if self._thread is None or threading.get_ident() == self._loop_ident or not self._thread.is_alive():
-            return fn(*args, **kw)
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-        with self._cmd_lock:
-            self._cmds.append((fn, args, kw, fut))
-        os.eventfd_write(self._wake, 1)
-        return fut.result(timeout=30)
-
-    def _on_wake(self, events: int) -> None:
-        try:
-            os.eventfd_read(self._wake)
-        except BlockingIOError:
-            pass
-        with self._cmd_lock:
-            cmds, self._cmds = self._cmds, []
-        if self._fast:
-            self._fold_fastpath()  # whatever the commands read, the kernel's counts are in
-        for fn, args, kw, fut in cmds:
-            try:
-                fut.set_result(fn(*args, **kw))
-            except BaseException as e:
-                fut.set_exception(e)
-        self._sync_fastpath()  # a command may have started or ended a trace
 
     def close(self, keep_children: bool = False) -> None:
         """Stop the loop, delete every child (TAPs vanish), release every membership.
@@ -479,251 +226,25 @@ class Datapath:
             self._thread.join(timeout=10)
         self._close_all(keep_children)
 
-    def _request_stop(self) -> None:
-        self._stop = True
-
     def _close_all(self, keep_children: bool = False) -> None:
         self._release_children_and_parent(count_errors=True, keep_children=keep_children)
         for mon in self._monitors.values():
             mon.close()
         self._monitors.clear()
-        if self._wake >= 0:
-            os.close(self._wake)
-            self._wake = -1
-        self.ep.close()
+        self._close_reactor()
+
+    def _before_commands(self) -> None:
+        if self._fast:
+            self._fold_fastpath()  # whatever the commands read, the kernel's counts are in
+
+    def _after_commands(self) -> None:
+        self._sync_fastpath()  # a command may have started or ended a trace
 
     def __enter__(self) -> Datapath:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    # -- hot path: parent → children -----------------------------------------------------------------
-    def _watch_parent(self) -> None:
-        self.watch(self.parent.fd, self._on_parent, kind="parent")
-
-    def _on_parent(self, events: int) -> None:
-        parent = self.parent
-        if parent is None:
-            return
-        receive = self.engine.receive
-        out = self._out
-        obs = self._observer
-        bufs = parent.drain(self.cfg.budget)
-        if not bufs:
-            parent.rx_resync()  # readable but nothing at our head (see Parent.rx_resync)
-            return
-        for buf in bufs:
-            n = len(buf)
-            if n < MIN_BUF:
-                self.counters["rx_runt"] += 1
-                continue
-            if buf[VNET_HDR_LEN] & 1 and buf[:VNET_HDR_LEN] != ZERO_VNET_HDR:
-                self._rx_finalized(buf)
-                continue
-            frame = buf[VNET_HDR_LEN:]
-            if obs is not None:
-                self._observed(obs, None, frame, buf)
-                continue
-            for target, _pt, f in receive(frame):
-                w = out.get(target)
-                if w is not None:
-                    w(buf if f is frame else ZERO_VNET_HDR + f)
-
-    def _rx_finalized(self, buf: bytes) -> None:
-        try:
-            frames = finalize(buf)
-        except GSOError:
-            self.counters["rx_bad_vnet_hdr"] += 1
-            return
-        out = self._out
-        obs = self._observer
-        for frame in frames:
-            if obs is not None:
-                self._observed(obs, None, frame, None)
-                continue
-            for target, _pt, f in self.engine.receive(frame):
-                w = out.get(target)
-                if w is not None:
-                    w(ZERO_VNET_HDR + f)
-
-    # -- hot path: a child transmits --------------------------------------------------------------------
-    def _make_child_sender(self, vlan: MacvlanDev) -> Callable[[bytes], None]:
-        """What the datapath does with one hdr+frame buffer a macvlan child sent (TAP read or
-        veth ring): the engine's transmit decision, handed on."""
-        xmit = self.engine.xmit
-        dispatch = self._dispatch
-        counters = self.counters
-        out = self._out
-
-        def sent(buf: bytes) -> None:
-            if len(buf) < MIN_BUF:
-                counters["tx_runt"] += 1
-                return
-            if buf[VNET_HDR_LEN] & 1:
-                self._xmit_multicast(vlan, buf)
-                return
-            # bytes, not a memoryview: hashing a view's slice (the engine's MAC lookups)
-            # hashes the whole underlying buffer first, 64 KB of siphash for a GSO frame
-            frame = buf[VNET_HDR_LEN:]
-            obs = self._observer
-            if obs is not None:
-                self._observed(obs, vlan, frame, buf, buf[1] != 0)
-                return
-            deliveries = xmit(vlan, frame, None, buf[1] != 0)
-            if len(deliveries) == 1:  # the common case, one child gets the frame itself
-                target, _pt, f = deliveries[0]
-                if f is frame:
-                    w = out.get(target)
-                    if w is not None:
-                        w(buf)
-                        return
-            dispatch(deliveries, frame, buf)
-
-        return sent
-
-    def _make_tap_reader(self, tap: Tap, vlan: MacvlanDev) -> Callable[[int], None]:
-        fd = tap.fd
-        read = os.read
-        budget = self.cfg.budget
-        counters = self.counters
-        sent = self._make_child_sender(vlan)
-
-        def on_tap(events: int) -> None:
-            for _ in range(budget):
-                try:
-                    buf = read(fd, READ_SIZE)
-                except BlockingIOError:
-                    return
-                except OSError as e:
-                    counters[f"child_read_{errno.errorcode.get(e.errno, e.errno)}"] += 1
-                    if e.errno == errno.EBADFD:  # the TAP is gone (namespace torn down)
-                        self.unwatch(fd)
-                    return
-                sent(buf)
-
-        return on_tap
-
-    def _make_veth_reader(self, child: VethChild, vlan: MacvlanDev) -> Callable[[int], None]:
-        ring = child.ring
-        assert ring is not None  # open until the child is deleted
-        budget = self.cfg.budget
-        sent = self._make_child_sender(vlan)
-
-        def on_veth(events: int) -> None:
-            bufs = ring.drain(budget)
-            if not bufs:
-                ring.rx_resync()
-                return
-            for buf in bufs:
-                sent(buf)
-
-        return on_veth
-
-    def _xmit_multicast(self, vlan: MacvlanDev, buf: bytes) -> None:
-        """Slow path for multicast from a child: finalize partial checksums, notice group changes."""
-        if buf[VNET_HDR_LEN:VNET_HDR_LEN + 6] in _REPORT_DSTS:
-            self._mc_dirty.add(vlan.name)
-        if buf[:VNET_HDR_LEN] != ZERO_VNET_HDR:
-            try:
-                frames = finalize(buf)
-            except GSOError:
-                self.counters["tx_bad_vnet_hdr"] += 1
-                return
-            if len(frames) > 1:  # a GSO multicast becomes its segments: one transmit each
-                self.counters["tx_gso_segments_added"] += len(frames) - 1
-        else:
-            frames = [buf[VNET_HDR_LEN:]]
-        self._xmit_frames(vlan, frames)
-
-    def _xmit_frames(self, vlan: MacvlanDev, frames: list[bytes]) -> None:
-        obs = self._observer
-        for frame in frames:
-            if obs is not None:
-                self._observed(obs, vlan, frame, None)
-                continue
-            self._dispatch(self.engine.xmit(vlan, frame), frame)
-
-    def _observed(self, obs: FrameObserver, vlan: MacvlanDev | None, frame: bytes, buf: bytes | None,
-                  gso: bool = False) -> None:
-        """One admitted frame while someone observes: the engine decides as on the fast path,
-        explaining it into the observer's Trace if it wants this frame; the deferred flood
-        (macvlan_process_broadcast) then runs at once, so the explanation has it too."""
-        engine = self.engine
-        origin = "wire" if vlan is None else vlan.name
-        tr = obs.begin(origin, vlan, frame)
-        if tr is not None and engine.bc_pending:
-            self._drain_bc()  # floods of earlier, unobserved frames go first: not this frame's doing
-        deliveries = engine.receive(frame, tr) if vlan is None else engine.xmit(vlan, frame, tr, gso)
-        if tr is not None and engine.bc_pending:
-            deliveries = list(deliveries) + engine.process_bc_queue(tr)
-        if tr is not None:  # explained before it is handed on: whoever receives it finds the event there
-            obs.end(origin, vlan, frame, tr, deliveries)
-        self._dispatch(deliveries, frame, buf)
-
-    def set_observer(self, observer: FrameObserver | None) -> None:
-        """Install (or with None remove) the frame observer, on the loop thread; the eBPF
-        fast path stands aside while one is installed."""
-        def install() -> None:
-            self._observer = observer
-            self._sync_fastpath()
-
-        self.call(install)
-
-    def _dispatch(self, deliveries: list, frame: bytes, buf: bytes | None = None) -> None:
-        """Hand one engine decision to the parent's transmit queue and the children's
-        writers. ``buf`` is ``frame`` behind its vnet header: reused (no copy) for every
-        delivery of the frame itself; anything else gets a zero header."""
-        parent = self.parent
-        out = self._out
-        for target, _pt, f in deliveries:
-            b = buf if buf is not None and f is frame else ZERO_VNET_HDR + f
-            if target is WIRE:
-                if parent is not None:
-                    parent.queue(b)
-                else:
-                    self.counters["tx_no_parent"] += 1
-            else:
-                w = out.get(target)
-                if w is not None:
-                    w(b)
-
-    def _endpoint_sink(self, ep: Endpoint, buf: bytes) -> None:
-        """What an endpoint's client wrote: hdr+frame from a macvtap child."""
-        vlan = ep.child
-        if vlan is None or vlan.deleted:
-            self.counters["tx_no_child"] += 1
-            return
-        if not vlan.up:  # __dev_queue_xmit() on a down macvtap drops it and counts tx_dropped
-            vlan.stats.tx_dropped += 1
-            return
-        n = len(buf)
-        if n - VNET_HDR_LEN > frame_max(vlan.mtu) and buf[1] == 0:  # not GSO: bigger than the child's MTU allows
-            ep.counters["tx_oversize"] += 1
-            vlan.stats.tx_dropped += 1
-            return
-        if buf[VNET_HDR_LEN] & 1:
-            self._xmit_multicast(vlan, buf)
-            return
-        frame = buf[VNET_HDR_LEN:]
-        obs = self._observer
-        if obs is not None:
-            self._observed(obs, vlan, frame, buf, buf[1] != 0)
-            return
-        self._dispatch(self.engine.xmit(vlan, frame, None, buf[1] != 0), frame, buf)
-
-    def _make_tap_writer(self, tap: Tap) -> Callable[[bytes], None]:
-        fd = tap.fd
-        write = os.write
-        counters = self.counters
-
-        def w(buf: bytes) -> None:
-            try:
-                write(fd, buf)
-            except OSError as e:
-                counters[f"child_write_{errno.errorcode.get(e.errno, e.errno)}"] += 1
-
-        return w
 
     # -- control: children -----------------------------------------------------------------------------
     def add_macvlan(self, name: str, mode: str | Mode = "bridge", *, mac: bytes | None = None,
@@ -876,6 +397,33 @@ class Datapath:
         if self.parent is not None:
             self._sync_parent()
 
+    def child_view(self, name: str) -> ChildView | None:
+        """A read-only copy of one child (None: no such child), made on the loop thread."""
+        return self.call(self._child_view, name)
+
+    def children_view(self) -> dict[str, ChildView]:
+        """Read-only copies of every child, made in one pass on the loop thread."""
+        return self.call(lambda: {n: v for n in list(self.engine.children) if (v := self._child_view(n)) is not None})
+
+    def _child_view(self, name: str) -> ChildView | None:
+        vlan = self.engine.children.get(name)
+        if vlan is None:
+            return None
+        if name in self._fast:
+            self._fold_fastpath()
+        dev = self.taps.get(name)
+        ep = self.endpoints.get(name)
+        tap = dev if dev is not None else getattr(ep, "tap", None)
+        return ChildView(name=name, kind="macvtap" if ep is not None else "macvlan", mode=vlan.mode.name.lower(),
+                         mac=vlan.mac.hex(":"), mtu=vlan.mtu, up=vlan.up, flags=int(vlan.flags),
+                         dev=(dev.kind if isinstance(dev, VethChild) else "tap") if dev is not None
+                         else ep.kind if ep is not None else "",
+                         ifname=tap.name if tap is not None else None,
+                         ifindex=tap.ifindex if tap is not None else None,
+                         netns=tap.netns if tap is not None else None,
+                         path="fast" if name in self._fast else "python",
+                         stats=vlan.stats.as_stats64())
+
     def stats(self) -> dict:
         """Everything counted: datapath, parent socket, engine drops, per child."""
         return self.call(self._stats)
@@ -971,58 +519,6 @@ class Datapath:
         self._apply_to_devices()
         self._sync_parent()
 
-    def _apply_to_devices(self) -> None:
-        """Make the real devices carry the engine's addresses and MTUs (macvlan changes them
-        beyond the device asked: a parent MTU clamps children, passthru shares the parent's
-        MAC both ways, a passthru port gives the parent its permanent address back)."""
-        lower = self.engine.lower
-        if self.parent is not None and not lower.deleted and lower.mac != self.parent.mac:
-            ctl = NetdevCtl(self.cfg.parent.netns)
-            try:
-                ctl.set_mac(self.parent.base, lower.mac)
-                self.parent.mac = lower.mac
-                self._parent_mac_changed(lower.mac)
-            except OSError:
-                self.counters["parent_mac_error"] += 1
-            finally:
-                ctl.close()
-            self._absorb_own_parent_mac()
-        for name, tap in self.taps.items():
-            vlan = self.engine.children.get(name)
-            if vlan is None:
-                continue
-            try:
-                if tap.mac() != vlan.mac:
-                    tap.set_mac(vlan.mac)
-                if tap.ctl.get_mtu(tap.name) != vlan.mtu:
-                    tap.set_mtu(vlan.mtu)
-            except OSError:
-                self.counters["child_apply_error"] += 1
-            self._absorb_own_events(tap)
-
-    def _absorb_own_parent_mac(self) -> None:
-        """The parent's pending events carry the MAC we just gave it (or an older one of ours):
-        handle them without their address, which the engine already has. Mirrored back later,
-        a stale one would take back what a passthru port's last delete restored."""
-        mon = self._monitors.get(self.cfg.parent.netns)
-        if mon is None:
-            return
-        for ev in mon.read():
-            if ev.kind == "new" and self._is_parent(ev):
-                ev = dataclasses.replace(ev, mac=b"")
-            self._link_event(mon, ev)
-
-    def _absorb_own_events(self, tap: Tap | VethChild) -> None:
-        """Drop the pending events of ``tap`` (our own changes, already in the engine);
-        handle everything else its namespace's monitor reported."""
-        mon = self._monitors.get(tap.netns)
-        if mon is None:
-            return
-        for ev in mon.read():
-            if ev.ifindex == tap.ifindex and ev.kind == "new":
-                continue
-            self._link_event(mon, ev)
-
     def _delete_parent(self) -> None:
         self._release_children_and_parent(delete_parent_in_engine=True)
 
@@ -1050,331 +546,3 @@ class Datapath:
             self.unwatch(self.parent.fd)
             self.parent.close()
             self.parent = None
-
-    def _sync_devices(self) -> None:
-        for mon in list(self._monitors.values()):
-            self._on_link_events(mon)
-
-    # -- the eBPF fast path (fastpath.py) ----------------------------------------------------------------
-    def _start_fastpath(self) -> None:
-        """Load the programs and attach them to the parent; where that fails, say so once and
-        stay on the Python path."""
-        try:
-            if self.parent is None or self.parent.vlan is not None:
-                raise OSError(errno.EOPNOTSUPP, "a userspace VLAN parent needs its tag inserted in Python")
-            self.fastpath = FastPath(self.cfg.parent.netns)
-            self._fastpath_attach_parent()
-        except Exception as e:  # no CAP_BPF, a verifier refusal, no clsact: the Python path carries all
-            if self.fastpath is not None:
-                self.fastpath.close()
-                self.fastpath = None
-            self.fastpath_error = f"{type(e).__name__}: {e}"
-            self.counters["fastpath_unavailable"] += 1
-            log.warning("eBPF fast path unavailable, every frame takes the Python path: %s", self.fastpath_error)
-
-    def _fastpath_attach_parent(self) -> None:
-        if self.fastpath is not None and self.parent is not None:
-            self.fastpath.attach(self.parent.ifindex, self.parent.base, self.parent.sock)
-
-    def _fastpath_add(self, name: str, dev: VethChild) -> None:
-        fp = self.fastpath
-        if fp is None or dev.ring is None:
-            return
-        slot = fp.new_slot()
-        try:
-            fp.attach(dev.outer_ifindex, dev.outer, dev.ring.sock)
-        except Exception:  # this child stays on the Python path
-            fp.free_slot(slot)
-            self.counters["fastpath_child_attach_error"] += 1
-            return
-        # bpf_redirect_peer refuses a peer in the namespace it is called in
-        peer_ok = netns_inode(dev.netns) != netns_inode(self.cfg.parent.netns)
-        self._fast[name] = FastChild(dev.outer_ifindex, slot, peer_ok)
-
-    def _fastpath_remove(self, name: str, vlan: MacvlanDev) -> None:
-        fc = self._fast.pop(name, None)
-        if fc is None or self.fastpath is None:
-            return
-        self.fastpath.fold(fc.slot, vlan.stats)
-        self.fastpath.forget(fc.outer_ifindex)
-        self.fastpath.free_slot(fc.slot)
-
-    def _sync_fastpath(self) -> None:
-        """The maps from the engine's port, now (before the control operation returns)."""
-        fp = self.fastpath
-        if fp is None:
-            return
-        parent = self.parent
-        if self._observer is not None or parent is None:
-            want = EMPTY  # a trace sees every frame; no parent, nothing to forward
-        else:
-            want = fastpath_rules(self.engine, parent.ifindex, parent.frame_max, self._fast)
-        try:
-            fp.sync(want)
-        except OSError as e:  # a map full or refused: fall back to the Python path for everything
-            self.counters[f"fastpath_sync_{errno.errorcode.get(e.errno, e.errno)}"] += 1
-            fp.sync(EMPTY)
-
-    def _fold_fastpath(self) -> None:
-        fp = self.fastpath
-        if fp is None:
-            return
-        children = self.engine.children
-        for name, fc in self._fast.items():
-            vlan = children.get(name)
-            if vlan is not None:
-                fp.fold(fc.slot, vlan.stats)
-
-    def _path_info(self) -> dict:
-        """Which path carries frames, for ``stats``: "fast" (eBPF for known unicast, Python for
-        the rest) or "python"."""
-        fp = self.fastpath
-        info: dict[str, Any] = {"active": "fast" if fp is not None else "python",
-                                "children": self.cfg.children}
-        if fp is not None:
-            info.update(fp.describe())
-            info["fast_children"] = sorted(self._fast)
-        elif self.cfg.fastpath:
-            info["reason"] = self.fastpath_error
-        else:
-            info["reason"] = "off (pymacvlan daemon --fastpath turns it on)"
-        return info
-
-    # -- the parent's filters ------------------------------------------------------------------------------
-    def _sync_parent(self) -> None:
-        """Memberships (and shield rules) from the engine's view of L: what dev_uc_add(),
-        dev_mc_sync(), promisc and allmulti would have set on the real device."""
-        parent = self.parent
-        lower = self.engine.lower
-        if parent is not None:
-            promisc = lower.promiscuity - (1 if lower.uc_promisc else 0) > 0
-            parent.sync_memberships(set(lower.uc_list), set(lower.mc_synced), promisc, lower.allmulti > 0)
-        if self.shield is not None:
-            self.shield.sync(self.engine)
-        self._sync_fastpath()
-
-    # -- following devices ---------------------------------------------------------------------------------
-    def _monitor(self, netns: str | None) -> None:
-        if netns in self._monitors:
-            return
-        mon = LinkMonitor(netns)
-        self._monitors[netns] = mon
-        self.watch(mon.fd, lambda ev, mon=mon: self._on_link_events(mon), kind="netlink")
-
-    def _unmonitor_if_unused(self, netns: str | None) -> None:
-        """A namespace's monitor goes with its last child (it would hold the namespace alive
-        after `ip netns del`, and its socket would leak with every namespace ever used)."""
-        if netns == self.cfg.parent.netns or any(t.netns == netns for t in self.taps.values()):
-            return
-        mon = self._monitors.pop(netns, None)
-        if mon is not None:
-            self.unwatch(mon.fd)
-            mon.close()
-
-    def _on_link_events(self, mon: LinkMonitor) -> None:
-        events = mon.read()
-        if mon.lost:
-            events += self._relearn(mon)
-        for ev in events:
-            self._link_event(mon, ev)
-
-    def _relearn(self, mon: LinkMonitor) -> list[LinkEvent]:
-        """The monitor's socket overflowed (ENOBUFS): events were lost, so ask for the state
-        of every device followed in its namespace, as if each had just reported it."""
-        mon.lost = False
-        self.counters["netlink_overrun"] += 1
-        if "netlink_overrun" not in self._logged:
-            self._logged.add("netlink_overrun")
-            log.warning("link monitor of namespace %s overflowed: events were lost; the devices' state is read "
-                        "again (counted as netlink_overrun)", mon.netns or "(own)")
-        want: list[int] = []
-        if mon.netns == self.cfg.parent.netns:
-            if self.parent is not None:
-                want.append(self.parent.ifindex)
-            else:
-                ctl = NetdevCtl(mon.netns)
-                try:
-                    idx = ctl.ifindex(self._parent_base)
-                finally:
-                    ctl.close()
-                if idx is not None:
-                    want.append(idx)
-        for name, tap in self.taps.items():
-            if tap.netns == mon.netns:
-                want.append(tap.ifindex)
-                self._mc_dirty.add(name)
-        out = []
-        for idx in want:
-            ev = mon.query(idx)
-            if ev is not None:
-                out.append(ev)
-        return out
-
-    def _link_event(self, mon: LinkMonitor, ev: LinkEvent) -> None:
-        if mon.netns == self.cfg.parent.netns and self._is_parent(ev):
-            self._parent_event(ev)
-            return
-        for name, tap in list(self.taps.items()):
-            if tap.netns == mon.netns and tap.ifindex == ev.ifindex:
-                if ev.kind == "del":
-                    self.counters["child_link_deleted"] += 1
-                    self._delete_child(name)
-                elif ev.kind == "addr":
-                    self._mc_dirty.add(name)
-                else:
-                    self._child_event(name, ev)
-
-    def _is_parent(self, ev: LinkEvent) -> bool:
-        p = self.parent
-        if p is not None:
-            return ev.ifindex == p.ifindex
-        return ev.kind == "new" and ev.name == self._parent_base
-
-    def _parent_event(self, ev: LinkEvent) -> None:
-        if ev.kind == "addr" or self.engine.lower.deleted:  # deleted: see delete_parent()
-            return
-        if ev.kind == "del":
-            self.counters["parent_deleted"] += 1
-            if self.parent is not None:
-                self.unwatch(self.parent.fd)
-                self.parent.close()
-                self.parent = None
-            self.engine.set_wire_carrier(False)
-            self.engine.set_parent_up(False)
-            self._carrier_to_children()
-            self._sync_fastpath()
-            return
-        if self.parent is None:
-            try:
-                self.parent = Parent(self.cfg.parent)
-            except OSError:
-                self.counters["parent_reopen_failed"] += 1
-                return
-            self.counters["parent_reattached"] += 1
-            self._watch_parent()
-            self._fastpath_attach_parent()
-            if self.parent.mac != self.engine.lower.mac:
-                self.engine.set_parent_mac(self.parent.mac)
-            self._sync_parent()
-        self._parent_state(ev)
-
-    def _parent_state(self, ev: LinkEvent) -> None:
-        engine = self.engine
-        engine.set_parent_up(bool(ev.flags & IFF_UP))
-        engine.set_wire_carrier(bool(ev.flags & IFF_LOWER_UP))
-        if ev.mtu and ev.mtu != engine.lower.mtu:
-            engine.set_parent_mtu(ev.mtu)
-        if ev.mtu and self.parent is not None and ev.mtu != self.parent.mtu:
-            # the socket's oversize check follows the device (it was sized at open)
-            self.parent.mtu, self.parent.frame_max = ev.mtu, frame_max(ev.mtu)
-        if ev.mac and len(ev.mac) == 6 and ev.mac != engine.lower.mac:
-            engine.set_parent_mac(ev.mac)
-        if ev.mac and len(ev.mac) == 6:
-            self._parent_mac_changed(ev.mac)  # seen by our monitor, bound in the parent's namespace
-        self._carrier_to_children()
-        self._apply_to_devices()  # NETDEV_CHANGEMTU clamps children; passthru follows the MAC
-        self._sync_parent()
-
-    def _parent_mac_changed(self, mac: bytes) -> None:
-        """The parent's identity (see pymacvlan.identity) follows a MAC we gave it or saw it take."""
-        if self.parent is None:
-            return
-        if self.shield is not None:
-            self.shield.note_mac(mac)
-        if self.fastpath is not None:
-            self.fastpath.note_mac(self.parent.ifindex, mac)
-
-    def _carrier_to_children(self) -> None:
-        carrier = self.engine.lower.carrier
-        for tap in self.taps.values():
-            if tap.carrier != carrier:
-                try:
-                    tap.set_carrier(carrier)
-                except OSError:
-                    self.counters["child_carrier_error"] += 1
-
-    def _child_event(self, name: str, ev: LinkEvent) -> None:
-        """Mirror a TAP's state into the engine; refuse (undo) what the kernel would refuse."""
-        vlan = self.engine.children.get(name)
-        tap = self.taps[name]
-        if vlan is None:
-            return
-        try:
-            if ev.mac and len(ev.mac) == 6 and ev.mac != vlan.mac:
-                try:
-                    self.engine.set_mac(name, ev.mac)
-                except KernelError:
-                    self.counters["child_mac_refused"] += 1
-                    tap.set_mac(vlan.mac)
-            if ev.mtu and ev.mtu != vlan.mtu:
-                try:
-                    self.engine.set_mtu(name, ev.mtu)
-                except KernelError:
-                    self.counters["child_mtu_refused"] += 1
-                    tap.set_mtu(vlan.mtu)
-            up = bool(ev.flags & IFF_UP)
-            if up and not vlan.up and not tap.flags() & IFF_UP:
-                up = False  # a stale event (a veth reports up twice: flags, then carrier) of a refused open
-            if up != vlan.up:
-                try:
-                    self.engine.set_up(name, up)
-                    self._mc_dirty.add(name)
-                except KernelError:
-                    self.counters["child_up_refused"] += 1  # EADDRINUSE: like `ip link set up` failing
-                    tap.set_admin_up(False)
-            if bool(ev.flags & IFF_PROMISC) != vlan.promisc_user:
-                self.engine.set_promisc(name, bool(ev.flags & IFF_PROMISC))
-            if bool(ev.flags & IFF_ALLMULTI) != vlan.allmulti_user:
-                self.engine.set_allmulticast(name, bool(ev.flags & IFF_ALLMULTI))
-        except OSError:
-            self.counters["child_event_error"] += 1
-        self._sync_parent()
-
-    # -- housekeeping -----------------------------------------------------------------------------------------
-    def _housekeeping(self) -> None:
-        if self._parked or self._failing:
-            self._rearm_parked()
-        for name, tap in list(self.taps.items()):
-            if not tap.netns_still_named():
-                # the TAP fd keeps the namespace alive: let it go
-                self.counters["child_netns_gone"] += 1
-                self._delete_child(name)
-            else:
-                self._mc_dirty.add(name)
-        if self._mc_dirty:
-            dirty, self._mc_dirty = self._mc_dirty, set()
-            for name in dirty:
-                self._sync_child_groups(name)
-        if self.parent is not None:
-            self.parent.kernel_stats()
-        if self._fast:
-            self._fold_fastpath()
-
-    def _sync_child_groups(self, name: str) -> None:
-        """The child's link-layer multicast list (what dev_mc_sync would copy) into the engine."""
-        tap = self.taps.get(name)
-        vlan = self.engine.children.get(name)
-        if tap is None or vlan is None:
-            return
-        try:
-            text = read_proc_net(tap.netns, "dev_mcast")
-        except OSError:
-            return
-        want = set()
-        for line in text.splitlines():
-            # ifindex name users global address. Every group counts (an application's IGMP
-            # join too, as dev_mc_sync copies it) except the stack's own, unless `global`
-            # says the user joined that one as well (`ip maddr add`: dev_mc_add_global)
-            f = line.split()
-            if len(f) >= 5 and f[0] == str(tap.ifindex):
-                g = bytes.fromhex(f[4])
-                if g not in STACK_GROUPS or f[3] != "0":
-                    want.add(g)
-        have = set(vlan.user_groups)
-        if want == have:
-            return
-        for g in want - have:
-            self.engine.join(name, g)
-        for g in have - want:
-            self.engine.leave(name, g)
-        self._sync_parent()

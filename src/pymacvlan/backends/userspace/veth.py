@@ -35,6 +35,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import socket
 from dataclasses import dataclass
 
 from ...model import frame_max
@@ -113,6 +114,7 @@ class VethChild(ChildNetdev):
             self.ring = Parent(ParentConfig(self.outer, cfg.parent_netns, rx_frames=cfg.rx_frames,
                                             tx_frames=cfg.tx_frames, rcvbuf=8 << 20, sndbuf=32 << 20))
             self.fd = self.ring.fd
+            self._clear_ring_error()  # bound while the outer end is down: ENETDOWN, expected
             if cfg.carrier:
                 self.set_carrier(True)
         except BaseException:
@@ -170,7 +172,16 @@ class VethChild(ChildNetdev):
             self.outer_ctl.set_flags(self.outer, set_bits=IFF_UP)
         else:
             self.outer_ctl.set_flags(self.outer, clear_bits=IFF_UP)
+            self._clear_ring_error()  # our own doing: not a failure for the loop to report
         self.carrier = on
+
+    def _clear_ring_error(self) -> None:
+        """A packet socket on a device that is (or goes) down holds ENETDOWN in sk_err until
+        it is read, and polls EPOLLERR meanwhile (the kernel re-attaches it by itself when the
+        device comes up). The rings never recv(), so read it here when we took the device
+        down ourselves; anyone else's doing is the loop's to count (reactor.Reactor._fd_failed)."""
+        if self.ring is not None:
+            self.ring.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
 
     # -- teardown ----------------------------------------------------------------------------------
     def _delete_pair(self) -> None:
