@@ -173,3 +173,56 @@ def test_link_unknown_backend_is_one_line_with_einval():
     r = run("link", "--backend", "nope", "show")
     assert (r.returncode, r.stderr) == (2, "pymacvlan link: EINVAL: unknown backend 'nope' "
                                            "(--backend takes sim, kernel, userspace)\n")
+
+
+# -- issue 25: rough edges a newcomer hit -----------------------------------------------------------
+def test_an_option_after_the_object_gets_ips_words_and_where_it_goes(tmp_path):
+    """`link show -d` said only `Device "-d" does not exist.`"""
+    import os
+
+    env = {**os.environ, "PMV_SIM_STATE": str(tmp_path / "sim.json")}
+    for words in (["link", "show", "-d"], ["link", "show", "mac0", "-j"], ["link", "del", "-br"]):
+        r = subprocess.run([sys.executable, "-m", "pymacvlan.cli.main", *words], capture_output=True, text=True,
+                           timeout=60, env=env)
+        opt = words[-1]
+        assert r.returncode == 1, r
+        assert r.stderr.splitlines()[0] == f'Device "{opt}" does not exist.'
+        assert f"hint: {opt} is an option: options go before the object" in r.stderr
+        assert f"pymacvlan {opt} link" in r.stderr
+
+
+def test_stats_columns_stay_in_line_with_large_byte_counts():
+    """Fixed widths let a 12-digit byte count push every later column out of line."""
+    from pymacvlan.cli.stats import format_stats
+
+    big = {"rx": {"packets": 98765432101, "bytes": 123456789012345, "dropped": 0, "errors": 0, "multicast": 7},
+           "tx": {"packets": 5, "bytes": 99999999999999999, "dropped": 3}, "ifname": "eth0", "netns": "pmvdemoA"}
+    small = {"rx": {"packets": 1, "bytes": 60}, "tx": {"packets": 1, "bytes": 60}, "ifname": "vm0"}
+    text = format_stats({"backend": "userspace", "parents": {"pmvdp": {"children": {"a": big, "b": small}}}})
+    head, row1, row2 = text.splitlines()[1:4]
+    import re
+
+    ends, pos = [], 0
+    for title in ("rx pkts", "rx bytes", "dropped", "errors", "mcast", "tx pkts", "tx bytes", "dropped"):
+        i = head.index(title, pos)
+        ends.append(i + len(title))
+        pos = ends[-1]
+    for row in (row1, row2):
+        assert [m.end() for m in re.finditer(r"\S+", row)][-8:] == ends, (head, row)
+    assert "123456789012345" in row1 and "99999999999999999" in row1
+
+
+def test_userspace_children_of_the_same_name_say_their_namespace():
+    """`link show` on the userspace backend printed two identical `eth0@parent` lines."""
+    from pymacvlan.links.format import Options, render
+
+    def link(ns: str, idx: int) -> dict:
+        return {"ifindex": idx, "ifname": "eth0", "link": "pmvdp", "flags": ["BROADCAST", "MULTICAST", "UP"],
+                "mtu": 1500, "qdisc": "noqueue", "operstate": "UP", "linkmode": "DEFAULT", "group": "default",
+                "txqlen": 1000, "link_type": "ether", "address": f"02:00:00:00:00:0{idx}",
+                "broadcast": "ff:ff:ff:ff:ff:ff", "netns": ns}
+
+    links = [link("pmvdemoA", 5), link("pmvdemoB", 6)]
+    for opts in (Options(), Options(brief=True)):
+        text = render(links, opts)
+        assert "netns pmvdemoA" in text and "netns pmvdemoB" in text, text

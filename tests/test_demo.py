@@ -67,6 +67,21 @@ def test_engine_only_json(monkeypatch, capsys):
     assert out["modes"]["bridge"]["live"] is None
 
 
+def test_the_legend_explains_every_kind_of_cell(capsys):
+    """Issue 25: the legend left out `.` (the device itself) and the blank cell (not tried)."""
+    assert main(["demo", "--engine-only"]) == 0
+    out = capsys.readouterr().out
+    legend = next(line for line in out.splitlines() if line.startswith("cells:"))
+    kinds: set[str] = set()
+    for line in out.splitlines():
+        if line.startswith("    ") and not line.strip().startswith("from"):
+            cells = [line[4 + 8 * i: 12 + 8 * i].strip() for i in range(1, 5)]
+            kinds |= {ch for c in cells for ch in c} | ({"blank"} if "" in cells else set())
+    assert {".", "blank", "A", "P", "-"} <= kinds
+    for k in kinds:
+        assert (f"{k} = " in legend), (k, legend)
+
+
 def test_render_marks_a_difference():
     rep = demo.DemoReport("userspace", "plain")
     run = demo.ModeRun("bridge", predict("bridge"))

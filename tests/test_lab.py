@@ -4,6 +4,7 @@ expectation is reported and exits 1; user mistakes get one line and exit 2."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -14,7 +15,24 @@ from tests.conformance.conftest import require_live
 LABS = labs.names()
 
 
-def test_the_seed_experiments_are_shipped():
+def test_the_first_step_shown_is_step_1_and_setup_steps_take_no_number(capsys):
+    """Issue 25: the first step a reader saw was numbered 7 (hidden setup steps kept theirs)."""
+    main(["lab", "private-hairpin"])
+    out = capsys.readouterr().out
+    numbers = [int(m[1]) for m in re.finditer(r"^ *(\d+)\. ", out, re.M)]
+    assert numbers == list(range(1, len(numbers) + 1)) and numbers
+    assert "setup steps not shown" in out
+    main(["lab", "private-hairpin", "-v"])
+    shown = [int(m[1]) for m in re.finditer(r"^ *(\d+)\. ", capsys.readouterr().out, re.M)]
+    assert shown == list(range(1, len(shown) + 1)) and len(shown) > len(numbers)
+
+
+def test_no_lab_refers_to_texts_outside_the_repository():
+    for n in LABS:
+        assert "seed article" not in json.dumps(labs.raw(n)), n
+
+
+def test_the_classic_experiments_are_shipped():
     assert {"vepa-hairpin", "vepa-plain", "private-hairpin", "bridge-lan"} <= set(LABS)
     for n in LABS:
         sc = labs.raw(n)
@@ -36,7 +54,7 @@ def test_private_lab_tells_what_happened(capsys):
     main(["lab", "private-hairpin"])
     out = capsys.readouterr().out
     # the ARP step: the sibling got nothing; the unicast step: it did
-    arp, uni = out.split(" 7. ")[1].split(" 8. ")
+    arp, uni = out.split(" 1. ")[1].split(" 2. ")
     assert "macvl2 -" in arp and "macvl2 HOST" in uni
 
 

@@ -377,7 +377,8 @@ def render(rep: DemoReport) -> str:
     out += [
         head,
         "cells: A = ARP request answered, P = ping answered with static neighbours "
-        "(unicast alone), - = failed, ! = live differs from the engine; rows send, columns receive",
+        "(unicast alone), - = failed, ! = live differs from the engine, . = itself, "
+        "blank = not tried (station and host: a veth, nothing of macvlan's); rows send, columns receive",
         "a, b: macvlan children; station: a host on the LAN (far end of the veth); host: the parent's own stack",
         "",
     ]

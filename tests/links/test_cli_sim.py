@@ -35,7 +35,27 @@ def test_add_show_text_in_iproute2_format(cli):
     assert out.splitlines()[1].endswith(" promiscuity 0  allmulti 0 minmtu 68 maxmtu 65535 ")
 
 
-def test_parent_is_created_implicitly_child_mac_random(cli, tmp_path):
+def test_a_mistyped_parent_is_refused_as_ip_refuses_it(cli, sim_state):
+    """Issue 25: `link add link eht0 ...` silently made a parent eht0; the mistake surfaced later."""
+    _, err = cli("link", "add", "link", "eht0", "name", "m", "type", "macvlan", rc=1)
+    assert err.splitlines()[0] == 'Cannot find device "eht0"'
+    assert "did you mean eth0?" in err and "pymacvlan link add name eht0 type veth" in err
+    out, _ = cli("link", "show")
+    assert "eht0" not in out
+
+
+def test_a_declared_parent_takes_children_and_a_second_declaration_is_refused(cli):
+    cli("link", "add", "name", "uplink", "type", "veth")
+    cli("link", "add", "link", "uplink", "name", "m", "type", "macvlan", "mode", "bridge")
+    assert by_name(cli)["m"]["link"] == "uplink"
+    _, err = cli("link", "add", "uplink", "type", "veth", rc=2)
+    assert "already exists" in err
+    _, err = cli("--backend", "kernel", "link", "add", "name", "x", "type", "veth", rc=2)
+    assert "Unknown device type" in err
+
+
+def test_parent_eth7_declared_then_child_mac_random(cli, tmp_path):
+    cli("link", "add", "name", "eth7", "type", "veth")
     cli("link", "add", "link", "eth7", "name", "m", "type", "macvlan")
     d = by_name(cli)
     assert d["eth7"]["address"] == mac_str(parent_mac("eth7"))
@@ -48,6 +68,7 @@ def test_parent_is_created_implicitly_child_mac_random(cli, tmp_path):
     assert by_name(cli)["m"]["address"] == d["m"]["address"]
     # the same commands on a fresh state draw another MAC (OS entropy, not a seed two hosts share)
     other = get_driver("sim", state=tmp_path / "other.json")
+    other.add_parent("eth7")
     other.add(LinkRequest(parent="eth7", name="m"))
     assert other.show("m")[0]["address"] != d["m"]["address"]
     assert get_driver("sim", state=tmp_path / "other.json").show("m")[0]["address"] == other.show("m")[0]["address"]

@@ -88,6 +88,8 @@ def _execute(driver, s: Step) -> None:
         driver.set(s.name, s.change, netns=s.netns)
     elif s.op == "del":
         driver.delete(s.name, netns=s.netns)
+    elif s.op == "parent":
+        driver.add_parent(s.name)
 
 
 def _apply(args) -> int:

@@ -1,9 +1,14 @@
-"""`pymacvlan lab NAME`: the seed articles' experiments, told step by step and checked."""
+"""`pymacvlan lab NAME`: classic macvlan experiments, told step by step and checked.
+
+Shown steps are numbered from 1 in the order shown (hidden setup steps take no number), so the
+first thing a reader sees is step 1."""
 
 from __future__ import annotations
 
 import sys
 import textwrap
+
+from ._report import plural
 
 ORDER = 40
 
@@ -44,12 +49,14 @@ def _lab(args) -> int:
     print(f"lab {run.name} on the {run.backend} backend (kernel {run.kernel}), {sc.get('wire', 'plain')} wire")
     print(_wrap(sc.get("description", "")))
     print()
+    shown = 0
     for s in run.steps:
         if s.step["do"] in ("add", "set") and not s.checked and s.result.get("ok"):
             if not args.verbose:
                 continue
+        shown += 1
         mark = "" if not s.checked else ("  ok" if not s.diffs else "  DIFFERS")
-        print(f"{s.index:2}. {labs.describe_step(s.step)}{mark}")
+        print(f"{shown:2}. {labs.describe_step(s.step)}{mark}")
         if s.comment:
             print(_wrap(s.comment, "    "))
         if s.step["do"] == "inject" or not s.result.get("ok"):
@@ -59,7 +66,7 @@ def _lab(args) -> int:
     setup = sum(1 for s in run.steps if s.step["do"] in ("add", "set") and not s.checked and s.result.get("ok"))
     print()
     if setup and not args.verbose:
-        print(f"({setup} setup steps not shown; -v shows them)")
+        print(f"({plural(setup, 'setup step')} not shown; -v shows them)")
     if sc.get("note"):
         print(_wrap("Takeaway: " + sc["note"]))
     bad = run.failed
@@ -71,7 +78,7 @@ def _lab(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("lab", help="the seed articles' experiments, step by step, on any backend",
+    p = sub.add_parser("lab", help="classic macvlan experiments, step by step, on any backend",
                        description="Runs a lab (a scenario file shipped with pymacvlan, or a path), tells what "
                                    "each step shows and what happened, and checks it against the lab's "
                                    "expectations (exit 1 on a difference).")

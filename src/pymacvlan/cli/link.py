@@ -256,8 +256,19 @@ def parse_add(words: list[str]) -> AddCommand:
     return AddCommand(req, up, host, routes)
 
 
+#: iproute2's options, which go before the object (`ip -d link show`), never after it
+_OPTION_WORDS = {"-d", "-details", "-j", "-json", "-p", "-pretty", "-s", "-stats", "-statistics", "-br", "-brief",
+                 "-n", "-netns", "--backend", "--socket", "--state"}
+
+
 def _device(w: str, t: Tokens, name: str | None) -> str:
-    """`dev NAME` or a bare NAME, accepted once; anything after it is garbage, as ip says."""
+    """`dev NAME` or a bare NAME, accepted once; anything after it is garbage, as ip says.
+    An option given after the object gets ip's words and a hint where it goes (issue 25:
+    `link show -d` said only `Device "-d" does not exist.`)."""
+    if w in _OPTION_WORDS or (w.startswith("-") and w.split("=", 1)[0] in _OPTION_WORDS):
+        raise UsageError(f'Device "{w}" does not exist.', 1,
+                         hint=f"{w} is an option: options go before the object, as with ip: "
+                              f"pymacvlan {w.split('=', 1)[0]} link ...")
     if w == "dev":
         w = t.next_arg()
     if name is not None:
@@ -497,6 +508,17 @@ def run_link(g: Globals, words: list[str], out=None) -> int:
     if not (matches(verb, "add") or matches(verb, "set") or matches(verb, "change") or matches(verb, "delete")
             or matches(verb, "show") or matches(verb, "lst") or matches(verb, "list")):
         raise UsageError(f'Command "{verb}" is unknown, try "pymacvlan link help".', 255)
+    if matches(verb, "add") and rest[-2:] == ["type", "veth"] and len(rest) in (3, 4) and rest[0] != "link":
+        # the sim's way to declare a parent, in iproute2's words: `link add [name] NAME type veth`
+        name = rest[1] if rest[0] == "name" and len(rest) == 4 else rest[0] if len(rest) == 3 else None
+        if name is None or g.backend != "sim":
+            raise UsageError("Error: Unknown device type.", 2,
+                             hint="pymacvlan makes macvlan and macvtap links (and, on the sim, declares parents: "
+                                  "`pymacvlan link add name NAME type veth`); make a veth with ip on this backend")
+        driver = make_driver(g)
+        driver.add_parent(name)
+        _said_simulated(g, driver)
+        return 0
     if matches(verb, "add"):
         cmd = parse_add(rest)
         driver = make_driver(g)

@@ -20,15 +20,26 @@ from ._report import error_line
 ORDER = 33
 
 
-def _child_row(name: str, s: dict) -> str:
-    rx, tx = s.get("rx", {}), s.get("tx", {})
-    return (f"  {name:<20} {rx.get('packets', 0):>9} {rx.get('bytes', 0):>11} {rx.get('dropped', 0):>7} "
-            f"{rx.get('errors', 0):>6} {rx.get('multicast', 0):>7}   {tx.get('packets', 0):>9} "
-            f"{tx.get('bytes', 0):>11} {tx.get('dropped', 0):>7}")
+#: the columns: (title, direction, counter); a gap of three spaces between rx and tx
+COLUMNS = (("rx pkts", "rx", "packets"), ("rx bytes", "rx", "bytes"), ("dropped", "rx", "dropped"),
+           ("errors", "rx", "errors"), ("mcast", "rx", "multicast"), ("tx pkts", "tx", "packets"),
+           ("tx bytes", "tx", "bytes"), ("dropped", "tx", "dropped"))
 
 
-HEADER = (f"  {'child':<20} {'rx pkts':>9} {'rx bytes':>11} {'dropped':>7} {'errors':>6} {'mcast':>7}   "
-          f"{'tx pkts':>9} {'tx bytes':>11} {'dropped':>7}")
+def _table(rows: list[tuple[str, dict]]) -> list[str]:
+    """The header and one line per child, each column as wide as its widest cell (issue 25: fixed
+    widths let a 12-digit byte count push every later column out of line)."""
+    cells = [[name] + [str((s.get(way) or {}).get(key, 0)) for _t, way, key in COLUMNS] for name, s in rows]
+    head = ["child"] + [t for t, _w, _k in COLUMNS]
+    widths = [max(len(r[i]) for r in [head, *cells]) for i in range(len(head))]
+    widths[0] = max(widths[0], 20)
+
+    def line(r: list[str]) -> str:
+        rx = " ".join(f"{c:>{w}}" for c, w in zip(r[1:6], widths[1:6], strict=True))
+        tx = " ".join(f"{c:>{w}}" for c, w in zip(r[6:], widths[6:], strict=True))
+        return f"  {r[0]:<{widths[0]}} {rx}   {tx}"
+
+    return [line(head)] + [line(r) for r in cells]
 
 
 def _reasons(title: str, counts: dict | None) -> list[str]:
@@ -54,9 +65,12 @@ def format_stats(report: dict) -> str:
         path = p.get("path")
         if path:
             lines.append(_path_line(path))
-        lines.append(HEADER)
-        for cname, c in p["children"].items():
-            lines.append(_child_row(c.get("ifname", cname) + (f" ({c['netns']})" if c.get("netns") else ""), c))
+        children = list(p["children"].items())
+        table = _table([(c.get("ifname", cname) + (f" ({c['netns']})" if c.get("netns") else ""), c)
+                        for cname, c in children])
+        lines.append(table[0])
+        for (_cname, c), row in zip(children, table[1:], strict=True):
+            lines.append(row)
             ep = c.get("endpoint")
             if ep:
                 lines.append(

@@ -142,6 +142,8 @@ def text_link(link: dict, opts: Options) -> str:
         line2 += f" link-netns {link['link_netns']}"
     elif "link_netnsid" in link:
         line2 += f" link-netnsid {link['link_netnsid']}"
+    if link.get("netns"):  # the userspace daemon's children live in several namespaces: say which
+        line2 += f" netns {link['netns']}"
     lines = [head]
     if opts.details:
         line2 += f" promiscuity {link.get('promiscuity', 0)} "
@@ -194,7 +196,8 @@ def info_text(d: dict) -> str:
 
 def brief_line(link: dict) -> str:
     name = f"{link['ifname']}{_at(link)}"
-    return f"{name:<16} {link['operstate']:<14} {link['address']} <{','.join(link['flags'])}> "
+    where = f"netns {link['netns']} " if link.get("netns") else ""
+    return f"{name:<16} {link['operstate']:<14} {link['address']} <{','.join(link['flags'])}> {where}"
 
 
 def stats_lines(st: dict, level: int, carrier_changes=None) -> list[str]:

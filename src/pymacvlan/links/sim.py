@@ -8,8 +8,13 @@ journal entry so it comes back; two hosts never draw the same sequence,
 and an operation the kernel refuses halfway (changelink has no rollback) leaves exactly the
 state it left the first time. Errors come from the engine's control ops, i.e. are the kernel's.
 
-Parents are created on first use, by name, as veth-like devices (up, carrier, MTU 1500, no
-unicast filter). Namespaces are labels: a link lives in one, ``show`` lists one, and a child
+Parents are veth-like devices (up, carrier, MTU 1500, no unicast filter). The simulated host
+has ``eth0`` and ``eth1`` (:data:`BUILTIN_PARENTS`, made on first use); any other parent is
+declared first, as iproute2 makes a device: ``pymacvlan link add name NAME type veth``
+(:meth:`Driver.add_parent`; ``apply`` declares a TOML file's parents). A child of a parent the
+sim does not have is refused as ip refuses it (``Cannot find device "eht0"``) with a hint naming
+the parents it has: a typo used to create a parent silently, and the mistake surfaced commands later.
+Namespaces are labels: a link lives in one, ``show`` lists one, and a child
 whose parent lives elsewhere shows as ``mac0@ifN`` with ``link_netnsid`` as iproute2 prints it.
 Child names are unique per parent (the engine's table) and per namespace.
 """
@@ -31,6 +36,8 @@ from ..model.iproute import link_flags, operstate
 from ..model.link import LinkChange, LinkRequest, apply_change, check_endpoint, validate_request
 
 STATE_ENV = "PMV_SIM_STATE"
+#: the parents the simulated host has from the start (default namespace); others are declared
+BUILTIN_PARENTS = ("eth0", "eth1")
 JOURNAL_VERSION = 1
 #: what a veth-backed macvlan reports on this kernel for the fields macvlan does not model
 _OFFLOAD_DETAILS = {"inet6_addr_gen_mode": "eui64", "num_tx_queues": 1, "num_rx_queues": 1,
@@ -166,6 +173,21 @@ class World:
                 engine.delete(req.name)
                 del self.children[(target, req.name)]
                 raise
+
+    def add_parent(self, ns: str | None, name: str) -> None:
+        """A parent declared by name (`link add name NAME type veth`)."""
+        if self._find(name, ns)[0] is not None or name in self.parents:
+            where = self.parents[name].netns if name in self.parents else ns
+            raise KernelError("EEXIST", f"a link named {name} already exists in {_ns_words(where)}",
+                              "pick another name, or delete it first")
+        if not name or len(name.encode()) > 15 or "/" in name or name.strip() != name:
+            raise KernelError("EINVAL", f'argument "{name}" is wrong: "name" not a valid ifname')
+        self.parents[name] = _Parent(Engine(name, parent_mac(name), seed=_seed(name)), self._alloc(), ns)
+
+    def has_parent(self, name: str, ns: str | None) -> bool:
+        """Could a child be added on ``name`` (a parent, a child's lower, or a built-in parent)?"""
+        kind, _rec = self._find(name, ns)
+        return kind is not None or (ns is None and name in BUILTIN_PARENTS and name not in self.parents)
 
     def set(self, ns: str | None, name: str, ch: LinkChange) -> None:
         kind, rec = self._need(name, ns)
@@ -305,6 +327,7 @@ class Driver:
     """The sim's LinkDriver: every call loads the journal, replays it and (for changes) appends."""
 
     backend = "sim"
+    builtin_parents = BUILTIN_PARENTS
 
     def __init__(self, state: str | os.PathLike | None = None, netns: str | None = None) -> None:
         self.path = Path(state) if state else default_state_path()
@@ -363,8 +386,26 @@ class Driver:
             return self._load()[0]
 
     # -- LinkDriver ------------------------------------------------------------------------------
+    def add_parent(self, name: str, netns: str | None = None) -> None:
+        """Declare a sim parent (what `pymacvlan link add name NAME type veth` does on the sim)."""
+        self._do({"op": "parent", "ns": netns if netns is not None else self.netns, "name": name})
+
     def add(self, req: LinkRequest) -> None:
         check_endpoint(req, "sim")
+        ns = self.netns
+        world = self.world()
+        if req.parent and not world.has_parent(req.parent, ns):
+            import difflib
+
+            if req.parent in world.parents:  # it lives in another namespace
+                raise KernelError("ENODEV", f'Cannot find device "{req.parent}"',
+                                  f"{req.parent} lives in {_ns_words(world.parents[req.parent].netns)}")
+            known = sorted({*world.parents, *(BUILTIN_PARENTS if ns is None else ())})
+            close = difflib.get_close_matches(req.parent, known, n=1)
+            raise KernelError("ENODEV", f'Cannot find device "{req.parent}"',
+                              (f"did you mean {close[0]}? " if close else "")
+                              + f"the sim has {', '.join(known) or 'no parents'} in {_ns_words(ns)}; declare another "
+                              f"parent with: pymacvlan link add name {req.parent} type veth")
         if req.address is None and req.mode != Mode.PASSTHRU:  # passthru takes the parent's
             req = dataclasses.replace(req, address=random_mac())
         self._do({"op": "add", "ns": self.netns, "req": _encode(req)})
@@ -401,6 +442,8 @@ def _apply(world: World, entry: dict) -> None:
         world.set(ns, entry["name"], _decode(LinkChange, entry["change"]))
     elif op == "del":
         world.delete(ns, entry["name"])
+    elif op == "parent":
+        world.add_parent(ns, entry["name"])
     else:
         raise ValueError(f"unknown journal op {op!r}")
 
