@@ -43,7 +43,7 @@ def test_sim_trace_explains_a_broadcast_from_the_wire(sim, capsys) -> None:
     rc, out, err = run(capsys, "trace", "--dst", "ff:ff:ff:ff:ff:ff", "--ethertype", "0x0806")
     assert rc == 0, err
     lines = out.splitlines()
-    assert lines[0] == "02:00:00:00:00:ee > ff:ff:ff:ff:ff:ff ethertype 0x0806 length 60: from wire on eth0"
+    assert lines[0] == "02:00:00:00:00:ee > ff:ff:ff:ff:ff:ff, ethertype ARP (0x0806), length 60: from wire on eth0"
     assert lines[1] == "    [1] frame arrives at the parent from the wire"
     rows = {ln.split()[0]: ln for ln in lines if ln.startswith("  ") and not ln.startswith("    ")}
     assert "got it" in rows["m0"] and "got it" in rows["m1"] and "got it" in rows["@parent"]
@@ -229,3 +229,22 @@ def test_sim_trace_writes_pcapng_with_the_explanation_as_comment(sim, capsys, tm
 def test_pcap_to_an_unwritable_place_is_one_line(sim, capsys, tmp_path: Path) -> None:
     rc, _out, err = run(capsys, "trace", "--dst", "ff:ff:ff:ff:ff:ff", "--pcap", str(tmp_path / "no" / "such.pcapng"))
     assert rc == 1 and err.startswith("pymacvlan trace: ENOENT: ") and err.count("\n") == 1
+
+
+def test_a_userspace_trace_whose_daemon_stops_says_so_and_exits_1(monkeypatch, capsys):
+    """Issue 25: the trace ended silently with exit 0 when the daemon it followed stopped."""
+    import pymacvlan.links.userspace as us
+
+    class Gone:
+        def __init__(self, socket_path=None, **kw):
+            self.client = type("C", (), {"path": "/run/pmv-test/control.sock"})()
+
+        def trace(self, **kw):
+            yield from ()  # the daemon closed the stream at once
+
+    monkeypatch.setattr(us, "Driver", Gone)
+    rc = main(["trace", "--backend", "userspace"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.strip().splitlines()[-1].startswith(
+        "pymacvlan trace: ECONNRESET: the daemon on /run/pmv-test/control.sock stopped; the trace ends")

@@ -70,3 +70,27 @@ def test_neither_copy_usable_starts_empty_and_says_so(tmp_path: Path) -> None:
     p.write_text("nope")
     recs, warning = state.load(str(p))
     assert recs == [] and "starting empty" in warning
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """Issue 25: `daemon --state DIR` left `.DIR.<pid>.tmp` behind."""
+    d = tmp_path / "statedir"
+    d.mkdir()
+    with pytest.raises(OSError):
+        state.write_atomic(str(d), "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["statedir"]
+
+
+def test_daemon_with_a_directory_as_state_refuses_before_making_anything(tmp_path: Path) -> None:
+    """Issue 25: it said "starting empty", then exited, leaving a temporary file and its socket."""
+    from pymacvlan.daemon.server import Daemon, DaemonConfig
+    from pymacvlan.model import KernelError
+
+    d = tmp_path / "statedir"
+    d.mkdir()
+    sock = tmp_path / "run" / "control.sock"
+    with pytest.raises(KernelError) as e:
+        Daemon(DaemonConfig(str(sock), str(d))).start()
+    assert e.value.errno_name == "EISDIR" and f"--state {d / 'state.json'}" in e.value.advice
+    assert not sock.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["statedir"]

@@ -166,6 +166,22 @@ def test_address_in_use_says_who_holds_it(kcli, lab):
     ]
 
 
+def test_add_with_a_taken_address_and_up_names_the_owner_too(kcli, lab):
+    """Issue 25: `add ... address <taken> up` said only "Address already in use" (split into add
+    and set up, the same mistake got a hint naming the owner)."""
+    kcli("link", "add", "link", "eth0", "name", "a0", "type", "macvlan", "mode", "bridge",
+         "address", "02:00:00:00:00:aa", "up")
+    index = json.loads(kcli("-j", "link", "show", "a0")[0])[0]["ifindex"]
+    _, err = kcli("link", "add", "link", "eth0", "name", "b0", "type", "macvlan", "mode", "bridge",
+                  "address", "02:00:00:00:00:aa", "up", rc=2)
+    assert err.splitlines() == [
+        "RTNETLINK answers: Address already in use",
+        f"hint: 02:00:00:00:00:aa is already in use by a0 (ifindex {index}); give b0 another address "
+        "(address ...) or bring the other down",
+    ]
+    assert "b0" not in kcli("link", "show")[0]  # nothing half-made
+
+
 def test_apply_and_down_on_the_kernel(kcli, lab, tmp_path):
     parent_ns, other = lab
     f = tmp_path / "k.toml"

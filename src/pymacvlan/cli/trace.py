@@ -32,9 +32,12 @@ STATION_MAC = "02:00:00:00:00:ee"
 # -- output ------------------------------------------------------------------------------------
 def format_event(ev: dict) -> str:
     """One explained frame as text: a header, the journey, then device by device."""
+    from ..dissect import summary
+
     src = ev.get("from", "?")
-    head = (f"{ev['src']} > {ev['dst']} ethertype {ev['ethertype']} length {ev['len']}: "
-            f"from {src}" + (f" on {ev['parent']}" if ev.get("parent") else ""))
+    et_text, what = summary(bytes.fromhex(ev["frame"])) if ev.get("frame") else (f"ethertype {ev['ethertype']}", None)
+    head = (f"{ev['src']} > {ev['dst']}, {et_text}, length {ev['len']}: " + (f"{what}; " if what else "")
+            + f"from {src}" + (f" on {ev['parent']}" if ev.get("parent") else ""))
     lines = [head]
     lines += [f"    {h}" for h in ev.get("path", [])]
     width = max([len(t["device"]) for t in ev.get("trace", [])] + [6])
@@ -187,7 +190,12 @@ def _trace_userspace(args) -> int:
         if not args.json:
             what = ", ".join(f"{k} {v}" for k, v in (("mac", args.mac), ("ethertype", et), ("child", args.child)) if v)
             print(f"tracing {what or 'every frame'} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        _stream(events, args)
+        if not _stream(events, args):
+            # the daemon closed the stream: it stopped (or restarted); a trace that says nothing
+            # and exits 0 here reads as "no frames matched"
+            print(f"pymacvlan trace: ECONNRESET: the daemon on {drv.client.path} stopped; the trace ends "
+                  "(start it again and re-run the trace)", file=sys.stderr, flush=True)
+            return 1
     finally:
         events.close()
     return 0
@@ -199,8 +207,8 @@ def _live_only(args) -> None:
                           "drop --frame/--dst/--scenario and send traffic; or use --backend sim to inject one")
 
 
-def _stream(events, args, keep=lambda ev: True, before=lambda: None) -> None:
-    """Print live events until --count of them went out."""
+def _stream(events, args, keep=lambda ev: True, before=lambda: None) -> bool:
+    """Print live events until --count of them went out (True), or the source ends (False)."""
     n = 0
     for ev in events:
         before()
@@ -209,7 +217,8 @@ def _stream(events, args, keep=lambda ev: True, before=lambda: None) -> None:
         _print(ev, args)
         n += 1
         if args.count and n >= args.count:
-            return
+            return True
+    return False
 
 
 # -- kernel -----------------------------------------------------------------------------------------

@@ -195,6 +195,10 @@ class Daemon:
     def start(self) -> Daemon:
         """Bind the control socket, restore the children, tell systemd we are ready."""
         path = Path(self.cfg.socket)
+        st = Path(self.cfg.state)
+        if st.is_dir():  # checked before anything is made (issue 25: it said "starting empty", then died)
+            raise KernelError("EISDIR", f"--state {st} is a directory",
+                              f"give the state file, e.g. --state {st / 'state.json'}")
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() or path.is_symlink():
             if _socket_alive(str(path)):
@@ -223,12 +227,14 @@ class Daemon:
                 raise
         try:
             self._restore()
-        except state.StateTooNew as e:
+        except BaseException as e:  # a daemon that cannot start leaves no socket behind
             self._close_listener()
             if self.metrics is not None:
                 self.metrics.close()
-            raise KernelError("EPROTO", f"state file {self.cfg.state}: {e}",
-                              "run the newer pymacvlan that wrote it, or move the file away to start empty") from None
+            if isinstance(e, state.StateTooNew):
+                raise KernelError("EPROTO", f"state file {self.cfg.state}: {e}", "run the newer pymacvlan that "
+                                  "wrote it, or move the file away to start empty") from None
+            raise
         log.info("listening on %s (state %s), %d child(ren) restored, %d pending",
                  path, self.cfg.state, len(self.links), len(self.pending))
         status = f"listening on {path}, {len(self.links)} children"

@@ -185,11 +185,15 @@ def write_atomic(path: str, text: str) -> None:
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, p)
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, p)
+    except BaseException:  # never a temporary file left behind (e.g. the path is a directory)
+        tmp.unlink(missing_ok=True)
+        raise
     try:
         dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -217,6 +217,18 @@ class Driver:
                 return f"{req.parent} has a passthru child ({kids[0].get_attr('IFLA_IFNAME')}), which must be alone"
         if code == E.EADDRNOTAVAIL:
             return "use a unicast address (lowest bit of the first byte clear), not all zeros"
+        if code == E.EADDRINUSE and req.address is not None:
+            # `add ... address MAC up`: macvlan_open() found the MAC on the port (issue 25: the same
+            # mistake as add, then set up, got the owner named; this one only "in use")
+            holder = self._holder(ipr, req.address)
+            if holder is None and req.parent:
+                p = ipr.get_links(self._index(ipr, req.parent))[0]
+                if p.get_attr("IFLA_ADDRESS") == mac_str(req.address):
+                    holder = f"the parent {req.parent} itself"
+            who = (f"{mac_str(req.address)} is already in use by {holder}" if holder else
+                   f"{mac_str(req.address)} is in use on {req.parent or 'the parent'} (by a child in another "
+                   "namespace)")
+            return f"{who}; give {req.name} another address (address ...) or bring the other down"
         return ""
 
     def _advice_set(self, ipr: IPRoute, name: str, index: int, ch: LinkChange, code: int) -> str:

@@ -57,6 +57,9 @@ TP_STATUS_VLAN_VALID = 0x10
 TP_STATUS_VLAN_TPID_VALID = 0x40
 _AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
 _CMSG_SPACE = socket.CMSG_SPACE(_AUXDATA.size)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # SCM_TIMESTAMPNS: struct timespec, the skb's stamp
+_TIMESPEC = struct.Struct("=qq")
+_CMSG_SPACE_STAMPED = _CMSG_SPACE + socket.CMSG_SPACE(_TIMESPEC.size)
 _VLAN_TPIDS = (ETH_P_8021Q, ETH_P_8021AD)
 _MAX_FRAME = 1 << 16
 SO_SNDBUFFORCE = 32
@@ -122,11 +125,22 @@ class Tap:
     def read(self) -> list[tuple[bytes, int]]:
         """Every queued incoming frame (and outgoing one, with ``outgoing``), VLAN tag
         re-inserted, with its sll_pkttype."""
-        frames: list[tuple[bytes, int]] = []
+        return [(data, pkttype) for _ts, data, pkttype in self.read_stamped()]
+
+    def stamp(self) -> None:
+        """Have the kernel stamp every frame this socket gets (SO_TIMESTAMPNS): when the device
+        received or sent it (the skb's timestamp, set in netif_receive_skb / dev_queue_xmit_nit),
+        not when it was read, so frames read from several sockets can be put in causal order."""
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+    def read_stamped(self) -> list[tuple[int, bytes, int]]:
+        """As :meth:`read`, each with the kernel's timestamp in nanoseconds (integers: a float
+        of epoch seconds cannot tell frames 100 ns apart; 0 without :meth:`stamp`)."""
+        frames: list[tuple[int, bytes, int]] = []
         errors = 0
         while True:
             try:
-                data, ancdata, _flags, addr = self.sock.recvmsg(_MAX_FRAME, _CMSG_SPACE)
+                data, ancdata, _flags, addr = self.sock.recvmsg(_MAX_FRAME, _CMSG_SPACE_STAMPED)
             except BlockingIOError:
                 return frames
             except OSError:
@@ -142,14 +156,18 @@ class Tap:
                 # child (RX_HANDLER_ANOTHER: orig_dev's ptype_specific) when that child shares
                 # its namespace; sll_ifindex names the device that really received them.
                 continue
+            ts = 0
             for level, kind, raw in ancdata:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
+                    sec, nsec = _TIMESPEC.unpack_from(raw)
+                    ts = sec * 1_000_000_000 + nsec
                 if level == SOL_PACKET and kind == PACKET_AUXDATA and len(raw) >= _AUXDATA.size:
                     status, _len, _snap, _mac, _net, tci, tpid = _AUXDATA.unpack_from(raw)
                     if status & TP_STATUS_VLAN_VALID:
                         if not status & TP_STATUS_VLAN_TPID_VALID:
                             tpid = ETH_P_8021Q
                         data = data[:12] + struct.pack("!HH", tpid, tci) + data[12:]
-            frames.append((data, pkttype))
+            frames.append((ts, data, pkttype))
 
 
 class LateFrame(RuntimeError):

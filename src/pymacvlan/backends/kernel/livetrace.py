@@ -8,12 +8,22 @@ sockets watch the frames (read-only: no promiscuous mode, nothing sent):
 - an ETH_P_ALL socket on each child, in the child's namespace, sees what the child transmits
   (PACKET_OUTGOING, before macvlan_start_xmit) and what it receives.
 
+Frames are explained in the order the kernel handled them, a cause before its effects (a
+station's ARP request before the replies it caused), whichever socket they were read from:
+every tap asks for the kernel's timestamp of each frame (SO_TIMESTAMPNS: stamped when the
+device received it, or when dev_queue_xmit_nit() copied it to the taps on its way out), and
+each pass merges the frames of all taps by that timestamp. At an equal timestamp a frame a
+device sent comes before one a device received.
+
 A child's frame can come back into the parent (a bridge-mode child's unicast to a bridge
 sibling goes through dev_forward_skb; a hairpin wire reflects what leaves): the parent's tap
 sees it as incoming. Such an echo of a frame a child just sent is part of that child's
 event, not a new frame from the wire. Causality makes this safe: each pass reads the
-netlink listeners, then the parent's tap, then the children's, and explains children's
-frames first, so an echo always finds its cause.
+netlink listeners, then the parent's tap, then the children's (an echo in the parent's queue
+was caused by a frame already in its child's queue), and the merge puts the cause first.
+
+The trace ends, with a one-line reason (:class:`SourceGone`), when what it watches goes away:
+the parent is deleted, or the namespace it was given by name is deleted.
 
 ``verify``: every child's incoming frames (and the parent's outgoing copies, ``@wire``) are
 matched to the open event with the same bytes; an event closes once its frame has been quiet
@@ -26,6 +36,7 @@ observable without changing the host and is never compared.
 
 from __future__ import annotations
 
+import os
 import select
 import time
 from collections import deque
@@ -44,6 +55,21 @@ _PKTTYPES = {t.value: t.name for t in PacketType}
 ECHO_WINDOW = 0.5
 #: a child gone from the mirror was probably moved to another namespace: look again this soon
 RESCAN_AFTER_MOVE = 0.3
+
+
+class SourceGone(KernelError):
+    """What the trace watched is gone (its namespace deleted): the trace ends with this reason."""
+
+
+def _ns_identity(ns: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of a namespace given by name (/run/netns/NAME); None for a /proc path."""
+    if ns.startswith("/"):
+        return None
+    try:
+        st = os.stat(f"/run/netns/{ns}")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 @dataclass
@@ -80,6 +106,7 @@ class Watch:
         m = self.mirror
         if self.parent is None:
             self.parent = Tap("@parent", m.parent, _packet_socket(m.ns, m.parent, ETH_P_ALL), outgoing=True)
+            self.parent.stamp()
         for name in list(self.children):
             if name not in m.where:
                 self.children.pop(name).sock.close()
@@ -87,7 +114,9 @@ class Watch:
             if name not in self.children:
                 ifname = m.seen[name]["ifname"]
                 try:
-                    self.children[name] = Tap(name, ifname, _packet_socket(where.ns, ifname, ETH_P_ALL), outgoing=True)
+                    tap = Tap(name, ifname, _packet_socket(where.ns, ifname, ETH_P_ALL), outgoing=True)
+                    tap.stamp()
+                    self.children[name] = tap
                 except OSError as e:
                     m.notes.append(f"cannot watch {name}: {e}")
 
@@ -111,6 +140,7 @@ class KernelTracer:
         self.ns, self.wire, self.verify, self.accept = ns, wire, verify, accept
         self.quiet, self.cap, self.poll_groups, self.rescan = quiet, cap, poll_groups, rescan
         self.names = parents
+        self.ns_identity = _ns_identity(ns)
         self.watches: list[Watch] = []
         self.open: list[Open] = []
         self.notes: list[str] = []
@@ -183,9 +213,17 @@ class KernelTracer:
                         next_scan = min(next_scan, now + RESCAN_AFTER_MOVE)
             if now >= next_groups:
                 next_groups = now + self.poll_groups
+                self._check_namespace()
             for w in self.watches:
                 yield from self._frames(w)
             yield from self._close_quiet()
+
+    def _check_namespace(self) -> None:
+        """A namespace given by name that is deleted (or replaced) ends the trace: our sockets
+        keep the old one alive, so nothing else would ever say so."""
+        if self.ns_identity is not None and _ns_identity(self.ns) != self.ns_identity:
+            raise SourceGone("ENOENT", f"the network namespace {self.ns} was deleted; the trace ends",
+                             "trace again once it exists: pymacvlan trace --backend kernel -n NAME")
 
     def _sync(self, w: Watch, rescan: bool) -> bool:
         """Bring the mirror up to date; True when a child disappeared from it."""
@@ -206,28 +244,31 @@ class KernelTracer:
         return bool(before - set(m.where))
 
     def _frames(self, w: Watch) -> Iterator[dict]:
-        """One pass over the taps: the parent's first, then the children's (see the module doc)."""
-        parent = w.parent.read() if w.parent else []
-        children = [(name, tap.read()) for name, tap in list(w.children.items())]
+        """One pass over the taps, read parent first (see the module doc), explained in the
+        order the kernel stamped the frames: a cause before its effects."""
+        got: list[tuple[int, int, int, str, bytes, int]] = []
+        fallback = time.time_ns()  # a frame without a stamp keeps its reading order
+        taps = ([("@parent", w.parent)] if w.parent else []) + list(w.children.items())
+        for name, tap in taps:
+            for ts, data, pkttype in tap.read_stamped():
+                got.append((ts or fallback, 0 if pkttype == OUTGOING else 1, len(got), name, data, pkttype))
+        got.sort()
         now = time.monotonic()
         while w.echoes and w.echoes[0][1] < now:
             w.echoes.popleft()
-        for name, frames in children:
-            for data, pkttype in frames:
+        for ts, _sent, _i, name, data, pkttype in got:
+            if name == "@parent":
                 if pkttype == OUTGOING:
-                    w.echoes.append((data, now + ECHO_WINDOW))
-                    yield from self._explain(w, f"child:{name}", name, data)
-        for data, pkttype in parent:
-            if pkttype == OUTGOING:
-                self._observe("@wire", data, None, w)
-            elif not any(data == e for e, _ in w.echoes):
-                yield from self._explain(w, "wire", "wire", data)
-        for name, frames in children:
-            for data, pkttype in frames:
-                if pkttype != OUTGOING:
-                    self._observe(name, data, pkttype, w)
+                    self._observe("@wire", data, None, w)
+                elif not any(data == e for e, _ in w.echoes):
+                    yield from self._explain(w, "wire", "wire", data, ts)
+            elif pkttype == OUTGOING:
+                w.echoes.append((data, now + ECHO_WINDOW))
+                yield from self._explain(w, f"child:{name}", name, data, ts)
+            else:
+                self._observe(name, data, pkttype, w)
 
-    def _explain(self, w: Watch, at: str, origin: str, frame: bytes) -> Iterator[dict]:
+    def _explain(self, w: Watch, at: str, origin: str, frame: bytes, stamp: int = 0) -> Iterator[dict]:
         if len(frame) < 14 or not self.accept(frame):
             return
         m = w.mirror
@@ -244,7 +285,7 @@ class KernelTracer:
             self.notes.append(f"cannot explain a frame from {origin}: {res.get('errno')} {res.get('message')}")
             return
         ev = frame_event(m.parent, origin, frame, res, self.wire)
-        ev["time"] = time.time()
+        ev["time"] = stamp / 1e9 if stamp else time.time()  # when the kernel handled it
         if not self.verify:
             yield ev
             return
