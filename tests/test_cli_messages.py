@@ -226,3 +226,16 @@ def test_userspace_children_of_the_same_name_say_their_namespace():
     for opts in (Options(), Options(brief=True)):
         text = render(links, opts)
         assert "netns pmvdemoA" in text and "netns pmvdemoB" in text, text
+
+
+def test_daemon_wait_gives_up_after_its_timeout_in_one_line_naming_the_socket(tmp_path):
+    """`daemon wait` (what a guide runs after `pymacvlan daemon ... &`) is bounded and, like the
+    other clients, finds the socket in $PYMACVLAN_SOCKET."""
+    import os
+
+    sock = str(tmp_path / "none.sock")
+    r = subprocess.run([sys.executable, "-m", "pymacvlan.cli.main", "daemon", "wait", "--timeout", "0.3"],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "PYMACVLAN_SOCKET": sock})
+    assert r.returncode == 1
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith("pymacvlan daemon wait: ETIMEDOUT: 0.3 s and still: ECONNREFUSED") and sock in r.stderr

@@ -77,13 +77,22 @@ def _install_unit(args) -> int:
     return 0
 
 
+def _client_socket(args) -> str:
+    """`daemon stop` and `daemon wait` are clients: --socket, else $PYMACVLAN_SOCKET (as for
+    `link`, `stats`, `trace`), else the default."""
+    from ..daemon.codec import DEFAULT_SOCKET, socket_path
+
+    return socket_path(None if args.socket == DEFAULT_SOCKET else args.socket)
+
+
 def _stop(args) -> int:
     from ..daemon.client import Client
     from ..model import KernelError
 
+    path = _client_socket(args)
     try:
-        pid = Client(args.socket).hello()["pid"]
-        Client(args.socket).stop(remove=args.remove)
+        pid = Client(path).hello()["pid"]
+        Client(path).stop(remove=args.remove)
     except KernelError as e:
         print(f"pymacvlan daemon stop: {e}", file=sys.stderr)
         return 1
@@ -108,7 +117,7 @@ def _wait(args) -> int:
     last: Exception | None = None
     while True:
         try:
-            client = Client(args.socket, timeout=5.0)
+            client = Client(_client_socket(args), timeout=5.0)
             pid = client.hello()["pid"]
             subs = client.stats()["daemon"].get("trace_subscribers", 0) if args.trace else 0
             if not args.trace or subs:
