@@ -80,7 +80,7 @@ def _driver(cfg: NetworkConfig, netns: str | None) -> Any:
 def prepare_parent(cfg: NetworkConfig, nid: str, netns: str | None) -> list[str]:
     """Check (and for VLANs and internal networks, make) the network's parent. Returns the
     links made for it; on failure nothing is left and DriverError says why."""
-    if cfg.internal:
+    if not cfg.parent:
         return [_isolated_pair(cfg, nid, netns)]
     with _ipr(netns) as ipr:
         found = ipr.link_lookup(ifname=cfg.parent)
@@ -152,7 +152,7 @@ def _isolated_pair(cfg: NetworkConfig, nid: str, netns: str | None) -> str:
             if found and _kind(ipr.get_links(found[0])[0]) == "veth":
                 ipr.link("del", index=found[0])
             raise _err(f"cannot make the internal network's parent {name}: {_errno_text(e)}") from None
-    cfg.parent = name
+    cfg.parent, cfg.isolated = name, True
     return name
 
 

@@ -234,7 +234,7 @@ class NetworkDriver:
             raise
         out: dict[str, Any] = {"InterfaceName": {"SrcName": name, "DstPrefix": "eth"},
                                "DisableGatewayService": True}
-        if net.gateway:
+        if net.gateway and not cfg.isolated:  # an isolated parent: a gateway would lead nowhere
             out["Gateway"] = net.gateway
         if net.gateway6 and ep.address6:
             out["GatewayIPv6"] = net.gateway6

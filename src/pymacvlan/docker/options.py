@@ -63,6 +63,7 @@ class NetworkConfig:
     nodst: bool = False
     macaddr: list[str] = field(default_factory=list)
     ipv6: bool = False
+    isolated: bool = False  # no parent given: the plugin made one that leads nowhere
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -148,11 +149,12 @@ def parse(options: dict[str, Any]) -> NetworkConfig:
         if not 1 <= vid <= 4094:
             raise OptionError(f"invalid value {cfg.parent!r} for option parent: the VLAN ID must be 1-4094")
         cfg.vlan, cfg.vlan_base = vid, vlan["base"]
-    if cfg.internal or not cfg.parent:
-        # Docker's rule: --internal and an empty parent are the same thing, an isolated network
-        cfg.internal, cfg.parent, cfg.vlan, cfg.vlan_base = True, "", None, ""
+    if not cfg.parent:
+        # Docker's rule: no parent is an internal network on a link of its own (--internal with a
+        # parent keeps the parent, dockerd 20.10 as the oracle: Docker then sets no default route)
+        cfg.internal = True
         if cfg.host_access:
-            raise OptionError("option host_access needs a parent: an internal network has no host side")
+            raise OptionError("option host_access needs a parent: a network without one has no host side")
     if cfg.nopromisc and cfg.mode != "passthru":
         raise OptionError("option nopromisc is for macvlan_mode=passthru only")
     if (cfg.macaddr or cfg.nodst) and cfg.mode != "source":
