@@ -49,7 +49,7 @@ def test_vlan_parent_and_internal():
     (gen(parent="eth0", nopromisc="true"), ["nopromisc", "passthru"]),
     (gen(parent="eth0", macaddr="02:00:00:00:00:01"), ["macaddr", "source"]),
     (gen(parent="eth0", macvlan_mode="source", macaddr="01:00:00:00:00:01"), ["option macaddr", "unicast"]),
-    (gen(host_access="true"), ["host_access", "internal"]),
+    (gen(host_access="true"), ["host_access", "needs a parent"]),
     ({options.GENERIC: "x"}, ["JSON object"]),
 ])
 def test_bad_options_name_the_option(opts, words):
