@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pymacvlan.dhcp import packet as P
-from pymacvlan.dhcp.machine import Client, Config, Event, Send
+from pymacvlan.dhcp.machine import Client, Config, Event, Send, State
 
 from .fakeserver import CHADDR, SERVER_MAC, reply
 
@@ -49,37 +49,50 @@ def _client_in(state: str) -> tuple[Client, P.Message]:
     return c, n.msg
 
 
+def _maybe(draw, p: int) -> bool:
+    """True with probability 1/p (mutations stay rare, so most replies get far into the checks)."""
+    return draw(st.sampled_from([False] * (p - 1) + [True]))
+
+
 @st.composite
 def hostile(draw):
     state = draw(st.sampled_from(["selecting", "requesting", "renewing"]))
     c, req = _client_in(state)
-    if draw(st.integers(0, 9)) == 0:
+    if _maybe(draw, 10):
         return c, draw(st.binary(max_size=700))
-    mtype = draw(st.sampled_from([P.OFFER, P.ACK, P.NAK, P.REQUEST, 0, 9]))
-    m = reply(req, mtype if mtype in (P.OFFER, P.ACK, P.NAK) else P.ACK,
-              yiaddr=draw(st.sampled_from(["10.77.0.50", "10.77.0.0", "10.77.0.255", "0.0.0.0", "255.255.255.255",
-                                           "224.0.0.1", "10.78.0.9", "127.0.0.1"]) | st.ip_addresses(v=4).map(str)),
-              lease=draw(st.sampled_from([600, 0, 5, 0xFFFFFFFF]) | st.integers(0, 2**32 - 1)),
-              mask=draw(st.sampled_from([b"\xff\xff\xff\x00", b"\xff\xff\xff\xff", b"\x00" * 4, b"\xff\x00\xff\x00",
-                                         b"\xff\xff\xff"]) | st.binary(min_size=4, max_size=4)),
-              router=draw(st.sampled_from(["10.77.0.1", "10.99.0.1", "10.77.0.255", None])))
+    right = {"selecting": P.OFFER, "requesting": P.ACK, "renewing": P.ACK}[state]
+    mtype = draw(st.sampled_from([right, right, right, P.OFFER, P.ACK, P.NAK, P.REQUEST, 0, 9]))
+    good_addr = "10.77.0.50" if state != "selecting" else draw(st.sampled_from(["10.77.0.50", "10.77.0.51",
+                                                                                  "10.77.0.200"]))
+    yiaddr = good_addr if not _maybe(draw, 3) else draw(
+        st.sampled_from(["10.77.0.0", "10.77.0.255", "0.0.0.0", "255.255.255.255", "224.0.0.1", "10.78.0.9",
+                         "127.0.0.1", "169.254.1.1", "240.0.0.1", "0.1.2.3"]) | st.ip_addresses(v=4).map(str))
+    lease = 600 if not _maybe(draw, 4) else draw(st.sampled_from([0, 5, 9, 10, 0xFFFFFFFF]) | st.integers(0, 2**32 - 1))
+    mask = b"\xff\xff\xff\x00" if not _maybe(draw, 4) else draw(
+        st.sampled_from([b"\xff\xff\xff\xff", b"\x00" * 4, b"\xff\x00\xff\x00", b"\xff\xff\xff", b"\xff\xff\x00\x00",
+                         b"\xff\xff\xff\xfc", b"\xff\xff\xff\xfe", b"\x80\x00\x00\x00"])
+        | st.binary(min_size=4, max_size=4))
+    router = "10.77.0.1" if not _maybe(draw, 4) else draw(st.sampled_from(["10.99.0.1", "10.77.0.255", "10.77.0.50",
+                                                                           "10.77.0.0", None]))
+    m = reply(req, mtype if mtype in (P.OFFER, P.ACK, P.NAK) else P.ACK, yiaddr=yiaddr, lease=lease, mask=mask,
+              router=router)
     if mtype not in (P.OFFER, P.ACK, P.NAK):
         m.options[P.OPT_MSG_TYPE] = bytes((mtype,))
-    for code, value in draw(st.lists(st.tuples(option_codes, option_values), max_size=6)):
+    for code, value in draw(st.lists(st.tuples(option_codes, option_values), max_size=3)) if _maybe(draw, 2) else []:
         if code in (0, 255):
             continue
         m.options[code] = value
-    if draw(st.booleans()):
-        m.xid = draw(st.sampled_from([m.xid, m.xid ^ 1, 0]))
-    if draw(st.integers(0, 7)) == 0:
+    if _maybe(draw, 6):
+        m.xid = draw(st.sampled_from([m.xid ^ 1, 0]))
+    if _maybe(draw, 8):
         m.chaddr = draw(st.binary(min_size=6, max_size=6))
-    if draw(st.integers(0, 7)) == 0:
+    if _maybe(draw, 8):
         m.op = draw(st.integers(0, 255))
     data = P.encode(m)
-    cut = draw(st.sampled_from([None, None, None, 0, 100, 239, 240, 241, 250, len(data) - 1]))
-    if cut is not None:
-        data = data[:cut]
-    data += draw(st.binary(max_size=8))
+    if _maybe(draw, 5):
+        data = data[:draw(st.sampled_from([0, 100, 239, 240, 241, 250, len(data) - 1]))]
+    if _maybe(draw, 5):
+        data += draw(st.binary(max_size=8))
     return c, data
 
 
@@ -101,6 +114,12 @@ def test_hostile_replies_never_crash_never_bind_a_bad_address(case):
     c, data = case
     before = c.state
     out = _feed(c, data)
+    offer = c._offer
+    if before is State.SELECTING and c.state is State.REQUESTING and offer is not None:
+        STATS["accepted:offer"] += 1
+        net = offer.network
+        assert offer.address in net and offer.address not in (net.network_address, net.broadcast_address)
+        assert not (offer.address.is_multicast or offer.address.is_loopback or offer.address.is_unspecified)
     for ev in (o for o in out if isinstance(o, Event)):
         STATS["event:" + ev.kind] += 1
         if ev.lease is None:

@@ -190,6 +190,11 @@ class Daemon:
         self._wake_w.setblocking(False)
         self._lock = threading.RLock()
         self.metrics: Any = None  # the metrics.MetricsServer while serving
+        #: the DHCP leases (pymacvlan.dhcp.service.DhcpService), made at start
+        self.dhcp: Any = None
+        #: replies produced off the control thread (dhcp.acquire), sent by _on_wake
+        self._deferred: list[tuple[socket.socket, dict]] = []
+        self._deferred_lock = threading.Lock()
 
     # -- life cycle -------------------------------------------------------------------------------
     def start(self) -> Daemon:
@@ -227,6 +232,7 @@ class Daemon:
                 raise
         try:
             self._restore()
+            self._start_dhcp()
         except BaseException as e:  # a daemon that cannot start leaves no socket behind
             self._close_listener()
             if self.metrics is not None:
@@ -286,6 +292,60 @@ class Daemon:
                 pass
         except BlockingIOError:
             pass
+        with self._deferred_lock:
+            ready, self._deferred = self._deferred, []
+        for conn, reply in ready:
+            if conn in self._peers:
+                self._reply(conn, reply)
+
+    def _defer(self, conn: socket.socket, req_id: Any) -> Any:
+        """A callback (any thread) that sends one reply to ``conn`` later, through the wake socket."""
+        def done(reply: dict) -> None:
+            if req_id is not None:
+                reply = {**reply, "id": req_id}
+            with self._deferred_lock:
+                self._deferred.append((conn, reply))
+            try:
+                self._wake_w.send(b"d")
+            except OSError:
+                pass
+        return done
+
+    # -- DHCP leases (pymacvlan.dhcp.service) -------------------------------------------------------
+    def _start_dhcp(self) -> None:
+        from ..dhcp.service import DhcpService
+
+        self.dhcp = DhcpService(f"{self.cfg.state}.dhcp.json", netns=self.cfg.netns)
+        n = self.dhcp.restore()
+        if n:
+            log.info("dhcp: %d lease(s) resumed", n)
+
+    def _dhcp_op(self, conn: socket.socket, op: str, req: dict) -> dict | None:
+        """dhcp.acquire (deferred reply), dhcp.release, dhcp.show, dhcp.events."""
+        if self.dhcp is None:
+            raise KernelError("EAGAIN", "the daemon's DHCP service is not running", "try again")
+        if op == "dhcp.acquire":
+            self.dhcp.acquire(req.get("lease") or {}, self._defer(conn, req.get("id")))
+            return None
+        if op == "dhcp.release":
+            key = req.get("key")
+            if not isinstance(key, str) or not key:
+                raise KernelError("EINVAL", "dhcp.release: key must be a non-empty string")
+            return {"ok": True, "released": self.dhcp.release(key)}
+        if op == "dhcp.renew":
+            key = req.get("key")
+            if not isinstance(key, str) or not key:
+                raise KernelError("EINVAL", "dhcp.renew: key must be a non-empty string")
+            return {"ok": True, "renewing": self.dhcp.renew(key)}
+        if op == "dhcp.show":
+            return {"ok": True, "leases": self.dhcp.show(req.get("key")), "stats": self.dhcp.stats()}
+        if op == "dhcp.events":
+            since = req.get("since", 0)
+            if not isinstance(since, int) or isinstance(since, bool):
+                raise KernelError("EINVAL", "dhcp.events: since must be an integer (an event's seq)")
+            return {"ok": True, "events": self.dhcp.events_since(since)}
+        raise KernelError("EOPNOTSUPP", f"unknown op {op!r}", "expected dhcp.acquire, dhcp.release, dhcp.renew, "
+                          "dhcp.show or dhcp.events")
 
     def shutdown(self, remove: bool | None = None) -> None:
         """Save the state, release every parent, remove the socket. The children's TAPs stay
@@ -301,6 +361,12 @@ class Daemon:
             for conn in list(self._peers):
                 self._drop(conn)
             self._close_listener()
+            if self.dhcp is not None:
+                if remove:
+                    for lease in self.dhcp.show():
+                        self.dhcp.release(lease["key"])
+                self.dhcp.close()  # the leases stay saved, and valid, for the next start
+                self.dhcp = None
             if remove:
                 for rec in list(self.links.values()):
                     try:
@@ -531,6 +597,8 @@ class Daemon:
                 if op == "trace":
                     self.subscribe(conn, TraceFilter.from_request(req), req.get("id"))
                     return None  # subscribe() answered before the first event
+                if isinstance(op, str) and op.startswith("dhcp."):
+                    return self._dhcp_op(conn, op, req)
             return KernelError(
                 "EOPNOTSUPP",
                 f"unknown op {op!r}",

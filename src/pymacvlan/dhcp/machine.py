@@ -330,6 +330,13 @@ class Client:
             self.ignored[e.reason] += 1
             return []
 
+    def renew(self, now: float) -> list[Output]:
+        """Renew now instead of at T1 (an operator's or a test's request); only when BOUND."""
+        if self.state is not State.BOUND or self.lease is None:
+            return []
+        self._next = now
+        return self.tick(now)
+
     def release(self, now: float) -> list[Output]:
         """RELEASE the lease (unicast to its server) and stop; idempotent."""
         out: list[Output] = []
