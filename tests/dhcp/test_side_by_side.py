@@ -26,15 +26,21 @@ def _conf(ipam: dict) -> dict:
             "ipam": ipam}
 
 
+def _dhcpd_blocks(text: str) -> list[tuple[str, str]]:
+    """dhcpd.leases' ``lease ADDR {`` ... ``}`` blocks (a closing brace alone on its line: the
+    uid string may hold any printable byte, braces included)."""
+    return re.findall(r"^lease ([\d.]+) \{\n(.*?)^\}$", text, re.S | re.M)
+
+
 def _client_ids(srv, mac: str) -> list[str]:
     """The client identifier the server recorded for ``mac`` (dnsmasq: 5th column; dhcpd: uid)."""
     text = srv.leases()
     if srv.kind == "dnsmasq":
         return [ln.split()[4] for ln in text.splitlines() if ln.split()[1:2] == [mac]]
     out = []
-    for block in re.findall(r"lease [\d.]+ \{(.*?)\}", text, re.S):
+    for _addr, block in _dhcpd_blocks(text):
         if f"hardware ethernet {mac};" in block:
-            m = re.search(r'uid (".*?"|[0-9a-f:]+);', block)
+            m = re.search(r'uid ("(?:[^"\\]|\\.)*"|[0-9a-f:]+);', block)
             out.append(m.group(1) if m else "")
     return out
 
@@ -43,7 +49,7 @@ def _released(srv, mac: str, addr: str) -> bool:
     text = srv.leases()
     if srv.kind == "dnsmasq":
         return mac not in text
-    blocks = [b for a, b in re.findall(r"lease ([\d.]+) \{(.*?)\}", text, re.S) if a == addr]
+    blocks = [b for a, b in _dhcpd_blocks(text) if a == addr]
     return bool(blocks) and "binding state free" in blocks[-1].split("next binding state")[0]
 
 
