@@ -130,6 +130,12 @@ def wrapper(page: Page, ns: str) -> str:
         lines += [_heredoc(f"/run/pmv-guide/bin/{name}", text), f"chmod 755 /run/pmv-guide/bin/{name}"]
     lines += [_heredoc("/run/pmv-guide/page.sh", page.script),
               "export HOME=/run/pmv-guide/home PATH=/run/pmv-guide/bin:$PATH",
+              # the repository as the working directory, but what a page writes there (an SVG, a
+              # state file) goes to a tmpfs layer over it: the checkout stays as it was
+              "mkdir -p /run/pmv-guide/ov/upper /run/pmv-guide/ov/work",
+              f"mount -t overlay pmvguide -o lowerdir={ROOT},upperdir=/run/pmv-guide/ov/upper,"
+              f"workdir=/run/pmv-guide/ov/work {ROOT} || echo 'pmv-guide: no overlay over the checkout; "
+              "what the page writes there stays' >&2",
               f"cd {ROOT}"]
     if page.prepare:
         lines += ["echo '+++ prepare (outside the page namespace)' >&2", page.prepare]

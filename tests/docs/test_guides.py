@@ -65,8 +65,8 @@ def test_every_page_that_runs_is_found():
 def test_the_runner_stops_at_the_first_failing_command_and_keeps_the_host_apart(tmp_path):
     skip_or_fail(None if os.geteuid() == 0 else "needs root")
     page = tmp_path / "p.md"
-    page.write_text("# x\n```sh\nip netns add pmvdocsprobe\ntouch /tmp/pmv-guide-probe\nip link add pmvgx type veth "
-                    "peer name pmvgy\nfalse\necho never-printed\n```\n")
+    page.write_text("# x\n```sh\nip netns add pmvdocsprobe\ntouch /tmp/pmv-guide-probe pmv-guide-probe\n"
+                    "ip link add pmvgx type veth peer name pmvgy\nfalse\necho never-printed\n```\n")
     p = guides.load(page)
     p.path = guides.DOCS / "probe.md"
     out = guides.run(p)
@@ -77,6 +77,7 @@ def test_the_runner_stops_at_the_first_failing_command_and_keeps_the_host_apart(
     assert not os.path.exists("/run/netns/pmvdocsprobe")
     assert not os.path.exists("/tmp/pmv-guide-probe")
     assert not os.path.exists("/sys/class/net/pmvgx")
+    assert not (guides.ROOT / "pmv-guide-probe").exists()  # the checkout is under a tmpfs layer
 
 
 @pytest.mark.live
