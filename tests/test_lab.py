@@ -91,3 +91,30 @@ def test_lab_on_userspace(capsys):
     """The backend is passed through to `replay --backend userspace`: the lab runs live."""
     require_live()
     assert main(["lab", "bridge-lan", "--backend", "userspace"]) == 0
+
+
+# -- the keepalived lab (real processes, kernel backend) ---------------------------------------------
+def test_keepalived_lab_is_listed_and_kernel_only(capsys):
+    assert main(["lab", "--list"]) == 0
+    assert "keepalived" in capsys.readouterr().out
+    assert main(["lab", "keepalived", "--backend", "userspace"]) == 2
+    err = capsys.readouterr().err
+    assert "EINVAL" in err and "kernel backend only" in err
+
+
+@pytest.mark.live
+def test_keepalived_lab_live(capsys):
+    """Debian's keepalived with use_vmac in namespaces: the VMAC child, the arp_announce pitfall and
+    doctor's fix, two measured failovers and trace --verify alongside; every step checked (~25 s)."""
+    require_live()
+    from pymacvlan.labs import keepalived
+    from tests.ci import skip_or_fail
+    skip_or_fail(keepalived.unavailable())
+    status = main(["lab", "keepalived"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "DIFFERS" not in out and "behaved as expected" in out
+    assert "vrrp.51@lan0 macvlan mode private address 00:00:5e:00:01:33" in out
+    assert "run: sysctl -w net.ipv4.conf.lan0.arp_announce=2" in out
+    assert "10.77.0.100 lladdr 00:00:5e:00:01:33" in out
+    assert "failover, longest time without a reply at the station: graceful" in out

@@ -17,6 +17,47 @@ def _wrap(text: str, indent: str = "") -> str:
     return textwrap.fill(text, width=100, initial_indent=indent, subsequent_indent=indent)
 
 
+def _keepalived(args) -> int:
+    """The keepalived lab: real processes on the kernel's macvlan, not a scenario file."""
+    import os
+
+    from ..labs import keepalived as ka
+
+    if args.backend not in (None, "kernel"):
+        print(f"pymacvlan lab: EINVAL: keepalived makes its kernel macvlan itself: the lab runs on the kernel "
+              f"backend only, not {args.backend} (leave --backend out)", file=sys.stderr)
+        return 2
+    why = ka.unavailable()
+    if why:
+        print(f"pymacvlan lab: keepalived: {why}", file=sys.stderr)
+        return 2
+    print(f"lab keepalived on the kernel backend (kernel {os.uname().release}), Debian's keepalived in namespaces")
+    print(_wrap(ka.DESCRIPTION))
+    print()
+    n = 0
+
+    def report(s) -> None:
+        nonlocal n
+        n += 1
+        mark = "" if s.ok is None else ("  ok" if s.ok else "  DIFFERS")
+        print(f"{n:2}. {s.text}{mark}")
+        if s.comment:
+            print(_wrap(s.comment, "    "))
+        for line in s.got.splitlines():
+            print(f"    got: {line}")
+    out = ka.run(report)
+    print()
+    print(_wrap("Takeaway: " + ka.NOTE))
+    if out.failover:
+        print("failover, longest time without a reply at the station: "
+              + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in out.failover.items()))
+    if out.failed:
+        print(f"{len(out.failed)} of {out.checked} checked steps differ from the lab's expectations")
+        return 1
+    print(f"all {out.checked} checked steps behaved as expected")
+    return 0
+
+
 def _lab(args) -> int:
     from .. import labs
     from ..backends import get_backend
@@ -24,14 +65,19 @@ def _lab(args) -> int:
     if args.list or not args.name:
         for n in labs.names():
             print(f"{n:18} {labs.raw(n).get('description', '').split('. ')[0]}")
+        print(f"{'keepalived':18} keepalived's virtual MAC with Debian's real keepalived (kernel backend, root)")
         if not args.list:
             print("\nrun one with: pymacvlan lab NAME [--backend sim|kernel|userspace]", file=sys.stderr)
         return 0
+    if args.name == "keepalived":
+        return _keepalived(args)
     try:
         labs.path_of(args.name)
     except KeyError:
-        print(f"pymacvlan lab: no lab named {args.name!r}; known: {', '.join(labs.names())}", file=sys.stderr)
+        print(f"pymacvlan lab: no lab named {args.name!r}; known: {', '.join([*labs.names(), 'keepalived'])}",
+              file=sys.stderr)
         return 2
+    args.backend = args.backend or "sim"
     try:
         backend = get_backend(args.backend)
     except (ValueError, ImportError) as e:
@@ -83,8 +129,9 @@ def register(sub) -> None:
                                    "each step shows and what happened, and checks it against the lab's "
                                    "expectations (exit 1 on a difference).")
     p.add_argument("name", nargs="?", help="lab name (see --list) or a scenario .json file")
-    p.add_argument("--backend", choices=["sim", "kernel", "userspace"], default="sim",
-                   help="sim (default, no privileges), kernel (root: the real driver), userspace")
+    p.add_argument("--backend", choices=["sim", "kernel", "userspace"], default=None,
+                   help="sim (default, no privileges), kernel (root: the real driver), userspace; "
+                        "the keepalived lab runs on kernel only")
     p.add_argument("--list", action="store_true", help="list the labs")
     p.add_argument("-v", "--verbose", action="store_true", help="show the setup steps too")
     p.set_defaults(func=_lab)

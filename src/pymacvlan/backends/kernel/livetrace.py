@@ -86,6 +86,11 @@ class Open:
     last: float = 0.0
     start: float = 0.0
 
+    def expected(self, where: str) -> int:
+        """How many copies the engine says ``where`` (@wire or a child) receives."""
+        obs = self.result.get("observed") or {}
+        return len(obs.get("wire", []) if where == "@wire" else obs.get("children", {}).get(where, []))
+
     def matches(self, data: bytes) -> bool:
         if data == self.frame:
             return True
@@ -295,13 +300,16 @@ class KernelTracer:
     def _observe(self, where: str, data: bytes, pkttype: int | None, w: Watch) -> None:
         if not self.verify:
             return
-        for o in self.open:
-            if o.mirror is w.mirror and o.matches(data):
-                entry = {"hex": data.hex()} if pkttype is None else \
-                    {"pkttype": _PKTTYPES.get(pkttype, str(pkttype)), "hex": data.hex()}
-                o.seen.setdefault(where, []).append(entry)
-                o.last = time.monotonic()
-                return
+        # identical frames sent back to back (keepalived's burst of five GARPs) are each open: a copy
+        # goes to the first one still short of the copies the engine predicted there, not all to the first
+        cands = [o for o in self.open if o.mirror is w.mirror and o.matches(data)]
+        if not cands:
+            return
+        o = next((o for o in cands if len(o.seen.get(where, [])) < o.expected(where)), cands[0])
+        entry = {"hex": data.hex()} if pkttype is None else \
+            {"pkttype": _PKTTYPES.get(pkttype, str(pkttype)), "hex": data.hex()}
+        o.seen.setdefault(where, []).append(entry)
+        o.last = time.monotonic()
 
     def _close_quiet(self) -> Iterator[dict]:
         now = time.monotonic()
