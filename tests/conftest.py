@@ -1,13 +1,19 @@
-"""Suite-wide guard: live tests must leave no `pmv*` namespace or link behind.
+"""Suite-wide guards, checked once around the whole session:
 
-Checked once, after the whole session, so a fixture that fails to clean up (even after a
-failing test) fails the run in CI instead of leaking into the next one.
+- live tests must leave no `pmv*` namespace or link behind, so a fixture that fails to clean up
+  (even after a failing test) fails the run in CI instead of leaking into the next one;
+- the root namespace must be exactly as it was (:mod:`tests.rootguard`: links, addresses,
+  routes of every table, rules, qdiscs, tc filters on every hook of every device, the
+  net.ipv4.conf.* / net.ipv6.conf.* sysctls; read-only). In CI a change fails the run; with
+  PMV_SHARED_MACHINE=1 (several developers' suites at once) it is reported instead.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+
+import pytest
 
 
 class LeftoverCheckFailed(RuntimeError):
@@ -52,3 +58,28 @@ def pytest_sessionfinish(session, exitstatus):
     if left:
         print(f"\nERROR: the tests left network state behind: {', '.join(left)}")
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session", autouse=True)
+def root_namespace_untouched(request):
+    """Snapshot the root namespace before the first test and compare after the last."""
+    from tests import rootguard
+
+    if os.geteuid() != 0 or os.environ.get("PMV_ROOT_GUARD") == "0":
+        yield
+        return
+    try:
+        before = rootguard.snapshot()
+    except rootguard.GuardUnavailable as exc:
+        pytest.fail(f"the root-namespace guard could not read the root namespace: {exc}")
+    yield
+    changed = rootguard.diff(before, rootguard.snapshot())
+    if not changed:
+        return
+    text = "the root network namespace changed during the run:\n  " + "\n  ".join(changed[:50])
+    if os.environ.get("PMV_SHARED_MACHINE") == "1":
+        # others' suites share this machine: say it, do not fail (CI never sets it)
+        print(f"\nWARNING (PMV_SHARED_MACHINE=1, not failing): {text}")
+        request.config._pmv_root_changed = changed
+        return
+    pytest.fail(text, pytrace=False)

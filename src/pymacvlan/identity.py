@@ -113,9 +113,11 @@ def read(ipr: Any, ifindex: int | None = None, ifname: str | None = None) -> Dev
                           link.get_attr("IFLA_IFNAME") or "")
 
 
-def check(ipr: Any, want: DeviceIdentity, what: str = "change") -> DeviceIdentity:
+def check(ipr: Any, want: DeviceIdentity, what: str = "change", mac: bool = True) -> DeviceIdentity:
     """Prove the device ``want`` names is still that device, through ``ipr``; returns what was read.
 
+    ``mac=False`` only where the device lives in a namespace pymacvlan made itself (proven by
+    inode) and the kernel may change its MAC on its own (a kernel passthru child's lower).
     Raises IdentityError (ESTALE: a different namespace or device; ENODEV: gone) with a one-line
     message saying what differs and that nothing was done."""
     ns = socket_netns(ipr)
@@ -123,9 +125,10 @@ def check(ipr: Any, want: DeviceIdentity, what: str = "change") -> DeviceIdentit
         raise IdentityError(errno.ESTALE, f"not going to {what} {want.describe()}: the netlink socket is in "
                             f"netns inode {ns}, not the device's")
     have = read(ipr, ifindex=want.ifindex)
-    if have != want:
+    keys = ("kind", "mac") if mac else ("kind",)
+    if any(getattr(want, k) != getattr(have, k) for k in keys):
         diff = ", ".join(f"{k} {getattr(want, k)!r} is now {getattr(have, k)!r}"
-                         for k in ("kind", "mac") if getattr(want, k) != getattr(have, k))
+                         for k in keys if getattr(want, k) != getattr(have, k))
         raise IdentityError(errno.ESTALE, f"not going to {what} {want.describe()}: {diff} (another device, "
                             "or not pymacvlan's any more)")
     return have

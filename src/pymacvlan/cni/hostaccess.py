@@ -51,25 +51,70 @@ def _locked(state_dir: str) -> Iterator[None]:
 
 def wanted(state_dir: str, master: str) -> list[str]:
     """Pod addresses (host routes) of every hostAccess attachment on ``master``."""
+    from .records import read_all
+
     out: set[str] = set()
     for net in sorted(os.listdir(state_dir)) if os.path.isdir(state_dir) else []:
-        d = os.path.join(state_dir, net)
-        if not os.path.isdir(d):
+        if not os.path.isdir(os.path.join(state_dir, net)):
             continue
-        for name in os.listdir(d):
-            if not name.endswith(".json"):
-                continue
+        for rec in read_all(state_dir, net):
             try:
-                with open(os.path.join(d, name)) as f:
-                    rec = json.load(f)
-                conf = json.loads(rec.get("config") or "{}")
-            except (OSError, ValueError):
+                conf = json.loads(rec.config or "{}")
+            except (ValueError, RecursionError):
                 continue
-            if rec.get("master") == master and conf.get("hostAccess") is True:
-                for a in rec.get("addresses", []):
-                    ip = ipaddress.ip_interface(a).ip
+            if rec.master == master and isinstance(conf, dict) and conf.get("hostAccess") is True:
+                for a in rec.addresses:
+                    try:
+                        ip = ipaddress.ip_interface(a).ip
+                    except ValueError:
+                        continue
                     out.add(f"{ip}/{ip.max_prefixlen}")
     return sorted(out)
+
+
+def _ident_path(state_dir: str, name: str) -> str:
+    return os.path.join(state_dir, f"{name}.identity.json")
+
+
+def _proven(ipr: Any, state_dir: str, name: str, master: str, idx: int) -> Any:
+    """The host child ``name`` (at ``idx``) is the one pymacvlan made: its recorded identity
+    matches, or (no record: made by an older version) it is a macvlan on ``master``, which is
+    then recorded. Anything else is refused: it is not ours to change or delete."""
+    from .. import identity
+
+    path = _ident_path(state_dir, name)
+    try:
+        with open(path) as f:
+            want = identity.DeviceIdentity.from_dict(json.load(f))
+    except FileNotFoundError:
+        want = None
+    except (OSError, ValueError, RecursionError) as e:
+        raise CNIError(ERR_INTERNAL, f"hostAccess: {path}: unreadable identity record: {e}",
+                       f"remove {path} and {name} if they are stale") from None
+    try:
+        if want is not None:
+            return identity.check(ipr, want, "change")
+        have = identity.read(ipr, ifindex=idx)
+        link = ipr.get_links(idx)[0]
+        lower = link.get_attr("IFLA_LINK")
+        master_idx = ipr.link_lookup(ifname=master)
+        if have.kind != "macvlan" or not master_idx or lower != master_idx[0]:
+            raise identity.IdentityError(
+                19, f"not going to change {have.describe()}: it is not a macvlan on {master} and no record says "
+                "pymacvlan made it")
+        _record(state_dir, name, have)
+        return have
+    except identity.IdentityError as e:
+        raise CNIError(ERR_INTERNAL, f"hostAccess: {e}", f"{name} is not pymacvlan's: rename or remove it") from None
+
+
+def _record(state_dir: str, name: str, ident: Any) -> None:
+    path = _ident_path(state_dir, name)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(ident.to_dict(), f)
+    os.replace(tmp, path)
 
 
 def sync(n: Any) -> list[str]:
@@ -84,16 +129,25 @@ def sync(n: Any) -> list[str]:
         want = wanted(n.state_dir, n.master)
         ipr = _ipr()
         try:
+            from .. import identity
+
             have_idx = ipr.link_lookup(ifname=name)
+            if have_idx:
+                _proven(ipr, n.state_dir, name, n.master, have_idx[0])
             if not want:
                 if have_idx:
                     ipr.link("del", index=have_idx[0])
+                    try:
+                        os.unlink(_ident_path(n.state_dir, name))
+                    except FileNotFoundError:
+                        pass
                 return []
             try:
                 if not have_idx:
                     d = Driver()
                     d.add(LinkRequest(parent=n.master, name=name, kind="macvlan", mode=Mode.BRIDGE))
                     have_idx = ipr.link_lookup(ifname=name)
+                    _record(n.state_dir, name, identity.read(ipr, ifindex=have_idx[0]))
                     ipr.link("set", index=have_idx[0], state="up")
                     d.host_access(name, n.master, routes=want[:1])
             except KernelError as e:

@@ -73,13 +73,19 @@ def entered(path: str | None) -> Iterator[None]:
 
 
 def check_netns(path: str) -> None:
-    """ns.GetNS: the path must be a network namespace file."""
+    """ns.GetNS: the path must be a network namespace file (nsfs, of type CLONE_NEWNET: a
+    regular file, a directory or another kind of namespace is refused)."""
+    from .records import is_netns
+
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise CNIError(ERR_INVALID_ENV, f"CNI_NETNS: failed to open netns {path!r}: {e.strerror}",
+    except (OSError, ValueError) as e:
+        raise CNIError(ERR_INVALID_ENV, f"CNI_NETNS: failed to open netns {path!r}: {getattr(e, 'strerror', e)}",
                        "CNI_NETNS must be a network namespace file such as /run/netns/NAME") from None
     os.close(fd)
+    if not is_netns(path):
+        raise CNIError(ERR_INVALID_ENV, f"CNI_NETNS: {path!r} is not a network namespace",
+                       "CNI_NETNS must be a network namespace file such as /run/netns/NAME")
 
 
 def default_route_ifname(netns: str | None) -> str:

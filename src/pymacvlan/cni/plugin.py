@@ -14,7 +14,6 @@ keeps its routes from these records.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -28,48 +27,40 @@ def log(msg: str) -> None:
     sys.stderr.write(f"pymacvlan-cni: {msg}\n")
 
 
-# -- attachment records ---------------------------------------------------------------------------
-def _record_dir(n: conflib.NetConf) -> str:
-    return os.path.join(n.state_dir, n.name)
-
-
-def _record_path(n: conflib.NetConf, container_id: str, ifname: str) -> str:
-    return os.path.join(_record_dir(n), f"{container_id}-{ifname}.json")
-
-
+# -- attachment records (cni/records.py: type-checked, with the child's identity) ---------------------
 def write_record(n: conflib.NetConf, a: Args, result: dict) -> None:
-    d = _record_dir(n)
-    os.makedirs(d, mode=0o700, exist_ok=True)
-    rec = {"containerID": a.container_id, "ifname": a.ifname, "netns": a.netns, "backend": n.backend,
-           "master": n.master, "addresses": [ip["address"] for ip in result.get("ips", [])],
-           "config": a.stdin.decode()}
-    path = _record_path(n, a.container_id, a.ifname)
-    with open(path + ".tmp", "w") as f:
-        json.dump(rec, f)
-    os.replace(path + ".tmp", path)
+    from .records import Record, child_identity, write
 
-
-def read_records(n: conflib.NetConf) -> list[dict]:
-    out = []
     try:
-        names = sorted(os.listdir(_record_dir(n)))
-    except FileNotFoundError:
-        return []
-    for name in names:
-        if name.endswith(".json"):
-            try:
-                with open(os.path.join(_record_dir(n), name)) as f:
-                    out.append(json.load(f))
-            except (OSError, ValueError):
-                log(f"ignoring unreadable attachment record {name}")
-    return out
+        ident = child_identity(a.ifname, a.netns)
+    except OSError as e:  # recorded without: GC then deletes no link for it, DEL only a macvlan
+        log(f"could not read the identity of {a.ifname} in {a.netns}: {e}")
+        ident = None
+    rec = Record(a.container_id, a.ifname, a.netns, n.backend, n.master,
+                 [ip["address"] for ip in result.get("ips", [])], a.stdin.decode(errors="replace"), ident)
+    write(n.state_dir, n.name, rec)
+
+
+def read_records(n: conflib.NetConf) -> list:
+    from .records import read_all
+
+    return read_all(n.state_dir, n.name)
 
 
 def drop_record(n: conflib.NetConf, container_id: str, ifname: str) -> None:
-    try:
-        os.unlink(_record_path(n, container_id, ifname))
-    except FileNotFoundError:
-        pass
+    from .records import drop
+
+    drop(n.state_dir, n.name, container_id, ifname)
+
+
+def _delete_child(n: conflib.NetConf, a: Args, expect=None) -> None:
+    """The kernel child, only if it is the one ADD made (see records.delete_child)."""
+    from .records import delete_child, read
+
+    if expect is None:
+        rec = read(n.state_dir, n.name, a.container_id, a.ifname)
+        expect = rec.identity if rec is not None else None
+    delete_child(a.ifname, a.netns, expect)
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -125,16 +116,20 @@ def cmd_add(a: Args) -> dict:
 
 
 def _rollback(n: conflib.NetConf, a: Args, ipam_done: bool) -> None:
-    from . import netns
+    from .records import child_identity
 
     drop_record(n, a.container_id, a.ifname)
+    try:  # the child ADD just made: no record any more, so prove it is ours by reading it now
+        ident = child_identity(a.ifname, a.netns) if n.backend != "userspace" else None
+    except OSError:
+        ident = None
     try:
         if n.backend == "userspace":
             from .userspace import delete as us_del
 
             us_del(n, a)
         else:
-            netns.delete(a.ifname, a.netns)
+            _delete_child(n, a, expect=ident)
     except Exception as e:
         log(f"rollback: could not delete {a.ifname} in {a.netns}: {e}")
     if ipam_done:
@@ -146,7 +141,6 @@ def _rollback(n: conflib.NetConf, a: Args, ipam_done: bool) -> None:
 
 def cmd_del(a: Args) -> None:
     """IPAM first, then the child; succeeds when things are already gone, and without a netns."""
-    from . import netns
 
     n = conflib.load_for_del(a.conf)
     if n.ipam_type:
@@ -157,7 +151,7 @@ def cmd_del(a: Args) -> None:
         us_del(n, a)
     elif a.netns:
         try:
-            netns.delete(a.ifname, a.netns)
+            _delete_child(n, a)
         except OSError as e:
             raise CNIError(ERR_INTERNAL, f"failed to delete {a.ifname} in {a.netns}: {e}") from None
     drop_record(n, a.container_id, a.ifname)
@@ -250,34 +244,38 @@ def cmd_status(a: Args) -> None:
 
 def cmd_gc(a: Args) -> None:
     """Tear down the attachments we recorded that are not in ``cni.dev/valid-attachments``."""
-    from . import netns
 
     n = conflib.load_for_del(a.conf)
     valid_raw = a.conf.get("cni.dev/valid-attachments") or []
     if not isinstance(valid_raw, list):
         raise CNIError(ERR_INVALID_CONFIG, "cni.dev/valid-attachments: must be a list of {containerID, ifname}")
-    valid = {(v.get("containerID"), v.get("ifname")) for v in valid_raw if isinstance(v, dict)}
+    valid = {(v.get("containerID"), v.get("ifname")) for v in valid_raw
+             if isinstance(v, dict) and isinstance(v.get("containerID"), str) and isinstance(v.get("ifname"), str)}
     for rec in read_records(n):
-        if (rec.get("containerID"), rec.get("ifname")) in valid:
+        if (rec.container_id, rec.ifname) in valid:
             continue
-        log(f"GC: tearing down {rec.get('containerID')}/{rec.get('ifname')}")
-        env = {"CNI_CONTAINERID": rec.get("containerID", ""), "CNI_IFNAME": rec.get("ifname", ""),
-               "CNI_NETNS": rec.get("netns", "")}
-        sub = Args(command="DEL", container_id=env["CNI_CONTAINERID"], netns=env["CNI_NETNS"],
-                   ifname=env["CNI_IFNAME"], path=a.path, stdin=rec.get("config", "").encode())
+        log(f"GC: tearing down {rec.container_id}/{rec.ifname}")
+        env = {"CNI_CONTAINERID": rec.container_id, "CNI_IFNAME": rec.ifname, "CNI_NETNS": rec.netns}
+        sub = Args(command="DEL", container_id=rec.container_id, netns=rec.netns, ifname=rec.ifname,
+                   path=a.path, stdin=rec.config.encode())
         try:
-            sub.conf = json.loads(sub.stdin or b"{}")
-            rn = conflib.load_for_del(sub.conf) if sub.conf.get("name") else n
+            conf = json.loads(sub.stdin or b"{}")
+            sub.conf = conf if isinstance(conf, dict) else {}
+            rn = conflib.load_for_del(sub.conf) if isinstance(sub.conf.get("name"), str) else n
             if rn.ipam_type:
                 ipam.execute(sub, "DEL", rn.ipam_type, env=env)
-            if rec.get("backend") == "userspace":
+            if rec.backend == "userspace":
                 from .userspace import delete as us_del
 
                 us_del(rn, sub)
             elif sub.netns:
-                netns.delete(sub.ifname, sub.netns)
-        except (CNIError, OSError, ValueError) as e:
-            log(f"GC: {rec.get('containerID')}/{rec.get('ifname')}: {getattr(e, 'msg', e)}")
+                if rec.identity is None:  # a record of format 1: its namespace path proves nothing
+                    log(f"GC: {rec.container_id}/{rec.ifname}: the record has no device identity; "
+                        "its link is left to the runtime")
+                else:
+                    _delete_child(rn, sub, expect=rec.identity)
+        except (CNIError, OSError, ValueError, RecursionError) as e:
+            log(f"GC: {rec.container_id}/{rec.ifname}: {getattr(e, 'msg', e)}")
             continue
         drop_record(n, sub.container_id, sub.ifname)
     if n.host_access:

@@ -32,6 +32,8 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
+from ... import identity
+
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 CLONE_NEWNS = 0x00020000
@@ -177,6 +179,11 @@ class Topology:
     _namespaces: list[str] = field(default_factory=list)
     _iprs: dict[str, IPRoute] = field(default_factory=dict)
     _serial: int = 0
+    #: each namespace we made, by nsfs inode: a name is removed, and a cached socket used for a
+    #: delete, only while it is still that namespace
+    _ns_ino: dict[str, int] = field(default_factory=dict)
+    #: the parent as made (namespace inode, ifindex, kind veth): teardown proves it before deleting
+    _parent_ident: identity.DeviceIdentity | None = None
 
     @property
     def prefix(self) -> str:
@@ -209,6 +216,7 @@ class Topology:
         """Create a namespace with IPv6 off, and an rtnetlink socket inside it."""
         pr_netns.create(name)
         self._namespaces.append(name)
+        self._ns_ino[name] = identity.netns_ino(name)
         with in_netns(name):
             for scope in ("all", "default"):
                 path = f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6"
@@ -226,6 +234,10 @@ class Topology:
         if name in self._namespaces:
             self._namespaces.remove(name)
             try:
+                if identity.netns_ino(name) != self._ns_ino.pop(name, None):
+                    warnings.warn(f"namespace {name} is not the one this run made any more: not removing it",
+                                  RuntimeWarning, stacklevel=2)
+                    return
                 pr_netns.remove(name)
             except OSError as exc:  # teardown goes on; the leftover is named, not hidden
                 warnings.warn(f"could not remove namespace {name}: {exc}", RuntimeWarning, stacklevel=2)
@@ -257,6 +269,7 @@ class Topology:
             peer={"ifname": self.wire_ifname, "net_ns_fd": self.ns_wire, "mtu": WIRE_MTU}, **extra,
         )
         self.parent_index = ipr_p.link_lookup(ifname=self.parent_ifname)[0]
+        self._parent_ident = identity.read(ipr_p, ifindex=self.parent_index)
         self.wire_index = ipr_w.link_lookup(ifname=self.wire_ifname)[0]
         if self.wire == "hairpin":
             ipr_w.link("add", ifname=self.bridge_ifname, kind="bridge", br_stp_state=0, br_mcast_snooping=0)
@@ -272,9 +285,10 @@ class Topology:
         """Delete the parent (its children and the wire go with it), then every namespace."""
         if self.parent_index is not None and self.ns_parent in self._iprs:
             try:
-                self._iprs[self.ns_parent].link("del", index=self.parent_index)
-            except (NetlinkError, OSError):
-                pass
+                self._del_parent_link()
+            except (NetlinkError, OSError) as exc:
+                if getattr(exc, "errno", None) not in (errno.ENODEV, None) or isinstance(exc, identity.IdentityError):
+                    warnings.warn(f"teardown: {exc}", RuntimeWarning, stacklevel=2)
             self.parent_index = None
         for child in list(self.children.values()):
             self._forget(child)
@@ -341,8 +355,28 @@ class Topology:
     def drop_netns(self, name: str) -> None:
         self._drop_netns(name)
 
+    def _del_parent_link(self) -> None:
+        """Delete the parent by ifindex through the cached socket, once both are proven: the socket
+        is in the namespace this run made (SIOCGSKNS), the device there is our veth. Its MAC is not
+        compared: a kernel passthru child gives the parent its own."""
+        ipr = self._iprs[self.ns_parent]
+        want = self._parent_ident
+        if want is None or self.parent_index != want.ifindex:
+            raise identity.IdentityError(errno.ESTALE, "the parent's identity was never recorded: not deleting")
+        if want.netns != self._ns_ino.get(self.ns_parent):
+            raise identity.IdentityError(errno.ESTALE, f"{self.ns_parent} is not the namespace the parent was made in")
+        identity.check(ipr, want, "delete", mac=False)
+        ipr.link("del", index=want.ifindex)
+
     def del_child(self, name: str) -> None:
+        """Delete a child after proving it (its namespace's socket and inode, ifindex, kind)."""
         child = self.children[name]
+        ino = self._ns_ino.get(child.ns)
+        if ino is None or identity.socket_netns(child.ipr) != ino:
+            raise identity.IdentityError(errno.ESTALE, f"{child.ns} is not the namespace {name} was made in")
+        have = identity.read(child.ipr, ifindex=child.index)
+        if have.kind != child.kind:
+            raise identity.IdentityError(errno.ESTALE, f"not going to delete {have.describe()}: not a {child.kind}")
         child.ipr.link("del", index=child.index)
         self._forget(child)
 
@@ -377,7 +411,7 @@ class Topology:
         """Delete the parent veth: the kernel deletes the wire end and every child with it."""
         if self.parent_index is None:
             raise NetlinkError(errno.ENODEV, "the parent was already deleted")
-        self.ipr(self.ns_parent).link("del", index=self.parent_index)
+        self._del_parent_link()
         self.parent_index = None
         self.wire_index = None
         for child in list(self.children.values()):

@@ -34,16 +34,20 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import socket
 from dataclasses import dataclass
 
+from ... import identity
 from ...model import frame_max
 from ._sys import IFF_UP, NetdevCtl, in_netns, netns_inode, netns_path, write_sysctl
 from .parent import Parent, ParentConfig
 from .tap import ChildNetdev
 
 __all__ = ["VethChild", "VethConfig", "outer_name"]
+
+log = logging.getLogger(__name__)
 
 
 def outer_name(name: str, parent_netns: str | None) -> str:
@@ -89,6 +93,8 @@ class VethChild(ChildNetdev):
         self.outer_ctl = NetdevCtl(cfg.parent_netns)
         self.ring: Parent | None = None
         self.carrier = False
+        #: the outer end as made or adopted (pymacvlan.identity): deleted only while it still is
+        self.outer_ident: identity.DeviceIdentity | None = None
         created = False
         try:
             found = self.ctl.ifindex(cfg.name)
@@ -97,6 +103,10 @@ class VethChild(ChildNetdev):
                 if found != cfg.adopt or outer_idx is None:
                     raise OSError(errno.ENODEV, f"{cfg.name} is no longer the veth child with ifindex {cfg.adopt}")
                 self.outer_ifindex: int = outer_idx
+                with identity.ipr_in(cfg.parent_netns) as ipr:
+                    self.outer_ident = identity.read(ipr, ifindex=outer_idx)
+                if self.outer_ident.kind != "veth":
+                    raise OSError(errno.ENODEV, f"{self.outer} is a {self.outer_ident.kind or 'device'}, not our veth")
             else:
                 self._create(found)
                 created = True
@@ -149,6 +159,7 @@ class VethChild(ChildNetdev):
                 if nsfd >= 0:
                     os.close(nsfd)
             self.outer_ifindex = ipr.link_lookup(ifname=self.outer)[0]
+            self.outer_ident = identity.read(ipr, ifindex=self.outer_ifindex)
         finally:
             ipr.close()
 
@@ -185,16 +196,21 @@ class VethChild(ChildNetdev):
 
     # -- teardown ----------------------------------------------------------------------------------
     def _delete_pair(self) -> None:
-        from pyroute2 import IPRoute
-        try:
-            with in_netns(self.parent_netns):
-                ipr = IPRoute()
-        except OSError:
+        """Delete the pair through its outer end, once proven to be the one we made or adopted
+        (namespace inode, ifindex, kind, MAC: never by name alone)."""
+        want = self.outer_ident
+        if want is None:
             return
         try:
-            idx = ipr.link_lookup(ifname=self.outer)
-            if idx:
-                ipr.link("del", index=idx[0])
+            ipr = identity.open_ipr(self.parent_netns, want.netns)
+        except OSError:  # the namespace is gone (and the pair with it), or is another one now
+            return
+        try:
+            identity.check(ipr, want, "delete")
+            ipr.link("del", index=want.ifindex)
+        except identity.IdentityError as e:
+            if e.errno != errno.ENODEV:
+                log.warning("%s", e)
         except Exception:  # already gone with its namespace
             pass
         finally:
