@@ -432,7 +432,8 @@ def icmp_echo_ns(netns: str, dst: str, count: int, ident: int) -> list[tuple[int
 #: the pymacvlan setups and their DatapathConfig fields (over --datapath)
 PYMACVLAN = {
     "pymacvlan": {},
-    "pymacvlan-veth": {"children": "veth"},
+    "pymacvlan-python": {"children": "tap", "fastpath": False},
+    "pymacvlan-veth": {"children": "veth", "fastpath": False},
     "pymacvlan-fast": {"children": "veth", "fastpath": True},
 }
 LABELS = {
@@ -440,8 +441,10 @@ LABELS = {
     "kernel-macvlan-wire": "kernel macvlan, wire→child",
     "bridge-veth": "Linux bridge + veth",
     "vde": "VDE vde_switch + TAP ports",
-    "pymacvlan": "pymacvlan, bridge, child↔child (TAPs)",
-    "pymacvlan-wire": "pymacvlan, wire→child (AF_PACKET → TAP)",
+    "pymacvlan": "pymacvlan default (eBPF fast path where it loads), child↔child",
+    "pymacvlan-wire": "pymacvlan default, wire→child",
+    "pymacvlan-python": "pymacvlan --no-fastpath (Python path, TAPs), child↔child",
+    "pymacvlan-python-wire": "pymacvlan --no-fastpath, wire→child (AF_PACKET → TAP)",
     "pymacvlan-veth": "pymacvlan Python path, veth+rings, child↔child",
     "pymacvlan-veth-wire": "pymacvlan Python path, veth+rings, wire→child",
     "pymacvlan-fast": "pymacvlan eBPF fast path, child↔child",

@@ -41,7 +41,7 @@ def _thread_cpu(tid: int) -> float:
 
 
 def one(lab: Lab, parent: str, P: str, busy_us: int, idle: float, n: int) -> dict[str, float]:
-    dp = Datapath(DatapathConfig(ParentConfig(parent, P), busy_poll_us=busy_us)).start()
+    dp = Datapath(DatapathConfig(ParentConfig(parent, P), busy_poll_us=busy_us, children="tap", fastpath=False)).start()
     try:
         ns = lab.ns(f"a{n}")
         dp.add_macvlan("a", "bridge", netns=ns, ifname="eth0", mac=bytes.fromhex("02000000001a"))

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from netlab import Lab, sh  # noqa: E402
 
-from pymacvlan.backends.userspace import Datapath, ParentConfig  # noqa: E402
+from pymacvlan.backends.userspace import Datapath, DatapathConfig, ParentConfig  # noqa: E402
 
 MAC_A = bytes.fromhex("02000000000a")
 
@@ -81,7 +81,7 @@ def bench_frames(direction: str, rx: str, tx: str, size: int, seconds: float) ->
         P, W, A = lab.ns("P"), lab.ns("W"), lab.ns("A")
         parent, wire = lab.ifname("p"), lab.ifname("w")
         lab.veth(parent, P, wire, W)
-        dp = Datapath(ParentConfig(parent, P, rx=rx, tx=tx)).start()
+        dp = Datapath(DatapathConfig(ParentConfig(parent, P, rx=rx, tx=tx), children="tap", fastpath=False)).start()
         dp.add_macvlan("a", "bridge", netns=A, ifname="eth0", mac=MAC_A)
         sh("ip", "-n", A, "link", "set", "eth0", "up")
         time.sleep(0.2)

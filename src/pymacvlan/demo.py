@@ -15,7 +15,8 @@ children gives a throughput figure. Everything is removed at the end, on errors,
 SIGTERM too.
 
 Backends: ``userspace`` (default: the :class:`~pymacvlan.backends.userspace.Datapath` in this
-process, children are TAPs) and ``kernel`` (the kernel's own macvlan, for comparison).
+process, children are veth pairs on the eBPF fast path where it loads, else TAPs) and ``kernel``
+(the kernel's own macvlan, for comparison).
 Without root or /dev/net/tun only the engine's matrix is printed, with the reason.
 """
 
@@ -158,7 +159,8 @@ class World:
 
 
 class UserspaceChildren:
-    """Children as TAPs of the in-process userspace datapath."""
+    """Children of the in-process userspace datapath, as it runs by default: veth pairs with the
+    eBPF fast path wherever it loads, else TAPs on the Python path."""
 
     name = "userspace"
 
@@ -176,6 +178,10 @@ class UserspaceChildren:
         if not shield:
             self.note = ("without the shield the parent's stack also gets frames kernel macvlan would "
                          "consume (passthru, floods back to a private sender)")
+        path = self.dp.stats()["path"]
+        if path["active"] != "fast":  # the default: known unicast in the kernel (eBPF), veth children
+            self.note = "; ".join(filter(None, [self.note, f"the eBPF fast path is not active ({path.get('reason')}): "
+                                                           "every frame takes the Python path (TAP children)"]))
 
     def add(self, role: str, mode: str) -> None:
         w = self.world

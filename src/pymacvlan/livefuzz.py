@@ -205,7 +205,8 @@ def run(cfg: FuzzConfig, progress: Callable[[str], None] | None = None) -> Repor
         parent, wire = lab.ifname("p"), lab.ifname("w")
         lab.veth(parent, P, wire, W)
         sh("ip", "-n", W, "link", "set", wire, "mtu", "9000")  # giants reach the veth, which drops them
-        dp = Datapath(DatapathConfig(ParentConfig(parent, P))).start()
+        # the Python path: every frame must reach the engine for the differential comparison
+        dp = Datapath(DatapathConfig(ParentConfig(parent, P), children="tap", fastpath=False)).start()
         for role, ns, mac, ip in (("a", A, MAC_A, "10.77.0.1"), ("b", B, MAC_B, "10.77.0.2"), ("f", F, MAC_F, None)):
             dp.add_macvlan(role, "bridge", netns=ns, ifname="eth0", mac=mac)
             if ip:

@@ -15,8 +15,9 @@ from pymacvlan.fuzz import random_scenario
 from tests.ci import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]
-#: userspace-fast: veth children and the eBPF fast path (backends/userspace/backend.VARIANTS)
-BACKENDS = ["kernel", "userspace", "userspace-fast"]
+#: userspace: the default datapath (the eBPF fast path with veth children wherever it loads);
+#: userspace-python: TAP children, every frame through Python (backends/userspace/backend.VARIANTS)
+BACKENDS = ["kernel", "userspace", "userspace-python"]
 GENERATED = int(os.environ.get("PMV_CONFORMANCE_GENERATED", "150"))
 
 

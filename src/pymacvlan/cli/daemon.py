@@ -56,7 +56,7 @@ def _daemon_args(args) -> list[str]:
                                 ("--metrics", args.metrics, None)):
         if value != default:
             out += [opt, value]
-    return out + ["--shield"] * args.shield + ["--fastpath"] * args.fastpath + ["--verbose"] * args.verbose
+    return out + ["--shield"] * args.shield + ["--no-fastpath"] * (not args.fastpath) + ["--verbose"] * args.verbose
 
 
 def _install_unit(args) -> int:
@@ -156,9 +156,12 @@ def register(sub) -> None:
     d.add_argument("--netns", help="network namespace the parents are in (default: the daemon's own)")
     d.add_argument("--shield", action="store_true",
                    help="keep parents' stacks from what macvlan consumes (eBPF tc ingress filter)")
-    d.add_argument("--fastpath", action="store_true",
-                   help="forward known unicast in the kernel (eBPF) with veth children; `pymacvlan stats` shows "
-                        "the active path (needs CAP_BPF, else the Python path runs and says why)")
+    d.add_argument("--no-fastpath", dest="fastpath", action="store_false",
+                   help="run every frame through the Python path (TAP children). By default known unicast is "
+                        "forwarded in the kernel (eBPF) with veth children wherever eBPF can load; where it cannot, "
+                        "the daemon says why once (log, `hello`, `stats`, systemd STATUS) and runs the Python path")
+    d.add_argument("--fastpath", dest="fastpath", action="store_true",
+                   help="the default (kept for older command lines and units)")
     d.add_argument("--endpoint-dir", help="where macvtap stream sockets go (default: the control socket's directory)")
     d.add_argument("--metrics", metavar="HOST:PORT",
                    help="serve Prometheus metrics there (e.g. 127.0.0.1:9466): per-child counters, drops by "

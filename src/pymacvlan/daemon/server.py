@@ -146,9 +146,9 @@ class DaemonConfig:
     max_clients: int = 256
     #: reply bytes queued for a peer that does not read, before it is cut off
     max_output: int = 4 << 20
-    #: the eBPF fast path, with veth children (DatapathConfig.fastpath); False: the Python path
-    #: with TAP children
-    fastpath: bool = False
+    #: the eBPF fast path, with veth children (DatapathConfig.fastpath), wherever it can load (the
+    #: default); False (``--no-fastpath``): the Python path with TAP children
+    fastpath: bool = True
     #: HOST:PORT to serve Prometheus metrics on (None: no metrics); see .metrics
     metrics: str | None = None
 
@@ -195,10 +195,34 @@ class Daemon:
         #: replies produced off the control thread (dhcp.acquire), sent by _on_wake
         self._deferred: list[tuple[socket.socket, dict]] = []
         self._deferred_lock = threading.Lock()
+        #: whether the eBPF fast path can load here, and why not (see _probe_fastpath)
+        self.fastpath_status: dict[str, Any] = {"on": False, "reason": "not probed yet"}
 
     # -- life cycle -------------------------------------------------------------------------------
+    def _probe_fastpath(self) -> dict[str, Any]:
+        """Whether the eBPF fast path can load here (the programs and maps, no attachment yet):
+        said once, in the log, ``hello``, ``stats`` and systemd's STATUS."""
+        if not self.cfg.fastpath:
+            return {"on": False, "reason": "off (--no-fastpath)"}
+        from ..backends.userspace.fastpath import FastPath
+
+        try:
+            FastPath(self.cfg.netns).close()
+        except Exception as e:  # no CAP_BPF, a verifier refusal, no bpf() at all
+            reason = f"{type(e).__name__}: {e}"
+            log.warning("eBPF fast path unavailable, the Python path (TAP children) carries every frame: %s", reason)
+            return {"on": False, "reason": reason}
+        return {"on": True, "reason": None}
+
+    def _fastpath_line(self) -> str:
+        fp = self.fastpath_status
+        if fp["on"]:
+            return "eBPF fast path on"
+        return f"eBPF fast path {'off' if not self.cfg.fastpath else 'unavailable'}: {fp['reason']}"
+
     def start(self) -> Daemon:
         """Bind the control socket, restore the children, tell systemd we are ready."""
+        self.fastpath_status = self._probe_fastpath()
         path = Path(self.cfg.socket)
         st = Path(self.cfg.state)
         if st.is_dir():  # checked before anything is made (issue 25: it said "starting empty", then died)
@@ -243,7 +267,7 @@ class Daemon:
             raise
         log.info("listening on %s (state %s), %d child(ren) restored, %d pending",
                  path, self.cfg.state, len(self.links), len(self.pending))
-        status = f"listening on {path}, {len(self.links)} children"
+        status = f"listening on {path}, {len(self.links)} children; {self._fastpath_line()}"
         if self.state_warning:
             status += f"; {self.state_warning}"
         sd_notify(f"READY=1\nSTATUS={status}")
@@ -578,7 +602,7 @@ class Daemon:
             with self._lock:
                 if op == "hello":
                     return {"ok": True, "version": PROTOCOL_VERSION, "pid": os.getpid(),
-                            "state_warning": self.state_warning}
+                            "state_warning": self.state_warning, "fastpath": self.fastpath_status}
                 if op == "stop":
                     self.stop(remove=bool(req.get("remove")))
                     return {"ok": True}
@@ -640,9 +664,13 @@ class Daemon:
         from ..backends.userspace.parent import ParentConfig
 
         try:
-            fast: dict[str, Any] = {"children": "veth", "fastpath": True} if self.cfg.fastpath else {}
+            # where the probe failed, the Python path with TAP children at once (said once, at start)
+            on = self.cfg.fastpath and self.fastpath_status["on"]
+            fast: dict[str, Any] = {} if on else {"children": "tap", "fastpath": False}
             dp = Datapath(DatapathConfig(ParentConfig(parent, self.cfg.netns), shield=self.cfg.shield, persist=True,
                                          **fast))
+            if not on:
+                dp.fastpath_error = self.fastpath_status["reason"]
         except OSError as e:
             if e.errno == errno.ENODEV:
                 raise KernelError("ENODEV", f'Cannot find device "{parent}"',
@@ -865,7 +893,8 @@ class Daemon:
             parents[pname] = st
         with self._sub_lock:
             subs = len(self._subs)
-        return {"daemon": {**self.counters, "trace_subscribers": subs}, "parents": parents}
+        return {"daemon": {**self.counters, "trace_subscribers": subs}, "fastpath": self.fastpath_status,
+                "parents": parents}
 
     # -- trace ------------------------------------------------------------------------------------
     def subscribe(self, conn: socket.socket, flt: TraceFilter, request_id: Any = None) -> None:

@@ -18,6 +18,8 @@ from .netlab import Lab, live_unavailable, ping, sh, tcp_transfer
 
 _REASON = live_unavailable()
 pytestmark = live_marks(_REASON)
+#: these tests tune the loop that carries frames through Python: no fast path
+PYTHON_PATH = {"children": "tap", "fastpath": False}
 
 MAC_A, MAC_B = bytes.fromhex("02000000001a"), bytes.fromhex("02000000001b")
 
@@ -34,7 +36,7 @@ def test_busy_poll_and_nice_change_scheduling_not_decisions(lab: Lab) -> None:
     sh("ip", "-n", W, "addr", "add", "10.79.0.100/24", "dev", wire)
     # a positive nice needs no privilege and cannot starve anything else on the machine
     own = _thread_nice(threading.get_native_id())
-    dp = Datapath(DatapathConfig(ParentConfig(parent, P), busy_poll_us=2000, nice=own + 5)).start()
+    dp = Datapath(DatapathConfig(ParentConfig(parent, P), busy_poll_us=2000, nice=own + 5, **PYTHON_PATH)).start()
     try:
         assert _thread_nice(dp._thread.native_id) == own + 5
         assert _thread_nice(threading.get_native_id()) == own  # only the loop's thread moved
@@ -70,7 +72,7 @@ def test_busy_poll_spins_only_after_traffic(lab: Lab) -> None:
     P, W = lab.ns("P"), lab.ns("W")
     parent, wire = lab.ifname("p"), lab.ifname("w")
     lab.veth(parent, P, wire, W)
-    dp = Datapath(DatapathConfig(ParentConfig(parent, P), busy_poll_us=50_000)).start()
+    dp = Datapath(DatapathConfig(ParentConfig(parent, P), busy_poll_us=50_000, **PYTHON_PATH)).start()
     try:
         tid = dp._thread.native_id
         # the default priority, like a softirq's edge over tasks: nice -5 (root may set it)
@@ -102,7 +104,7 @@ def test_a_stuck_rx_ring_head_is_resynced(lab: Lab) -> None:
     parent, wire = lab.ifname("p"), lab.ifname("w")
     lab.veth(parent, P, wire, W)
     sh("ip", "-n", W, "addr", "add", "10.79.0.100/24", "dev", wire)
-    dp = Datapath(DatapathConfig(ParentConfig(parent, P))).start()
+    dp = Datapath(DatapathConfig(ParentConfig(parent, P), **PYTHON_PATH)).start()
     try:
         dp.add_macvlan("a", "bridge", netns=A, ifname="eth0", mac=MAC_A)
         sh("ip", "-n", A, "addr", "add", "10.79.0.1/24", "dev", "eth0")

@@ -29,7 +29,8 @@ pytestmark = live_marks(live_unavailable())
 
 IDLE_S = 2.0
 BOUND = 0.02
-PATHS = {"tap": {"children": "tap"}, "veth": {"children": "veth"}, "fast": {"children": "veth", "fastpath": True}}
+PATHS = {"tap": {"children": "tap", "fastpath": False}, "veth": {"children": "veth", "fastpath": False},
+         "fast": {"children": "veth", "fastpath": True}}
 
 
 def thread_cpu(tid: int) -> float:

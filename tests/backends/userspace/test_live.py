@@ -90,7 +90,8 @@ class World:
 
 #: the datapath's ways of carrying a child's frames: TAP children, veth children with rings,
 #: and those with the eBPF fast path
-PATHS = {"tap": {"children": "tap"}, "veth": {"children": "veth"}, "fast": {"children": "veth", "fastpath": True}}
+PATHS = {"tap": {"children": "tap", "fastpath": False}, "veth": {"children": "veth", "fastpath": False},
+         "fast": {"children": "veth", "fastpath": True}}
 
 
 @contextmanager

@@ -60,7 +60,9 @@ from .parent import ParentConfig
 __all__ = ["UserspaceBackend", "unavailable_reason", "unsupported_reason", "INHERENT", "VARIANTS"]
 
 #: ``get_backend("userspace-NAME")``: the datapath's ways of carrying child frames
-VARIANTS: dict[str, dict[str, Any]] = {"veth": {"children": "veth"},
+#: (``userspace`` itself is the default: the eBPF fast path with veth children wherever it loads)
+VARIANTS: dict[str, dict[str, Any]] = {"python": {"children": "tap", "fastpath": False},
+                                       "veth": {"children": "veth", "fastpath": False},
                                        "fast": {"children": "veth", "fastpath": True}}
 
 #: The named differences a result may carry under "inherent" (docs/userspace-differences.md).
@@ -344,7 +346,7 @@ class UserspaceSteps(StepDispatcher):
             inherent["parent_unshielded"] = ["@parent"]
         if frame[0] & 1 and ipv4_fragment_key(frame) is not None:
             inherent["parent_defrag"] = ["@parent"]
-        if self.dp.cfg.children == "veth":
+        if self.dp.children_kind == "veth":
             mtus = self.dp.call(lambda: {n: v.mtu for n, v in self.dp.engine.children.items()})
             small = [n for n, c in self.children.items() if c.kind == "macvlan" and len(frame) > mtus[n] + 18]
             if small:
@@ -382,7 +384,7 @@ class UserspaceSteps(StepDispatcher):
                 msg = topo.dump(child.ns, child.ifindex)
                 dev = link_state(msg)
                 st.update({k: dev[k] for k in ("address", "mtu", "operstate", "flags", "promiscuity", "allmulti")})
-                if dp.cfg.children != "veth":
+                if dp.children_kind != "veth":
                     readback_tap_counters(name, st["stats64"], msg.get_attr("IFLA_STATS64"))
             elif child.stalled or self._tx_dropped(child):
                 lost = self._tx_dropped(child)  # tun's full queue: tap_handle_frame's rx_errors
@@ -410,7 +412,7 @@ class UserspaceBackend(KernelBackend):
     def __init__(self, cap: float = 5.0, shield: bool = True, **datapath: Any) -> None:
         super().__init__(cap=cap)
         self.shield = shield
-        #: further DatapathConfig fields (children="veth", fastpath=True: see VARIANTS)
+        #: further DatapathConfig fields (children="tap", fastpath=False: see VARIANTS)
         self.datapath = datapath
         self._dp: Datapath | None = None
         self._steps: UserspaceSteps | None = None

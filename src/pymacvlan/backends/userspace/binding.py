@@ -35,6 +35,7 @@ class FastPathBinding:
     cfg: Any
     fastpath: FastPath | None
     fastpath_error: str | None
+    children_kind: str
     _fast: dict[str, FastChild]
     _observer: FrameObserver | None
 
@@ -112,13 +113,13 @@ class FastPathBinding:
         the rest) or "python"."""
         fp = self.fastpath
         info: dict[str, Any] = {"active": "fast" if fp is not None else "python",
-                                "children": self.cfg.children}
+                                "children": self.children_kind}
         if fp is not None:
             info.update(fp.describe())
             info["fast_children"] = sorted(self._fast)
         elif self.cfg.fastpath:
             info["reason"] = self.fastpath_error
         else:
-            info["reason"] = "off (pymacvlan daemon --fastpath turns it on)"
+            info["reason"] = self.fastpath_error or "off (pymacvlan daemon --no-fastpath, or fastpath=False)"
         return info
 

@@ -95,6 +95,18 @@ class ChildView:
     stats: dict[str, dict[str, int]]
 
 
+def _device_kind(netns: str | None, ifindex: int) -> str | None:
+    """"veth" or "tap" for the device ``ifindex`` in ``netns`` (None: gone, or neither)."""
+    from ... import identity
+
+    try:
+        with identity.ipr_in(netns) as ipr:
+            kind = identity.read(ipr, ifindex=ifindex).kind
+    except Exception:  # gone, or its namespace: the caller's adoption says ENODEV
+        return None
+    return {"veth": "veth", "tun": "tap"}.get(kind)
+
+
 class EndpointReaderQueue:
     """What the engine takes for a macvtap's reader ring when the reader is an endpoint.
 
@@ -148,15 +160,17 @@ class DatapathConfig:
     #: TAP children outlive the datapath (TUNSETPERSIST): :meth:`Datapath.close` with
     #: ``keep_children`` leaves them (carrier off) for the next one to adopt (the daemon)
     persist: bool = False
-    #: what a macvlan child is: "tap" (a TAP device, one read/write per frame) or "veth" (a veth
-    #: pair whose outer end, next to the parent, the datapath reads and writes through
-    #: PACKET_MMAP rings; see veth.py and docs/fastpath.md). macvtap endpoints stay TAPs.
-    children: str = "tap"
+    #: what a macvlan child is: "veth" (a veth pair whose outer end, next to the parent, the
+    #: datapath reads and writes through PACKET_MMAP rings, and the fast path forwards into; see
+    #: veth.py and docs/fastpath.md), "tap" (a TAP device, one read/write per frame: the faster
+    #: *Python* path), or "auto" (the default): veth while the fast path is loaded, else tap.
+    #: macvtap endpoints stay TAPs. An adopted child keeps the kind it has.
+    children: str = "auto"
     #: forward known unicast in the kernel (eBPF tc programs, fastpath.py) between the wire and
-    #: veth children and between bridge children; the rest stays on this Python path. Needs
-    #: children="veth" and CAP_BPF; where it cannot load, the datapath says so once and runs the
-    #: Python path alone (``stats()["path"]`` shows which is active and why)
-    fastpath: bool = False
+    #: veth children and between bridge children; the rest stays on this Python path. On by
+    #: default; needs veth children and CAP_BPF. Where it cannot load, the datapath says so once
+    #: (log, ``stats()["path"]["reason"]``) and the Python path carries every frame
+    fastpath: bool = True
 
 
 
@@ -208,12 +222,15 @@ class Datapath(HotPath, DeviceFollowing, FastPathBinding, Reactor):
                                      "use it only with untagged parents")
                 from .shield import Shield
                 self.shield = Shield(self.parent.base, pcfg.netns, ifindex=self.parent.ifindex)
-            if cfg.fastpath:
-                if cfg.children != "veth":
-                    raise ValueError(
-                        "the fast path forwards into veth children: use children='veth' with fastpath=True"
-                    )
+            if cfg.children not in ("auto", "veth", "tap"):
+                raise ValueError(f"children must be 'auto', 'veth' or 'tap', not {cfg.children!r}")
+            if cfg.fastpath and cfg.children == "tap":
+                self.fastpath_error = "off: TAP children (children='tap'); the fast path forwards into veth children"
+            elif cfg.fastpath:
                 self._start_fastpath()
+            #: what a new macvlan child is made of: cfg.children, "auto" resolved
+            auto_veth = cfg.children == "auto" and self.fastpath is not None
+            self.children_kind = "veth" if cfg.children == "veth" or auto_veth else "tap"
         except BaseException:
             self._close_all()
             raise
@@ -302,12 +319,13 @@ class Datapath(HotPath, DeviceFollowing, FastPathBinding, Reactor):
     def _new_child_dev(self, name: str, ifname: str, netns: str | None, vlan: MacvlanDev,
                        adopt: int | None = None) -> Tap | VethChild:
         carrier = self.engine.lower.carrier
-        if self.cfg.children == "veth":
+        kind = self.children_kind
+        if adopt is not None:  # a previous datapath's child keeps its kind (the default may have changed since)
+            kind = _device_kind(netns, adopt) or kind
+        if kind == "veth":
             return VethChild(VethConfig(ifname, netns, self.cfg.parent.netns, mac=vlan.mac, mtu=vlan.mtu,
                                         outer_mtu=max(vlan.mtu, self.engine.lower.mtu), carrier=carrier, key=name,
                                         adopt=adopt))
-        if self.cfg.children != "tap":
-            raise ValueError(f"children must be 'tap' or 'veth', not {self.cfg.children!r}")
         return Tap(TapConfig(ifname, netns, mac=vlan.mac, mtu=vlan.mtu, carrier=carrier, persist=self.cfg.persist,
                              adopt=adopt))
 
