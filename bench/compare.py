@@ -98,6 +98,18 @@ def cpu_ticks(pid: int) -> int:
     return int(rest[11]) + int(rest[12])
 
 
+def cpu_ns(pid: int) -> int:
+    """Nanoseconds on CPU of every thread of a process (/proc/PID/task/*/schedstat)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
 def sched_sample(pid: int) -> tuple[int, int, int, int]:
     """(utime, stime, voluntary, involuntary context switches) of a process, all threads."""
     with open(f"/proc/{pid}/stat") as f:
@@ -378,12 +390,27 @@ class Bench:
         if rtts and count == self.pings:
             s.add("rtt_us", statistics.median(rtts) * 1e6)
 
+    def idle(self, seconds: float = 2.0) -> None:
+        """Every datapath process's CPU over ``seconds`` with no traffic anywhere (all at once):
+        a datapath that idles must idle (issue 20), and the fast path's must stay idle."""
+        procs = {s.datapath.pid for s in self.setups if s.datapath is not None}
+        before = {pid: cpu_ns(pid) for pid in procs}
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        wall = time.monotonic() - t0
+        used = {pid: cpu_ns(pid) - ns for pid, ns in before.items()}
+        for s in self.setups:
+            if s.datapath is not None:
+                s.add("idle_dp_cpu_pct", 100 * used[s.datapath.pid] / 1e9 / wall)
+
     def run(self, rounds: int) -> None:
         n = len(self.setups)
         with Progress(rounds * 3 * n, "compare") as progress:
             for r in range(rounds):
                 self.last_round = r == rounds - 1
                 order = self.setups[r % n:] + self.setups[:r % n]
+                progress.step(f"round {r + 1}/{rounds}: idle datapaths")
+                self.idle()
                 for metric in (self.tcp, self.udp, self.rtt):
                     for s in order:
                         progress.step(f"round {r + 1}/{rounds}: {metric.__name__} {s.name}")
@@ -478,7 +505,8 @@ def table(setups: list[Setup]) -> str:
     by = {s.name: s for s in setups}
     k, v = by.get("kernel-macvlan", Setup("", "", "", "")), by.get("vde", Setup("", "", "", ""))
     rows = [
-        "| setup | TCP Gbit/s | ×kmv | 64 B kpps | ×kmv | ×VDE | RTT µs | +µs vs kmv | datapath CPU % | CPU/GB ×kmv |",
+        "| setup | TCP Gbit/s | ×kmv | 64 B kpps | ×kmv | ×VDE | RTT µs | +µs vs kmv | datapath CPU % TCP / 64 B "
+        "/ idle | CPU/GB ×kmv |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in setups:
@@ -489,9 +517,20 @@ def table(setups: list[Setup]) -> str:
             f"| {LABELS.get(s.name, s.name.replace('[', ' [') )}", fmt(tcp, ".2f"), ratio(tcp, med(k, "tcp_gbit")),
             fmt(udp, ".0f"), ratio(udp, med(k, "udp_kpps")), ratio(udp, med(v, "udp_kpps")),
             fmt(rtt, ".0f"), "—" if rtt is None or krtt is None else f"{rtt - krtt:+.0f}",
-            fmt(med(s, "dp_cpu_pct"), ".0f"), ratio(med(s, "cpu_s_per_gb"), med(k, "cpu_s_per_gb")),
+            dp_cpu(s),
+            ratio(med(s, "cpu_s_per_gb"), med(k, "cpu_s_per_gb")),
         ]) + " |")
     return "\n".join(rows)
+
+
+def dp_cpu(s: Setup) -> str:
+    """The datapath's CPU % during TCP, during 64 B frames and idle ("—" without a datapath)."""
+    tcp = med(s, "dp_cpu_pct")
+    if tcp is None:
+        return "—"
+    u, st = med(s, "udp_dp_user_pct"), med(s, "udp_dp_sys_pct")
+    udp = None if u is None or st is None else u + st
+    return f"{fmt(tcp, '.0f')} / {fmt(udp, '.0f')} / {fmt(med(s, 'idle_dp_cpu_pct'), '.1f')}"
 
 
 def detail_table(setups: list[Setup]) -> str:
@@ -594,7 +633,8 @@ def main() -> None:
         f"all CPUs {busy:.0f}% busy over the {t1 - t0:.0f} s run (this benchmark included).",
         "×kmv: ratio to kernel macvlan in the same direction (wire→child rows to kernel macvlan wire→child, "
         "the others to child↔child); ×VDE: ratio to VDE; datapath CPU: the switch's or "
-        "datapath's process during the TCP test (100% = one core); CPU/GB: CPU time of iperf3 client, server "
+        "datapath's process during the TCP test, the 64 B test, and 2 s without traffic once per round "
+        "(100% = one core); CPU/GB: CPU time of iperf3 client, server "
         "and datapath per GB moved, ratio to kernel macvlan.",
     ])
     print(md)
