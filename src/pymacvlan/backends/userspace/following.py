@@ -53,6 +53,8 @@ class DeviceFollowing:
     _mc_dirty: set[str]
     _parent_base: str
     _logged: set[str]
+    _parked: dict[int, int]
+    _failing: Counter[int]
 
     if TYPE_CHECKING:
         def watch(self, fd: int, handler: Callable[[int], None], write: bool = False, kind: str = "fd") -> None: ...
@@ -71,7 +73,10 @@ class DeviceFollowing:
             return
         mon = LinkMonitor(netns)
         self._monitors[netns] = mon
-        self.watch(mon.fd, lambda ev, mon=mon: self._on_link_events(mon), kind="netlink")
+        def on_events(events: int, mon: LinkMonitor = mon) -> None:
+            self._on_link_events(mon)
+
+        self.watch(mon.fd, on_events, kind="netlink")
 
     def _unmonitor_if_unused(self, netns: str | None) -> None:
         """A namespace's monitor goes with its last child (it would hold the namespace alive

@@ -105,6 +105,7 @@ class HotPath:
 
     # -- parent → children -----------------------------------------------------------------
     def _watch_parent(self) -> None:
+        assert self.parent is not None  # called right after it was opened
         self.watch(self.parent.fd, self._on_parent, kind="parent")
 
     def _on_parent(self, events: int) -> None:
