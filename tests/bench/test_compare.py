@@ -26,7 +26,8 @@ def test_table_reports_medians_and_ratios() -> None:
                cpu_s_per_gb=[1.0])
     v = _setup("vde", tcp_gbit=[1.5], udp_kpps=[100], rtt_us=[50], dp_cpu_pct=[99], cpu_s_per_gb=[8.0])
     u = _setup("pymacvlan", tcp_gbit=[9, 11, 30], udp_kpps=[130, 120, 10], rtt_us=[70, 80, 75],
-               dp_cpu_pct=[80], cpu_s_per_gb=[2.0])
+               dp_cpu_pct=[80], cpu_s_per_gb=[2.0], udp_dp_user_pct=[50, 60], udp_dp_sys_pct=[30, 40],
+               idle_dp_cpu_pct=[0.0, 0.1, 0.04])
     rows = {
         line.split(" | ")[0]: line.removesuffix(" |").split(" | ") for line in compare.table([k, v, u]).splitlines()[2:]
     }
@@ -35,8 +36,8 @@ def test_table_reports_medians_and_ratios() -> None:
     assert kr[1:6] == ["12.00", "1.00x", "200", "1.00x", "2.00x"]
     # medians: TCP 11 / 12, kpps 120 / 200 and / 100 (VDE), RTT 75 - 31
     assert ur[1:8] == ["11.00", "0.92x", "120", "0.60x", "1.20x", "75", "+44"]
-    assert ur[8:10] == ["80", "2.00x"]
-    assert vr[8] == "99" and kr[8] == "—"
+    assert ur[8:10] == ["80 / 90 / 0.0", "2.00x"]  # the datapath's CPU: TCP / 64 B (user + sys) / idle
+    assert vr[8] == "99 / — / —" and kr[8] == "—"
 
 
 def test_a_setup_without_samples_shows_dashes() -> None:
