@@ -451,3 +451,59 @@ def test_requests_are_checked_before_the_parent_is_opened(daemon: Daemon) -> Non
         Driver(daemon.cfg.socket, timeout=5).add(LinkRequest("nosuchparent", "b" * 16))
     assert e.value.errno_name == "EINVAL" and '"name" not a valid ifname' in e.value.message
     assert daemon.datapaths == {}
+
+
+def _hello_and_status(tmp_path: Path, monkeypatch, cfg: DaemonConfig) -> tuple[dict, bytes, dict]:
+    """Start a daemon (no parent needed), return its hello, its systemd notification and stats."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    d = Daemon(cfg).start()
+    t = threading.Thread(target=d.serve_forever, daemon=True)
+    t.start()
+    try:
+        with Connection(cfg.socket) as c:
+            hello = c.call({"op": "hello"})
+            stats = c.call({"op": "stats"})
+        return hello, notify.recv(1000), stats
+    finally:
+        d.stop()
+        t.join(10)
+        notify.close()
+
+
+def test_the_daemon_says_once_why_the_fast_path_cannot_load(tmp_path: Path, monkeypatch, caplog) -> None:
+    """Issue 20: the fast path is the default; where eBPF cannot load, the daemon says why once
+    (log, hello, stats, systemd STATUS) and runs the Python path."""
+    from pymacvlan.backends.userspace import fastpath
+
+    def refuse(self, netns=None) -> None:
+        raise PermissionError(1, "bpf(BPF_PROG_LOAD) refused")
+
+    monkeypatch.setattr(fastpath.FastPath, "__init__", refuse)
+    cfg = DaemonConfig(str(tmp_path / "run" / "c.sock"), str(tmp_path / "state.json"))
+    assert cfg.fastpath  # the default
+    with caplog.at_level("WARNING", logger="pymacvlan.daemon"):
+        hello, status, stats = _hello_and_status(tmp_path, monkeypatch, cfg)
+    reason = "PermissionError: [Errno 1] bpf(BPF_PROG_LOAD) refused"
+    assert hello["fastpath"] == {"on": False, "reason": reason}
+    assert stats["fastpath"] == {"on": False, "reason": reason}
+    assert f"STATUS=listening on {cfg.socket}, 0 children; eBPF fast path unavailable: {reason}".encode() in status
+    said = [r for r in caplog.records if "fast path unavailable" in r.getMessage()]
+    assert len(said) == 1 and reason in said[0].getMessage()
+
+
+def test_no_fastpath_is_said_as_such(tmp_path: Path, monkeypatch) -> None:
+    cfg = DaemonConfig(str(tmp_path / "run" / "c.sock"), str(tmp_path / "state.json"), fastpath=False)
+    hello, status, _ = _hello_and_status(tmp_path, monkeypatch, cfg)
+    assert hello["fastpath"] == {"on": False, "reason": "off (--no-fastpath)"}
+    assert b"eBPF fast path off: off (--no-fastpath)" in status
+
+
+def test_the_daemon_cli_defaults_to_the_fast_path() -> None:
+    from pymacvlan.cli.main import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["daemon"]).fastpath is True
+    assert p.parse_args(["daemon", "--no-fastpath"]).fastpath is False
+    assert p.parse_args(["daemon", "--fastpath"]).fastpath is True  # older command lines and units
