@@ -142,3 +142,37 @@ def test_stop_remove_deletes_children_and_corrupt_state_falls_back(lab: Lab, tmp
         assert json.loads(state.read_text())["links"] == []
     finally:
         d.stop()
+
+
+def test_children_keep_their_kind_when_the_daemon_changes_path(lab: Lab, tmp_path: Path) -> None:
+    """TAP children made by a --no-fastpath daemon (or one from before the fast path was the
+    default) are adopted as TAPs by a default daemon, and the other way round: same devices,
+    same addresses, still reachable; new children are made the new daemon's way."""
+    P, W, parent = _setup(lab)
+    d = DaemonProc(tmp_path, P, extra=("--no-fastpath",)).start()
+    try:
+        A, B = _children(lab, d, parent)
+        before = {ns: _configured(ns) for ns in (A, B)}
+        d.stop()
+        d.extra = []  # the default: the fast path
+        d.start()
+        assert _wait(lambda: "NO-CARRIER" not in _link_in(A, "eth0"))
+        assert {ns: _configured(ns) for ns in (A, B)} == before
+        st = Driver(d.socket).stats()["parents"][parent]
+        assert st["datapath"]["children_adopted"] == 2 and st["path"]["active"] == "fast"
+        assert ping(A, "10.78.0.2") == 3 and ping(B, STATION) == 3
+        C = lab.ns("C")  # a new child: a veth pair, carried by the fast path
+        Driver(d.socket).add(LinkRequest(parent, "eth0", mode=Mode.BRIDGE, netns=C))
+        Driver(d.socket).set("eth0", LinkChange(up=True), netns=C)
+        assert json.loads(sh("ip", "-n", C, "-j", "-d", "link", "show", "eth0").stdout)[0]["linkinfo"]["info_kind"] \
+            == "veth"
+        d.stop()
+        d.extra = ["--no-fastpath"]  # and back: the veth child stays a veth, on the Python path
+        d.start()
+        assert _wait(lambda: "NO-CARRIER" not in _link_in(C, "eth0"))
+        st = Driver(d.socket).stats()["parents"][parent]
+        assert st["datapath"]["children_adopted"] == 3 and st["path"]["active"] == "python"
+        sh("ip", "-n", C, "addr", "add", "10.78.0.3/24", "dev", "eth0")
+        assert ping(C, "10.78.0.1") == 3
+    finally:
+        d.stop()
