@@ -109,7 +109,8 @@ def test_child_counters_are_the_ones_stats_reports(tmp_path: Path) -> None:
             assert got[("pymacvlan_child_up", labels)] == 1
             fast = pst["path"]["active"] == "fast"  # the default daemon: wherever the fast path loads
             assert got[("pymacvlan_path_fast", (("parent", pname),))] == int(fast)
-            assert got[("pymacvlan_parent_socket_rx_frames_total", (("parent", pname),))] >= 3
+            # the fast path forwards the pings in the kernel: the parent's socket saw the ARP request at least
+            assert got[("pymacvlan_parent_socket_rx_frames_total", (("parent", pname),))] >= (1 if fast else 3)
         finally:
             d.stop()
             t.join(10)

@@ -325,6 +325,7 @@ class Datapath(HotPath, DeviceFollowing, FastPathBinding, Reactor):
         if kind == "veth":
             return VethChild(VethConfig(ifname, netns, self.cfg.parent.netns, mac=vlan.mac, mtu=vlan.mtu,
                                         outer_mtu=max(vlan.mtu, self.engine.lower.mtu), carrier=carrier, key=name,
+                                        parent=self._parent_base,
                                         adopt=adopt))
         return Tap(TapConfig(ifname, netns, mac=vlan.mac, mtu=vlan.mtu, carrier=carrier, persist=self.cfg.persist,
                              adopt=adopt))

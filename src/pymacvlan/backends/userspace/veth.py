@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from ... import identity
 from ...model import frame_max
-from ._sys import IFF_UP, NetdevCtl, in_netns, netns_inode, netns_path, write_sysctl
+from ._sys import IFF_NOARP, IFF_UP, NetdevCtl, in_netns, netns_inode, netns_path, write_sysctl
 from .parent import Parent, ParentConfig
 from .tap import ChildNetdev
 
@@ -50,9 +50,12 @@ __all__ = ["VethChild", "VethConfig", "outer_name"]
 log = logging.getLogger(__name__)
 
 
-def outer_name(name: str, parent_netns: str | None) -> str:
-    """The outer end's name: stable per (child, parent namespace), so a restart finds it."""
-    return "pmv" + hashlib.sha1(f"{parent_netns}/{name}".encode()).hexdigest()[:10]
+def outer_name(name: str, parent_netns: str | None, parent: str | None = None) -> str:
+    """The outer end's name: stable per (child, parent device, parent namespace), so a restart
+    finds it, and two datapaths on two parents of one namespace never pick the same one.
+    (``parent=None``: the name before the parent took part, for adopting such a pair.)"""
+    key = f"{parent_netns}/{name}" if parent is None else f"{parent_netns}/{parent}/{name}"
+    return "pmv" + hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
 @dataclass
@@ -68,6 +71,8 @@ class VethConfig:
     carrier: bool = False
     #: the key the outer name is derived from (the child's name in the engine)
     key: str | None = None
+    #: the parent device, which the outer name is derived from too
+    parent: str | None = None
     rx_frames: int = 1024
     tx_frames: int = 512
     #: re-attach the pair a previous datapath left (close(remove=False)): the inner end must
@@ -88,7 +93,7 @@ class VethChild(ChildNetdev):
         self.netns = cfg.netns
         self.parent_netns = cfg.parent_netns
         self.netns_ino = netns_inode(cfg.netns)
-        self.outer = outer_name(cfg.key or cfg.name, cfg.parent_netns)
+        self.outer = outer_name(cfg.key or cfg.name, cfg.parent_netns, cfg.parent)
         self.ctl = NetdevCtl(cfg.netns)
         self.outer_ctl = NetdevCtl(cfg.parent_netns)
         self.ring: Parent | None = None
@@ -100,6 +105,11 @@ class VethChild(ChildNetdev):
             found = self.ctl.ifindex(cfg.name)
             if cfg.adopt is not None:
                 outer_idx = self.outer_ctl.ifindex(self.outer)
+                if outer_idx is None and cfg.parent is not None:  # made before the parent was in the name
+                    legacy = outer_name(cfg.key or cfg.name, cfg.parent_netns)
+                    outer_idx = self.outer_ctl.ifindex(legacy)
+                    if outer_idx is not None:
+                        self.outer = legacy
                 if found != cfg.adopt or outer_idx is None:
                     raise OSError(errno.ENODEV, f"{cfg.name} is no longer the veth child with ifindex {cfg.adopt}")
                 self.outer_ifindex: int = outer_idx
@@ -111,6 +121,11 @@ class VethChild(ChildNetdev):
                 self._create(found)
                 created = True
             write_sysctl(cfg.parent_netns, f"net/ipv6/conf/{self.outer}/disable_ipv6", "1")
+            # the parent namespace's stack must never answer a child through its outer end: ARP
+            # would reply for any of the namespace's addresses (arp_ignore 0), which a macvlan
+            # child never reaches (the parent's stack is not on a child's path)
+            write_sysctl(cfg.parent_netns, f"net/ipv4/conf/{self.outer}/arp_ignore", "8")
+            self.outer_ctl.set_flags(self.outer, set_bits=IFF_NOARP)
             if cfg.outer_mtu:
                 self.outer_ctl.set_mtu(self.outer, cfg.outer_mtu)
             idx = self.ctl.ifindex(cfg.name)
