@@ -12,9 +12,12 @@ of the parent and of every veth child's outer end (:mod:`.veth`) forwards such f
 - **child → wire**: any other unicast a child sends, while the parent is up and has carrier:
   ``bpf_redirect`` out of the parent.
 
-Everything else goes on to the slow path unchanged (TC_ACT_UNSPEC: the next filter, the
-shield, and the stack): broadcast and multicast; any frame whose source MAC a source-mode
-child lists (it could be copied, or consumed by ``nodst``); a passthru port's receive side;
+Everything else is the slow path's, whose packet sockets took their copy before tc ingress
+(taps run first): on the parent it goes on unchanged (TC_ACT_UNSPEC: the next filter, the
+shield, and the host's stack); on a child's outer end, whose stack is nobody's, it ends there
+(TC_ACT_SHOT: the parent namespace's stack would otherwise answer a child's ARP or take its
+broadcasts, which a macvlan child never reaches). The slow path's share: broadcast and
+multicast; any frame whose source MAC a source-mode child lists (it could be copied, or consumed by ``nodst``); a passthru port's receive side;
 non-GSO frames longer than the parent's MTU allows; unknown destinations and targets that
 are not veth children (macvtap endpoints, TAPs, a veth whose inner end shares the parent's
 namespace, where bpf_redirect_peer refuses); VLAN-tagged frames (in-band or stripped tags)
@@ -71,6 +74,7 @@ from .bpf import (
     R8,
     R9,
     SO_ATTACH_BPF,
+    TC_ACT_SHOT,
     TC_ACT_UNSPEC,
     Asm,
     clsact_release,
@@ -182,6 +186,7 @@ def program(ports_fd: int, macs_fd: int, stats_fd: int, tc: bool) -> bytes:
     fp-28 ethertype, fp-32 counter slot key."""
     a = Asm()
     a.mov(R6, R1)
+    a.movi(R9, FROM_WIRE)  # until the port is known, a miss is treated as the parent's (see "miss")
     a.ldx(4, R1, R6, SKB_IFINDEX).stx(4, FP, -4, R1)
     a.ld_map(R1, ports_fd).mov(R2, FP).addi(R2, -4).call(HELPER_MAP_LOOKUP)
     a.jmp("jeq", R0, 0, "miss")
@@ -263,7 +268,17 @@ def program(ports_fd: int, macs_fd: int, stats_fd: int, tc: bool) -> bytes:
         a.ret(0)
 
     a.label("miss")
-    a.ret(TC_ACT_UNSPEC if tc else KEEP_ALL)
+    if tc:
+        # the parent's misses go on (the shield, then its stack: the host's own traffic); a
+        # child's outer end has no stack of its own: the Python path's packet socket took its
+        # copy before tc ingress (taps run first), so nothing else may see it, least of all the
+        # parent namespace's stack (which would answer a child's ARP or take its broadcasts)
+        a.jmp("jset", R9, FROM_WIRE, "miss_parent")
+        a.ret(TC_ACT_SHOT)
+        a.label("miss_parent")
+        a.ret(TC_ACT_UNSPEC)
+    else:
+        a.ret(KEEP_ALL)
     return a.code()
 
 
