@@ -17,7 +17,8 @@ Everything else is the slow path's, whose packet sockets took their copy before 
 shield, and the host's stack); on a child's outer end, whose stack is nobody's, it ends there
 (TC_ACT_SHOT: the parent namespace's stack would otherwise answer a child's ARP or take its
 broadcasts, which a macvlan child never reaches). The slow path's share: broadcast and
-multicast; any frame whose source MAC a source-mode child lists (it could be copied, or consumed by ``nodst``); a passthru port's receive side;
+multicast; any frame whose source MAC a source-mode child lists (it could be copied, or
+consumed by ``nodst``); a passthru port's receive side;
 non-GSO frames longer than the parent's MTU allows; unknown destinations and targets that
 are not veth children (macvtap endpoints, TAPs, a veth whose inner end shares the parent's
 namespace, where bpf_redirect_peer refuses); VLAN-tagged frames (in-band or stripped tags)
