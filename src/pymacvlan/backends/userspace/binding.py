@@ -95,7 +95,7 @@ class FastPathBinding:
         try:
             fp.sync(want)
         except OSError as e:  # a map full or refused: fall back to the Python path for everything
-            self.counters[f"fastpath_sync_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+            self.counters[f"fastpath_sync_{errno.errorcode.get(e.errno or 0, e.errno)}"] += 1
             fp.sync(EMPTY)
 
     def _fold_fastpath(self) -> None:

@@ -193,7 +193,7 @@ class Datapath(HotPath, DeviceFollowing, FastPathBinding, Reactor):
                              mac=self.parent.mac, mtu=self.parent.mtu, unicast_filter=cfg.unicast_filter,
                              bridge_mc_to_bridge=cfg.bridge_mc_to_bridge, seed=cfg.seed)
         #: child → writer of hdr+frame buffers (TAP write or endpoint.deliver)
-        self._out: dict[MacvlanDev, Callable[[bytes], Any]] = {}
+        self._out: dict[object, Callable[[bytes], Any]] = {}
         self.taps: dict[str, Tap | VethChild] = {}
         self.endpoints: dict[str, Endpoint] = {}
         self._flushers: list[Callable[[], None]] = []
@@ -301,7 +301,7 @@ class Datapath(HotPath, DeviceFollowing, FastPathBinding, Reactor):
             self.watch(dev.fd, self._make_tap_reader(dev, vlan), kind="tap")
         self._monitor(netns)
         if adopt is not None:
-            ev = self._monitors[netns].query(dev.ifindex)
+            ev = self._monitors[netns].query(dev.ifindex) if dev.ifindex is not None else None
             if ev is not None:
                 lost = max(0, ev.tx_dropped - tx_dropped_seen)
                 self.counters["detached_tx_dropped"] += lost
@@ -354,7 +354,7 @@ class Datapath(HotPath, DeviceFollowing, FastPathBinding, Reactor):
         if allmulticast:
             self.engine.set_allmulticast(name, True)
         endpoint.child = vlan
-        vlan.tap = EndpointReaderQueue()  # the endpoint is the macvtap's reader
+        vlan.tap = EndpointReaderQueue()  # type: ignore[assignment]  # the endpoint is the macvtap's reader ring
         self.endpoints[name] = endpoint
         endpoint.attach(self, self._endpoint_sink)
         self._out[vlan] = endpoint.deliver
@@ -389,7 +389,9 @@ class Datapath(HotPath, DeviceFollowing, FastPathBinding, Reactor):
     def tap_tx_dropped(self, name: str) -> int:
         """The kernel's tx_dropped of a child's TAP (0 if unknown): the base for the next adoption."""
         tap = self.taps.get(name)
-        mon = self._monitors.get(tap.netns) if tap is not None else None
+        if tap is None or tap.ifindex is None:
+            return 0
+        mon = self._monitors.get(tap.netns)
         ev = mon.query(tap.ifindex) if mon is not None else None
         return ev.tx_dropped if ev is not None else 0
 
@@ -534,7 +536,7 @@ class Datapath(HotPath, DeviceFollowing, FastPathBinding, Reactor):
                 try:
                     fcntl.ioctl(tap.ctl.sock.fileno(), maddr[0], req)
                 except OSError as e:  # the engine has it: housekeeping reconciles, count it
-                    self.counters[f"child_maddr_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+                    self.counters[f"child_maddr_{errno.errorcode.get(e.errno or 0, e.errno)}"] += 1
         self._apply_to_devices()
         self._sync_parent()
 

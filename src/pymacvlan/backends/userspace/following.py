@@ -117,7 +117,7 @@ class DeviceFollowing:
                 if idx is not None:
                     want.append(idx)
         for name, tap in self.taps.items():
-            if tap.netns == mon.netns:
+            if tap.netns == mon.netns and tap.ifindex is not None:
                 want.append(tap.ifindex)
                 self._mc_dirty.add(name)
         out = []

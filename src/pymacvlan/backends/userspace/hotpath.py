@@ -62,7 +62,7 @@ class HotPath:
     engine: Engine
     counters: Counter[str]
     parent: Parent | None
-    _out: dict[MacvlanDev, Callable[[bytes], Any]]
+    _out: dict[object, Callable[[bytes], Any]]
     _rings: list[Parent]
     _flushers: list[Callable[[], None]]
     _mc_dirty: set[str]
@@ -202,7 +202,7 @@ class HotPath:
                 except BlockingIOError:
                     return
                 except OSError as e:
-                    counters[f"child_read_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+                    counters[f"child_read_{errno.errorcode.get(e.errno or 0, e.errno)}"] += 1
                     if e.errno == errno.EBADFD:  # the TAP is gone (namespace torn down)
                         self.unwatch(fd)
                     return
@@ -327,7 +327,7 @@ class HotPath:
             try:
                 write(fd, buf)
             except OSError as e:
-                counters[f"child_write_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+                counters[f"child_write_{errno.errorcode.get(e.errno or 0, e.errno)}"] += 1
 
         return w
 
