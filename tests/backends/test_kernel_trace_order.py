@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import selectors
+import signal
 import socket
 import struct
 import subprocess
@@ -88,10 +89,18 @@ def test_a_stations_arp_requests_come_before_the_replies_they_caused(host):
         senders = [f"10.77.9.{100 + i}" for i in range(6)]
         with in_netns(host["W"]):
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        with sock:
-            sock.bind((host["wire_if"], 0))
-            for s in senders:  # a burst: requests and replies pile up in the taps between two reads
-                sock.send(arp_request(s))
+        # the trace is stopped while the kernel handles the requests and the child answers them,
+        # so its taps hold causes and effects at once: reading order alone would print the
+        # child's replies (read from its tap) and the station's requests (the parent's) apart
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            with sock:
+                sock.bind((host["wire_if"], 0))
+                for s in senders:
+                    sock.send(arp_request(s))
+            time.sleep(0.5)  # not a timed assertion: lets the frames pile up in the taps
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
         events: list[dict] = []
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)

@@ -240,6 +240,7 @@ class KernelTracer:
         except KernelError:
             raise
         except Exception as e:  # a mirror that went wrong is rebuilt, not trusted
+            self._check_namespace()  # unless its namespace is gone: then the trace ends, saying so
             m.notes.append(f"rebuilding the mirror after {type(e).__name__}: {e}")
             m.build()
             w.close()
