@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pymacvlan.daemon import state
-from pymacvlan.daemon.state import LinkRecord, StateTooNew
+from pymacvlan.daemon.state import LinkRecord
 
 
 def _two(path: Path) -> list[LinkRecord]:
@@ -52,17 +52,22 @@ def test_a_bad_file_never_becomes_the_last_good_copy(tmp_path: Path) -> None:
     assert state.load(str(state.previous_path(str(p))))[0] == recs[:1]
 
 
-def test_format_1_is_upgraded_and_a_newer_one_refused(tmp_path: Path) -> None:
+def test_format_1_is_upgraded_at_once_and_a_newer_one_kept_and_read(tmp_path: Path) -> None:
+    """Format 1 has no checksum: its records are type-checked and the file rewritten with one
+    on load. A newer format never stops the daemon: kept whole as .newer, what this version
+    understands restored (issue 19: it used to refuse to start)."""
     p = tmp_path / "state.json"
     p.write_text(json.dumps({"version": 1, "links": [{"name": "m0", "parent": "eth0", "mode": 4}]}))
     recs, warning = state.load(str(p))
     assert warning is None and recs[0].name == "m0" and recs[0].ifindex is None
-    state.save(str(p), recs)
-    assert json.loads(p.read_text())["version"] == state.STATE_VERSION
-    p.write_text(json.dumps({"version": state.STATE_VERSION + 1, "links": []}))
-    with pytest.raises(StateTooNew):
-        state.load(str(p))
-    assert json.loads(p.read_text())["version"] == state.STATE_VERSION + 1  # left untouched
+    data = json.loads(p.read_text())
+    assert data["version"] == state.STATE_VERSION and "sha256" in data
+    newer = json.dumps({"version": state.STATE_VERSION + 1, "new": 1,
+                        "links": [{"name": "m1", "parent": "eth0", "mode": 4, "future": True}, {"mode": "x"}]})
+    p.write_text(newer)
+    recs, warning = state.load(str(p))
+    assert [r.name for r in recs] == ["m1"] and "newer" in warning and "1 not" in warning
+    assert (tmp_path / "state.json.newer").read_text() == newer  # kept whole
 
 
 def test_neither_copy_usable_starts_empty_and_says_so(tmp_path: Path) -> None:

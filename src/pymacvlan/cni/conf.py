@@ -133,8 +133,10 @@ def load(conf: dict, cni_args: str = "", container_id: str = "", ifname: str = "
     ipam_type = n.ipam.get("type")
     if ipam_type is not None and not isinstance(ipam_type, str):
         raise config_error("ipam.type", f"must be a string, not {ipam_type!r}", "host-local, static or dhcp")
-    if ipam_type and "/" in ipam_type:
-        raise config_error("ipam.type", f"invalid plugin name: {ipam_type}", "a plugin name found in CNI_PATH")
+    if ipam_type:
+        from .ipam import check_name
+
+        check_name(ipam_type)
     n.dns = _get(conf, "dns", dict, "an object (nameservers, domain, search, options)")
     rc = _get(conf, "runtimeConfig", dict, "an object")
     rc_mac = rc.get("mac")
@@ -196,6 +198,10 @@ def load_for_del(conf: dict) -> NetConf:
     n.ipam = ipam if isinstance(ipam, dict) else {}
     if not isinstance(n.ipam.get("type", ""), str):
         raise config_error("ipam.type", f"must be a string, not {n.ipam['type']!r}")
+    if n.ipam.get("type"):
+        from .ipam import check_name
+
+        check_name(n.ipam["type"])
     for attr, key, kind in (("backend", "backend", str), ("socket", "socket", str), ("master", "master", str),
                             ("host_access", "hostAccess", bool), ("state_dir", "stateDir", str),
                             ("link_in_container", "linkInContainer", bool)):

@@ -22,8 +22,21 @@ import subprocess
 from .skel import ERR_INTERNAL, Args, CNIError, config_error
 
 
+def check_name(plugin: object) -> str:
+    """``ipam.type`` must be a plain plugin name (what invoke.FindInPath looks up in CNI_PATH):
+    never a path, on every command (DEL, STATUS and GC too: they run it as root)."""
+    if not isinstance(plugin, str):
+        raise config_error("ipam.type", f"must be a string, not {plugin!r}", "host-local, static or dhcp")
+    if (not plugin or "/" in plugin or "\0" in plugin or plugin in (".", "..") or len(plugin) > 255
+            or any(c.isspace() for c in plugin)):
+        raise config_error("ipam.type", f"invalid plugin name: {plugin!r}",
+                           "a plugin's file name found in CNI_PATH, such as host-local")
+    return plugin
+
+
 def find(plugin: str, paths: list[str]) -> str:
     """invoke.FindInPath; a missing plugin is a config mistake (code 7 naming ``ipam.type``)."""
+    check_name(plugin)
     if not paths:
         raise CNIError(4, "no paths provided", "set CNI_PATH to the directories holding the plugins")
     for d in paths:

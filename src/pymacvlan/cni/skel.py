@@ -36,6 +36,9 @@ ERR_INTERNAL = 999
 
 ABOUT = "CNI pymacvlan-cni plugin (macvlan drop-in) version {version}"
 
+#: the most a config on stdin may hold (a runtime's configs are a few KiB)
+MAX_STDIN = 1 << 20
+
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
@@ -136,10 +139,16 @@ def parse(env: dict[str, str], stdin: bytes) -> Args:
              stdin=b"" if cmd == "VERSION" else stdin)
     if cmd == "VERSION":
         return a
+    if len(a.stdin) > MAX_STDIN:
+        raise CNIError(ERR_DECODING, f"error unmarshall network config: more than {MAX_STDIN} bytes",
+                       "a network config is at most 1 MiB")
     try:
         conf = json.loads(a.stdin or b"null")
     except (ValueError, UnicodeDecodeError) as e:
         raise CNIError(ERR_DECODING, f"error unmarshall network config: {e}") from None
+    except RecursionError:
+        raise CNIError(ERR_DECODING, "error unmarshall network config: nested too deeply",
+                       "a network config nests objects and lists a few levels deep") from None
     if not isinstance(conf, dict):
         raise CNIError(ERR_DECODING, "error unmarshall network config: the config must be a JSON object")
     a.conf = conf
@@ -208,6 +217,9 @@ def run(env: dict[str, str], stdin: bytes, out: TextIO, err: TextIO,
     except CNIError as e:
         out.write(dump(e.as_dict()))
         return 1
+    except RecursionError:  # a config nested deeper than its reader recurses
+        out.write(dump(CNIError(ERR_DECODING, "error unmarshall network config: nested too deeply").as_dict()))
+        return 1
     except Exception as e:  # never a traceback: the runtime shows stdout, the log gets one line
         err.write(f"pymacvlan-cni: {a.command}: internal error: {type(e).__name__}: {e}\n")
         out.write(dump(CNIError(ERR_INTERNAL, f"{type(e).__name__}: {e}").as_dict()))
@@ -219,7 +231,7 @@ def main() -> int:
     stdin = b""
     if os.environ.get("CNI_COMMAND", "") != "VERSION":
         try:
-            stdin = sys.stdin.buffer.read()
+            stdin = sys.stdin.buffer.read(MAX_STDIN + 1)  # bounded: more is refused by parse (code 6)
         except OSError as e:
             sys.stdout.write(dump(CNIError(ERR_IO, f"error reading from stdin: {e}").as_dict()))
             return 1

@@ -70,6 +70,7 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import struct
 import threading
 import time
@@ -230,6 +231,9 @@ class Daemon:
                               f"give the state file, e.g. --state {st / 'state.json'}")
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() or path.is_symlink():
+            if not stat.S_ISSOCK(path.lstat().st_mode):  # never delete what is not a (stale) socket
+                raise KernelError("ENOTSOCK", f"--socket {path} exists and is not a socket",
+                                  "give a path for the control socket, or move that file away")
             if _socket_alive(str(path)):
                 raise KernelError("EADDRINUSE", f"another daemon is listening on {path}",
                                   "stop it first, or use --socket for a second one")

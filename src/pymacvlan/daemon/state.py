@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from ..model import MacaddrMode, MacvlanFlag, Mode, parse_mac
 from ..model.link import LinkChange, LinkRequest
@@ -93,26 +94,96 @@ def _digest(version: int, links: list) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def parse(text: str) -> tuple[list[LinkRecord], int]:
+#: each record field and the JSON types it may hold (None: the field is optional)
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "parent": (str,), "kind": (str,), "netns": (str, type(None)), "mode": (int,),
+    "address": (str, type(None)), "mtu": (int, type(None)), "flags": (int,), "macaddrs": (list,),
+    "bcqueuelen": (int, type(None)), "bclim": (int, type(None)), "up": (bool,), "promisc": (bool,),
+    "allmulticast": (bool,), "endpoint": (str, type(None)), "endpoint_kind": (str, type(None)),
+    "endpoint_user": (str, type(None)), "endpoint_group": (str, type(None)), "endpoint_mode": (int, type(None)),
+    "ifindex": (int, type(None)), "tx_dropped": (int,),
+}
+_REQUIRED = ("name", "parent")
+
+
+def check_record(d: object) -> LinkRecord:
+    """One record, type-checked field by field and as the request it becomes (mode, MACs,
+    flags, names): ValueError naming what is wrong. Unknown fields (a newer format's) are
+    ignored."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a record must be an object, not {type(d).__name__}")
+    for key in _REQUIRED:
+        if key not in d:
+            raise ValueError(f"no {key!r}")
+    kw: dict[str, Any] = {}
+    for key, types in _FIELDS.items():
+        if key not in d:
+            continue
+        v = d[key]
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            raise ValueError(f"{key!r} is {type(v).__name__} {v!r:.40}, not {' or '.join(t.__name__ for t in types)}")
+        kw[key] = v
+    if not all(isinstance(m, str) for m in kw.get("macaddrs", [])):
+        raise ValueError("'macaddrs' must be a list of MAC strings")
+    rec = LinkRecord(**kw)
+    if rec.kind not in ("macvlan", "macvtap"):
+        raise ValueError(f"kind {rec.kind!r} is neither macvlan nor macvtap")
+    if not rec.name or len(rec.name.encode()) > 15 or "/" in rec.name or not rec.parent:
+        raise ValueError(f"name {rec.name!r} or parent {rec.parent!r} is not an interface name")
+    try:
+        rec.request()
+        rec.change()
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ValueError(f"not a valid link: {e}") from None
+    return rec
+
+
+def parse(text: str, bad: list[tuple[object, str]] | None = None) -> tuple[list[LinkRecord], int]:
     """The records of one state file's text and its format version; :class:`StateError` if it
-    is not a complete, intact state file."""
+    is not a complete, intact state file. Records that do not check (:func:`check_record`) are
+    appended to ``bad`` with the reason (None: any bad record makes the file a StateError)."""
     try:
         data = json.loads(text)
     except ValueError as e:
         raise StateError(f"not JSON ({e}): torn or corrupt") from None
+    except RecursionError:
+        raise StateError("nested too deeply: corrupt") from None
     if not isinstance(data, dict) or not isinstance(data.get("links"), list):
         raise StateError("no list of links in it")
     version = data.get("version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise StateError(f"unknown format version {version!r}")
     if version > STATE_VERSION:
         raise StateTooNew(f"format version {version} is newer than this pymacvlan reads ({STATE_VERSION})")
     if version >= 2 and data.get("sha256") != _digest(version, data["links"]):
         raise StateError("checksum mismatch: torn or corrupt")
-    try:
-        return [LinkRecord(**d) for d in data["links"]], version
-    except TypeError as e:
-        raise StateError(f"bad link record ({e})") from None
+    return _records(data["links"], bad), version
+
+
+def _records(links: list, bad: list[tuple[object, str]] | None) -> list[LinkRecord]:
+    out = []
+    seen: set[str] = set()
+    for d in links:
+        try:
+            rec = check_record(d)
+            if rec.key in seen:
+                raise ValueError(f"a second record for {rec.key}")
+        except ValueError as e:
+            if bad is None:
+                raise StateError(f"bad link record ({e})") from None
+            bad.append((d, str(e)))
+            continue
+        seen.add(rec.key)
+        out.append(rec)
+    return out
+
+
+def _set_aside(path: Path, bad: list[tuple[object, str]]) -> Path:
+    """The bad records, each with its reason, in ``NAME.bad`` (replacing an older one)."""
+    target = path.with_name(path.name + ".bad")
+    write_atomic(str(target), json.dumps({"bad_records": [{"reason": r, "record": d} for d, r in bad]},
+                                         indent=1, default=repr) + "\n")
+    return target
 
 
 def previous_path(path: str) -> Path:
@@ -124,35 +195,85 @@ def previous_path(path: str) -> Path:
 def load(path: str) -> tuple[list[LinkRecord], str | None]:
     """The records to restore ([] if there is no state file) and a warning for the user.
 
-    A torn or corrupt file (checksum) is moved aside to ``NAME.bad`` and the last good copy
-    (``NAME.prev``) used instead; an older format is upgraded (written back by the next save);
-    a newer format raises :class:`StateTooNew` and is left untouched.
+    Never raises for what is in the file (the daemon always starts):
+
+    - a record that does not check is set aside in ``NAME.bad`` with its reason, the others
+      are restored (and the warning says so);
+    - a torn or corrupt file (not JSON, checksum) is moved aside to ``NAME.bad`` and the last
+      good copy (``NAME.prev``) used instead;
+    - format 1 has no checksum: its records are type-checked, and it is rewritten as the
+      current format at once (with one);
+    - a newer format is kept as it is in ``NAME.newer`` and the records this version
+      understands (type-checked) are restored.
     """
     p = Path(path)
+    bad: list[tuple[object, str]] = []
+    problem = ""
     try:
-        recs, version = parse(p.read_text())
+        recs, version = parse(_read(p), bad)
     except FileNotFoundError:
         return [], None  # removed on purpose (or never written): nothing to resurrect
-    except StateTooNew:
-        raise
-    except (OSError, StateError) as e:
-        problem = str(e)
+    except StateTooNew as e:
+        return _load_newer(p, str(e))
+    except (OSError, StateError, UnicodeDecodeError) as e:
+        problem = str(e) if not isinstance(e, UnicodeDecodeError) else f"not UTF-8 ({e.reason}): corrupt"
         if not isinstance(e, OSError):
-            bad = p.with_name(p.name + ".bad")
-            os.replace(p, bad)
-            problem += f" (kept as {bad})"
+            badp = p.with_name(p.name + ".bad")
+            os.replace(p, badp)
+            problem += f" (kept as {badp})"
     else:
+        notes = []
+        if bad:
+            where = _set_aside(p, bad)
+            notes.append(f"{_plural(len(bad), 'bad record')} set aside in {where} ({bad[0][1]}); "
+                         f"{len(recs)} restored")
         if version < STATE_VERSION:
-            log.info("state file %s has format %d; it is upgraded to %d on the next save", p, version, STATE_VERSION)
+            log.info("state file %s has format %d (no checksum): records type-checked, rewritten as format %d",
+                     p, version, STATE_VERSION)
+        if bad or version < STATE_VERSION:
+            save(path, recs)
+        if notes:
+            msg = f"state file {p}: " + "; ".join(notes)
+            log.error("%s", msg)
+            return recs, msg
         return recs, None
     prev = previous_path(path)
     try:
-        recs, _ = parse(prev.read_text())
-    except (OSError, StateError) as e:
+        recs, _ = parse(_read(prev), bad)
+    except (OSError, StateError, UnicodeDecodeError) as e:
         msg = f"state file {p}: {problem}; the last good copy {prev} cannot be used either ({e}): starting empty"
         log.error("%s", msg)
         return [], msg
     msg = f"state file {p}: {problem}; restored the last good copy {prev} ({len(recs)} children)"
+    log.error("%s", msg)
+    return recs, msg
+
+
+def _plural(n: int, one: str) -> str:
+    return f"{n} {one if n == 1 else one + 's'}"
+
+
+def _read(p: Path) -> str:
+    """The file's text (refusing a symlink: the state file is ours, not a pointer elsewhere)."""
+    fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        return f.read().decode()
+
+
+def _load_newer(p: Path, why: str) -> tuple[list[LinkRecord], str | None]:
+    """A newer pymacvlan's file: kept whole in ``NAME.newer``; what this version understands restored."""
+    keep = p.with_name(p.name + ".newer")
+    if not keep.exists():
+        os.link(p, keep)
+    bad: list[tuple[object, str]] = []
+    try:
+        data = json.loads(_read(p))
+        recs = _records(data["links"], bad) if isinstance(data, dict) and isinstance(data.get("links"), list) else []
+    except (ValueError, RecursionError, OSError):
+        recs = []
+    msg = (f"state file {p}: {why}; kept as {keep}; restored what this version understands: "
+           f"{_plural(len(recs), 'record')}"
+           + (f", {len(bad)} not" if bad else ""))
     log.error("%s", msg)
     return recs, msg
 
@@ -165,7 +286,7 @@ def save(path: str, records: list[LinkRecord]) -> None:
     if p.exists():
         try:
             parse(p.read_text())
-        except (OSError, StateError):
+        except (OSError, StateError, UnicodeDecodeError):
             pass  # never let a bad file become the "last good" copy
         else:
             tmp = p.with_name(f".{p.name}.{os.getpid()}.prev")
@@ -183,7 +304,9 @@ def write_atomic(path: str, text: str) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    tmp.unlink(missing_ok=True)  # a crashed run of the same PID: a name, never followed
+    # O_EXCL|O_NOFOLLOW: never write through a symlink or into a file someone placed there
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
             os.write(fd, text.encode())
