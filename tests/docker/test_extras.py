@@ -142,9 +142,14 @@ def test_plugin_restart_loses_nothing(lab):
     net(lab, "exr", "parent=pmvP")
     try:
         lab.docker("run", "-d", "--name", "exr1", "--network", "exr", "pmv/bb:latest", "sleep", "600")
+        # measured: a ping every 0.1 s from the container across the plugin's death and restart
+        pinger = subprocess.Popen(["docker", "exec", "exr1", "ping", "-c", "40", "-i", "0.1", "-W", "1", lab.station],
+                                  env=lab.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lab.stop_plugin(signal.SIGKILL)
         assert lab.ping("exr1", lab.station)
         lab.start_plugin()
+        out = pinger.communicate(timeout=60)[0]
+        assert " 0% packet loss" in out, out
         lab.docker("run", "-d", "--name", "exr2", "--network", "exr", "pmv/bb:latest", "sleep", "600")
         assert lab.ping("exr2", "10.83.0.2") and lab.ping("exr1", lab.station)
     finally:

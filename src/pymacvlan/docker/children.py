@@ -82,13 +82,17 @@ def prepare_parent(cfg: NetworkConfig, nid: str, netns: str | None) -> list[str]
     links made for it; on failure nothing is left and DriverError says why."""
     if not cfg.parent:
         return [_isolated_pair(cfg, nid, netns)]
+    info: dict[str, Any] | None = None
     with _ipr(netns) as ipr:
         found = ipr.link_lookup(ifname=cfg.parent)
-        if found:
-            parent = ipr.get_links(found[0])[0]
-            mtu = parent.get_attr("IFLA_MTU")
-        else:
-            parent, mtu = None, None
+        parent = ipr.get_links(found[0])[0] if found else None
+        mtu = parent.get_attr("IFLA_MTU") if parent is not None else None
+        if parent is not None:  # what cni.netns.link_info reads, from the message we have
+            from ..links.kernel import _mode
+
+            info = {"index": parent["index"], "mtu": mtu, "kind": _kind(parent), "mode": _mode(parent),
+                    "mac": parent.get_attr("IFLA_ADDRESS"), "flags": parent["flags"],
+                    "link": parent.get_attr("IFLA_LINK"), "master": parent.get_attr("IFLA_MASTER")}
     if parent is None:
         if cfg.vlan is None:
             raise _err(f"-o parent={cfg.parent}: Link not found (ENODEV): no interface {cfg.parent!r} here "
@@ -102,18 +106,16 @@ def prepare_parent(cfg: NetworkConfig, nid: str, netns: str | None) -> list[str]
     if not getattr(drv, "host_stack", True):
         raise _err(f"option backend: the {cfg.backend} backend makes no real devices; Docker needs kernel or "
                    "userspace")
-    _preflight(cfg, netns)
+    if info is not None:
+        _preflight(cfg, info, netns)
     return []
 
 
-def _preflight(cfg: NetworkConfig, netns: str | None) -> None:
-    """pymacvlan doctor's facts about the parent: what breaks for sure refuses the network."""
+def _preflight(cfg: NetworkConfig, info: dict[str, Any], netns: str | None) -> None:
+    """pymacvlan doctor's facts about the parent (the CNI plugin's preflight, cni/preflight.py):
+    what breaks for sure (Wi-Fi, a bridge or bond port, ipvlan on it) refuses the network."""
     from ..cni import preflight
-    from ..cni.netns import link_info
 
-    info = link_info(cfg.parent, netns)
-    if info is None:
-        return
     fatal, _warnings = preflight.judge(*preflight.facts(info, cfg.parent, netns))
     if fatal is not None:
         raise _err(f"-o parent={cfg.parent}: {fatal.saw}; {fatal.fix} (pymacvlan doctor {cfg.parent})")
