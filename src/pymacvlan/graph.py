@@ -207,6 +207,12 @@ def load_topology(path: str) -> list[Parent]:
             return from_toml(tomllib.loads(f.read_text()))
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"{path}: not valid TOML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}): TOML files are UTF-8") from None
+        except RecursionError:
+            raise ValueError(f"{path}: nested too deeply to be a setup file") from None
+        except (AttributeError, TypeError, KeyError) as e:  # a table where a value was due, or the reverse
+            raise ValueError(f"{path}: not a pymacvlan setup file ({type(e).__name__}: {str(e)[:80]})") from None
     from .scenario import load_scenario
 
     return from_scenario(load_scenario(path), "parent")

@@ -76,16 +76,40 @@ def test_prune_deletes_only_with_the_flag(cli, tmp_path):
     assert set(show(cli)) == {"eth0", "keep"}
 
 
-def test_failure_stops_and_says_what_was_done(cli, tmp_path):
+def test_a_plan_that_would_fail_half_way_is_refused_before_any_change(cli, tmp_path):
+    """Issue 19: apply made `a` and then failed at `b`; --dry-run had passed the file. Both now
+    rehearse the whole plan first: refused, nothing made, the same answer from the dry run."""
     f = tmp_path / "s.toml"
     f.write_text('[parents.eth0.children.a]\nmac = "02:00:00:00:00:01"\n'
                  '[parents.eth0.children.b]\nmac = "02:00:00:00:00:01"\n')
-    _, err = cli("apply", str(f), rc=2)
-    lines = err.splitlines()
-    assert lines[0] == "failed at: + add b (macvlan (default mode) on eth0 address 02:00:00:00:00:01)"
-    assert lines[1] == "RTNETLINK answers: Address already in use"
-    assert lines[-1] == "the 1 change before it was made; fix the file and apply again"
-    assert "02:00:00:00:00:01 is already in use by child a" in err
+    for dry in (["--dry-run"], []):
+        _, err = cli("apply", *dry, str(f), rc=2)
+        lines = err.splitlines()
+        assert lines[0] == "refused: + add b (macvlan (default mode) on eth0 address 02:00:00:00:00:01)"
+        assert lines[1] == "RTNETLINK answers: Address already in use"
+        assert lines[-1] == "nothing was changed; fix the file and apply again"
+        assert "02:00:00:00:00:01 is already in use by child a" in err
+        assert "a" not in show(cli)
+
+
+def test_passthru_beside_another_child_is_refused_by_the_dry_run_too(cli, tmp_path):
+    f = tmp_path / "p.toml"
+    f.write_text('[parents.eth0.children.a]\nmode = "bridge"\n[parents.eth0.children.b]\nmode = "passthru"\n')
+    _, err = cli("apply", "--dry-run", str(f), rc=2)
+    assert "passthru must be the only one" in err
+
+
+def test_a_files_backend_never_switches_the_command_lines(cli, tmp_path):
+    """Issue 19: `backend = "kernel"` in a TOML moved `apply` onto the host's kernel, no flag."""
+    f = tmp_path / "k.toml"
+    f.write_text('backend = "kernel"\n[parents.eth0.children.a]\nmode = "bridge"\n')
+    for cmd in (["apply"], ["apply", "--dry-run"], ["down"]):
+        _, err = cli(*cmd, str(f), rc=2)
+        assert "is for the kernel backend, and this command runs on sim" in err and "--backend kernel" in err
+    g = tmp_path / "s.toml"
+    g.write_text('backend = "sim"\n[parents.eth0.children.a]\nmode = "bridge"\n')
+    cli("apply", str(g))  # the same backend: applied
+    assert "a" in show(cli)
 
 
 @pytest.mark.parametrize("text,words", [

@@ -95,3 +95,37 @@ def test_vm_args_takes_the_global_backend_and_state(tmp_path, capsys) -> None:
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == ("pymacvlan vm-args: EINVAL: -j does not apply to this command "
                                                "(it takes --backend, --socket, --state, -n)")
+
+
+def _qemu_opts(text: str) -> list[str]:
+    """QEMU's option splitting: ``,`` separates, ``,,`` is a literal comma."""
+    out, cur, i = [], "", 0
+    while i < len(text):
+        if text[i] == ",":
+            if text[i + 1:i + 2] == ",":
+                cur += ","
+                i += 2
+                continue
+            out.append(cur)
+            cur = ""
+        else:
+            cur += text[i]
+        i += 1
+    return out + [cur]
+
+
+@pytest.mark.parametrize("kind", ["stream", "dgram"])
+def test_a_name_with_commas_never_becomes_a_second_qemu_option(kind: str) -> None:
+    """Issue 19: a macvtap named ``a,fd=3`` put ``fd=3`` into -netdev."""
+    args = netdev_args(kind, "02:00:00:00:00:0a", path="/run/pymacvlan/a,fd=3,script=/x.sock")
+    opts = _qemu_opts(args[1])
+    assert not any(o.startswith(("fd=", "script=")) for o in opts), opts
+    assert any(o.endswith("path=/run/pymacvlan/a,fd=3,script=/x.sock") for o in opts), opts
+
+
+@pytest.mark.parametrize("kw", [{"netdev_id": "n,fd=3"}, {"netdev_id": "1x"}, {"mac": "02:00:00:00:00:0a,x=1"},
+                                {"path": "/run/a\nb"}])
+def test_ids_macs_and_paths_that_cannot_be_written_are_refused(kw: dict) -> None:
+    args = {"mac": "02:00:00:00:00:0a", "path": "/run/x.sock", **kw}
+    with pytest.raises(ValueError):
+        netdev_args("stream", **args)

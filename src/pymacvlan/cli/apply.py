@@ -17,9 +17,21 @@ from .link import Globals, UsageError, kernel_error_lines, make_driver
 ORDER = 21
 
 
+class BackendMismatch(Exception):
+    """The file names a backend the command line did not choose."""
+
+
 def _globals(args, setup) -> Globals:
+    """The backend is the command line's (default sim): a file's ``backend`` never switches it
+    (a TOML could otherwise move ``apply`` onto the host's kernel with no flag); it is applied
+    only when it says the same, else refused with a hint."""
     g = Globals()
-    g.backend = args.backend or getattr(args, "pmv_backend", None) or setup.backend or "sim"
+    g.backend = args.backend or getattr(args, "pmv_backend", None) or "sim"
+    if setup.backend is not None and setup.backend != g.backend:
+        raise BackendMismatch(f"pymacvlan apply: EINVAL: {setup.path} is for the {setup.backend} backend, "
+                              f"and this command runs on {g.backend}\n"
+                              f"hint: say --backend {setup.backend} to apply it there "
+                              "(or drop `backend` from the file)")
     g.netns = args.netns or getattr(args, "pmv_netns", None) or setup.netns
     g.state = args.state or getattr(args, "pmv_state", None)
     return g
@@ -31,7 +43,11 @@ def _run(args, down: bool) -> int:
     except ConfigError as e:
         print(error_line("down" if down else "apply", e), file=sys.stderr)
         return 2
-    g = _globals(args, setup)
+    try:
+        g = _globals(args, setup)
+    except BackendMismatch as e:
+        print(str(e).replace("apply:", "down:", 1) if down else str(e), file=sys.stderr)
+        return 2
     try:
         driver = make_driver(g)
         steps = plan_down(setup, driver, remove_parents=g.backend == "sim") if down else \
@@ -53,6 +69,17 @@ def _run(args, down: bool) -> int:
         return 0
     for s in steps:
         print(s.text)
+    # apply and --dry-run validate the same way: the whole plan rehearsed first on a sim copy
+    # (of the sim's journal; else seeded with the parents' current children), so a file is not
+    # refused half-way after some changes were made, and a dry run says what apply would
+    failed = _rehearse(driver, steps, g.backend)
+    if failed is not None:
+        s, e = failed
+        lines, _ = kernel_error_lines(e, s.op)
+        print(f"refused: {s.text}", file=sys.stderr)
+        print("\n".join(lines), file=sys.stderr)
+        print("nothing was changed; fix the file and apply again", file=sys.stderr)
+        return 2
     if args.dry_run:
         print(f"(dry run: {plural(len(steps), 'change')} not made)")
         return 0
@@ -76,12 +103,58 @@ def _run(args, down: bool) -> int:
     return 0
 
 
-def _execute(driver, s: Step) -> None:
+def _rehearse(driver, steps: list[Step], backend: str) -> tuple[Step, KernelError] | None:
+    """The first step the plan would fail at, run against a throwaway sim (None: all pass)."""
+    import os
+    import shutil
+    import tempfile
+
+    from ..links import sim
+    from ..model import Mode, parse_mac
+    from ..model.link import LinkRequest
+
+    with tempfile.TemporaryDirectory(prefix="pmv-rehearsal-") as d:
+        path = os.path.join(d, "state.json")
+        if backend == "sim":
+            if driver.path.exists():
+                shutil.copy(driver.path, path)
+            rehearsal = sim.Driver(path, netns=driver.netns)
+        else:
+            rehearsal = sim.Driver(path)
+            parents = {(s.request.parent, s.netns) for s in steps if s.op == "add" and s.request is not None}
+            for parent, _ns in sorted(parents, key=str):
+                try:
+                    rehearsal.add_parent(parent)
+                except KernelError:
+                    pass  # a built-in sim parent
+                try:
+                    current = driver.show()
+                except (KernelError, OSError):
+                    current = []
+                for link in current:
+                    info = link.get("linkinfo") or {}
+                    if link.get("link") != parent or info.get("info_kind") not in ("macvlan", "macvtap"):
+                        continue
+                    try:
+                        mode = Mode[str((info.get("info_data") or {}).get("mode", "vepa")).upper()]
+                        rehearsal.add(LinkRequest(parent, link["ifname"], info["info_kind"], mode,
+                                                  parse_mac(link["address"]) if link.get("address") else None))
+                    except (KernelError, KeyError, ValueError, TypeError):
+                        pass  # the rehearsal only misses a refusal it cannot see
+        for s in steps:
+            try:
+                _execute(rehearsal, s, quiet=True)
+            except KernelError as e:
+                return s, e
+    return None
+
+
+def _execute(driver, s: Step, quiet: bool = False) -> None:
     if s.op == "add":
         driver.add(s.request)
         if s.up:
             driver.set(s.name, LinkChange(up=True), netns=s.netns)
-        if s.host_access and hasattr(driver, "host_access"):
+        if s.host_access and hasattr(driver, "host_access") and not quiet:
             for line in driver.host_access(s.name, s.request.parent, []) or ():
                 print(line)
     elif s.op == "set":

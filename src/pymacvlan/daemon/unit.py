@@ -19,7 +19,6 @@ The hardening keeps what the daemon needs and nothing else:
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import subprocess
 import sys
@@ -82,7 +81,33 @@ WantedBy=multi-user.target
 def render(args: list[str] | None = None, python: str | None = None) -> str:
     """The unit text; ``args`` are extra ``pymacvlan daemon`` options for ExecStart."""
     cmd = [python or sys.executable, "-m", "pymacvlan.cli.main", "daemon", *(args or [])]
-    return _UNIT.format(exec_start=shlex.join(cmd), caps=" ".join(CAPABILITIES))
+    return _UNIT.format(exec_start=" ".join(systemd_quote(a) for a in cmd), caps=" ".join(CAPABILITIES))
+
+
+def systemd_quote(arg: str) -> str:
+    """One ExecStart word in systemd's own quoting (systemd.service(5), "Command lines"), not a
+    shell's: double-quoted, with C escapes for ``\\``, ``"`` and control characters, and the
+    two expansions systemd applies inside quotes too doubled (``%%`` for specifiers, ``$$`` for
+    environment variables). Plain words stay as they are (easier to read)."""
+    import re
+
+    if arg and re.fullmatch(r"[A-Za-z0-9_./:=@+-]+", arg):
+        return arg
+    out = []
+    for c in arg:
+        if c in "\\\"":
+            out.append("\\" + c)
+        elif c == "%":
+            out.append("%%")
+        elif c == "$":
+            out.append("$$")
+        elif c == "\n":
+            out.append("\\n")
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(f"\\x{ord(c):02x}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
 
 
 def install(unit_dir: str = DEFAULT_UNIT_DIR, args: list[str] | None = None, reload: bool = True) -> Path:

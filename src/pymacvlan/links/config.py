@@ -99,6 +99,10 @@ def load(path: str | Path) -> Setup:
         raise err from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}): TOML files are UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a setup file") from None
     where = str(path)
     _unknown(where, data, TOP_KEYS)
     parents_data = data.get("parents")
@@ -114,7 +118,10 @@ def load(path: str | Path) -> Setup:
             raise ConfigError(f"{at}: expected a table")
         _unknown(at, pdata, PARENT_KEYS)
         parent = ParentSpec(pname, _mtu(at, pdata), _opt(at, pdata, "up", bool))
-        for cname, cdata in (pdata.get("children") or {}).items():
+        children = pdata.get("children") or {}
+        if not isinstance(children, dict):
+            raise ConfigError(f"{at}.children: expected a table of children ([parents.{pname}.children.NAME])")
+        for cname, cdata in children.items():
             cat = f"{at}.children.{cname}"
             if not isinstance(cdata, dict):
                 raise ConfigError(f"{cat}: expected a table")

@@ -350,18 +350,24 @@ class Driver:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return world, []
-        except (OSError, ValueError) as e:
-            raise KernelError("EINVAL", f"cannot read the sim state {self.path}: {e}",
+        except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+            why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            raise KernelError("EINVAL", f"cannot read the sim state {self.path}: {why}",
                               f"remove it (rm {self.path}) to start from nothing") from None
-        if data.get("version") != JOURNAL_VERSION:
-            raise KernelError("EINVAL", f"{self.path} is not a pymacvlan sim journal (version {data.get('version')})",
+        version = data.get("version") if isinstance(data, dict) else None
+        if version != JOURNAL_VERSION or not isinstance(data.get("journal"), list):
+            raise KernelError("EINVAL", f"{self.path} is not a pymacvlan sim journal (version {version!r})",
                               f"remove it (rm {self.path}) to start from nothing")
         journal = data["journal"]
-        for entry in journal:
+        for i, entry in enumerate(journal):
             try:
                 _apply(world, entry)
             except KernelError:
                 pass  # it failed the first time too, having done exactly this much
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
+                raise KernelError("EINVAL", f"{self.path}: journal entry {i + 1} is malformed "
+                                  f"({type(e).__name__}: {str(e)[:80]})",
+                                  f"remove it (rm {self.path}) to start from nothing") from None
         return world, journal
 
     def _do(self, entry: dict) -> None:

@@ -54,11 +54,18 @@ def load_scenario(source) -> dict:
             err = ScenarioError(f"{where}: cannot read: {e.strerror}")
             err.errno_name = errno.errorcode.get(e.errno or 0, "EIO")
             raise err from None
+        except UnicodeDecodeError as e:
+            raise ScenarioError(f"{where}: not UTF-8 text (byte {e.start}: {e.reason})") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ScenarioError(f"{where}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    return validate(data, where)
+        except RecursionError:
+            raise ScenarioError(f"{where}: nested too deeply to be a scenario") from None
+    try:
+        return validate(data, where)
+    except RecursionError:
+        raise ScenarioError(f"{where}: nested too deeply to be a scenario") from None
 
 
 def _int(v, where: str, lo: int | None = None, hi: int | None = None) -> int:

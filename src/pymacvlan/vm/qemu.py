@@ -30,7 +30,22 @@ QEMU = "qemu-system-x86_64"
 
 def netdev_args(kind: str, mac: str, *, path: str | None = None, fd: int | None = None,
                 qemu_path: str | None = None, reconnect: int | None = None, netdev_id: str = "net0") -> list[str]:
-    """``-netdev``/``-device`` for one macvtap child (``kind``: stream, dgram, tapfd, tap)."""
+    """``-netdev``/``-device`` for one macvtap child (``kind``: stream, dgram, tapfd, tap).
+
+    Values that come from names (socket paths carry the macvtap's name) are escaped the way
+    QEMU's option parser reads them, a comma doubled: a macvtap called ``a,fd=3`` gives the path
+    ``.../a,,fd=3`` and never a second option. The id and the MAC are checked instead."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,127}", netdev_id):
+        raise ValueError(f"netdev id {netdev_id!r}: QEMU ids are a letter, then letters, digits, '-', '.', '_'")
+    if not re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}", mac):
+        raise ValueError(f"MAC {mac!r}: six hex bytes like 02:00:00:00:00:0a")
+    for v in (path, qemu_path):
+        if v is not None and any(c in v for c in "\0\n"):
+            raise ValueError(f"path {v!r}: no NUL or newline in a QEMU option")
+    path = None if path is None else _opt(path)
+    qemu_path = None if qemu_path is None else _opt(qemu_path)
     if kind == "stream":
         nd = f"stream,id={netdev_id},server=off,addr.type=unix,addr.path={path}"
         if reconnect:
@@ -43,6 +58,11 @@ def netdev_args(kind: str, mac: str, *, path: str | None = None, fd: int | None 
     else:
         raise ValueError(f"unknown endpoint kind {kind!r}")
     return ["-netdev", nd, "-device", f"virtio-net-pci,netdev={netdev_id},mac={mac},romfile="]
+
+
+def _opt(value: str) -> str:
+    """A value inside a QEMU ``-netdev``/``-device`` option: ``,`` is the separator, ``,,`` a comma."""
+    return value.replace(",", ",,")
 
 
 def qemu_base(guest: Guest, script: str, memory: int = 256) -> list[str]:
