@@ -239,3 +239,33 @@ def test_daemon_wait_gives_up_after_its_timeout_in_one_line_naming_the_socket(tm
     assert r.returncode == 1
     assert len(r.stderr.strip().splitlines()) == 1
     assert r.stderr.startswith("pymacvlan daemon wait: ETIMEDOUT: 0.3 s and still: ECONNREFUSED") and sock in r.stderr
+
+
+def test_version_is_printed():
+    from pymacvlan import __version__
+
+    r = run("--version")
+    assert (r.returncode, r.stdout) == (0, f"pymacvlan {__version__}\n")
+
+
+def test_vm_guest_build_prints_the_qemu_arguments(monkeypatch, capsys, tmp_path):
+    """`pymacvlan vm-guest build`: the first guest for a VM on a macvtap port, in one command."""
+    import shlex
+
+    from pymacvlan.cli.main import main
+    from pymacvlan.vm import guest
+
+    built = guest.Guest(tmp_path / "vmlinuz", tmp_path / "initramfs.cpio.gz", "linux-image-test")
+    monkeypatch.setattr(guest, "build", lambda cache=None: built)
+    assert main(["vm-guest", "build", "--args", "--script", "pmv_ping station 10.0.0.1"]) == 0
+    argv = shlex.split(capsys.readouterr().out)
+    assert argv[:4] == ["-kernel", str(built.kernel), "-initrd", str(built.initrd)] and argv[4] == "-append"
+    assert argv[5] == guest.cmdline("pmv_ping station 10.0.0.1")
+
+    def fail(cache=None):
+        raise RuntimeError("apt-cache knows no linux-image-amd64 dependency: run `apt-get update`")
+
+    monkeypatch.setattr(guest, "build", fail)
+    assert main(["vm-guest", "build"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("pymacvlan vm-guest build: RuntimeError: ")
