@@ -163,6 +163,7 @@ class UserspaceChildren:
     eBPF fast path wherever it loads, else TAPs on the Python path."""
 
     name = "userspace"
+    needs_tun = True
 
     def __init__(self, world: World, shield: bool = True) -> None:
         from .backends.userspace import Datapath, DatapathConfig, ParentConfig
@@ -208,8 +209,9 @@ class KernelChildren:
     """Children as the kernel's own macvlan devices (the oracle)."""
 
     name = "kernel"
+    needs_tun = False
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, shield: bool = True) -> None:  # shield: the userspace datapath's
         self.world = world
 
     def add(self, role: str, mode: str) -> None:
@@ -294,6 +296,11 @@ def _run_mode(world: World, children, mode: str, wire: str, timeout: float,
     return run, tput
 
 
+#: the demo's children, by backend: the live ones (the sim has no frames on a wire to show)
+CHILDREN: dict[str, type[UserspaceChildren] | type[KernelChildren]] = {
+    c.name: c for c in (UserspaceChildren, KernelChildren)}
+
+
 def run_demo(backend: str = "userspace", wire: str = "plain", modes: tuple[str, ...] = MODES,
              timeout: float = 0.8, progress: Callable[[str], None] | None = None,
              force_engine_only: str | None = None, shield: bool = True) -> DemoReport:
@@ -303,7 +310,7 @@ def run_demo(backend: str = "userspace", wire: str = "plain", modes: tuple[str, 
     say = progress or (lambda m: None)
     t0 = time.monotonic()
     rep = DemoReport(backend, wire)
-    rep.why_not_live = force_engine_only or live_unavailable(need_tun=backend == "userspace")
+    rep.why_not_live = force_engine_only or live_unavailable(need_tun=CHILDREN[backend].needs_tun)
     if not rep.live:
         say(f"not going live: {rep.why_not_live}; computing the engine's matrix only")
         rep.runs = [ModeRun(m, predict(m, wire)) for m in modes]
@@ -317,12 +324,9 @@ def run_demo(backend: str = "userspace", wire: str = "plain", modes: tuple[str, 
         with sigterm_raises():
             say(f"building namespaces pmv{lab.tag}* (veth parent, station, {wire} wire)")
             world = World(lab, wire)
-            if backend == "userspace":
-                children = UserspaceChildren(world, shield=shield)
-                if children.note:
-                    rep.notes.append(children.note)
-            else:
-                children = KernelChildren(world)
+            children = CHILDREN[backend](world, shield=shield)
+            if getattr(children, "note", ""):
+                rep.notes.append(children.note)
             for i, mode in enumerate(modes, 1):
                 say(f"[{i}/{len(modes)}] {mode}: adding children on the {backend} backend")
                 run, tput = _run_mode(world, children, mode, wire, timeout, say)

@@ -137,16 +137,17 @@ def from_scenario(sc: dict, name: str = "parent") -> list[Parent]:
 
 
 def from_links(links: list[dict]) -> list[Parent]:
-    """From ``ip -j -d link show`` dicts (any backend's LinkDriver.show()): children whose
-    parent is in the same list; a parent's ``wire`` cannot be seen from here (plain)."""
+    """From ``ip -j -d link show`` dicts (any backend's LinkDriver.show()): children under the
+    parent their ``link`` names (its MAC when the parent is in the list too: a daemon's children
+    come without their parents); a parent's ``wire`` cannot be seen from here (plain)."""
     by_name = {d["ifname"]: d for d in links}
     parents: dict[str, Parent] = {}
     for d in links:
         info = d.get("linkinfo", {})
-        if info.get("info_kind") not in ("macvlan", "macvtap") or d.get("link") not in by_name:
+        if info.get("info_kind") not in ("macvlan", "macvtap") or not d.get("link"):
             continue
         pname = d["link"]
-        p = parents.setdefault(pname, Parent(pname, by_name[pname].get("address")))
+        p = parents.setdefault(pname, Parent(pname, by_name.get(pname, {}).get("address")))
         data = info.get("info_data", {})
         p.children.append(Child(d["ifname"], str(data.get("mode", "vepa")), info["info_kind"], d.get("address"),
                                 "UP" in d.get("flags", []), list(data.get("macaddr_data", []))))

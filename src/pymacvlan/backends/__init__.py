@@ -5,6 +5,7 @@ Each has ``name`` and ``run(scenario) -> output`` over a validated scenario.
 
 from __future__ import annotations
 
+#: the scenario runners (replay, conformance, fuzz, labs); the first is the default
 BACKENDS = ("sim", "kernel", "userspace")
 
 

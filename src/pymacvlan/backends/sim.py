@@ -38,6 +38,7 @@ def frame_fits(frame: bytes, mtu: int) -> bool:
 
 class SimBackend:
     name = "sim"
+    explains = True  # its runs can carry the engine's trace of every frame
 
     def __init__(self, trace: bool = False) -> None:
         self.trace = trace

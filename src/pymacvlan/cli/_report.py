@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
-import sys
 
 from ..model.errors import KernelError
 
@@ -21,16 +19,6 @@ def os_error_line(cmd: str, e: OSError, hint: str = "") -> str:
     where = e.filename if e.filename is not None else ""
     what = f"{where}: {e.strerror}" if where and e.strerror else (e.strerror or str(e))
     return f"pymacvlan {cmd}: " + (f"{name}: " if name else "") + what + (f" ({hint})" if hint else "")
-
-
-def sim_note(driver) -> None:
-    """Said once by a command that changed the sim backend: where its state lives, and that
-    the host was not touched (on stderr, so -j output stays clean)."""
-    path = str(getattr(driver, "path", "") or "")
-    home = os.path.expanduser("~")
-    if path.startswith(home + os.sep):
-        path = "~" + path[len(home):]
-    print(f"note: simulated (state in {path}); nothing on this host changed", file=sys.stderr)
 
 
 def error_line(cmd: str, e: Exception) -> str:

@@ -6,12 +6,13 @@ there. Applying twice changes nothing the second time ("nothing to change").
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
-from ..links import LinkChange
+from ..links import BACKENDS, DEFAULT_BACKEND
 from ..links.config import ConfigError, Step, load, plan_apply, plan_down
 from ..model import KernelError
-from ._report import error_line, plural, sim_note
+from ._report import error_line, plural
 from .link import Globals, UsageError, kernel_error_lines, make_driver
 
 ORDER = 21
@@ -26,7 +27,7 @@ def _globals(args, setup) -> Globals:
     (a TOML could otherwise move ``apply`` onto the host's kernel with no flag); it is applied
     only when it says the same, else refused with a hint."""
     g = Globals()
-    g.backend = args.backend or getattr(args, "pmv_backend", None) or "sim"
+    g.backend = args.backend or getattr(args, "pmv_backend", None) or DEFAULT_BACKEND
     if setup.backend is not None and setup.backend != g.backend:
         raise BackendMismatch(f"pymacvlan apply: EINVAL: {setup.path} is for the {setup.backend} backend, "
                               f"and this command runs on {g.backend}\n"
@@ -50,7 +51,7 @@ def _run(args, down: bool) -> int:
         return 2
     try:
         driver = make_driver(g)
-        steps = plan_down(setup, driver, remove_parents=g.backend == "sim") if down else \
+        steps = plan_down(setup, driver, remove_parents=driver.owns_parents) if down else \
             plan_apply(setup, driver, prune=args.prune)
     except UsageError as e:
         print(str(e), file=sys.stderr)
@@ -98,8 +99,9 @@ def _run(args, down: bool) -> int:
                 )
             return 2
     print(f"{plural(len(steps), 'change')} made ({g.backend})")
-    if g.backend == "sim":
-        sim_note(driver)
+    note = driver.notice()
+    if note:
+        print(note, file=sys.stderr)
     return 0
 
 
@@ -115,7 +117,7 @@ def _rehearse(driver, steps: list[Step], backend: str) -> tuple[Step, KernelErro
 
     with tempfile.TemporaryDirectory(prefix="pmv-rehearsal-") as d:
         path = os.path.join(d, "state.json")
-        if backend == "sim":
+        if isinstance(driver, sim.Driver):  # the sim itself: rehearse on a copy of its state
             if driver.path.exists():
                 shutil.copy(driver.path, path)
             rehearsal = sim.Driver(path, netns=driver.netns)
@@ -151,10 +153,9 @@ def _rehearse(driver, steps: list[Step], backend: str) -> tuple[Step, KernelErro
 
 def _execute(driver, s: Step, quiet: bool = False) -> None:
     if s.op == "add":
-        driver.add(s.request)
-        if s.up:
-            driver.set(s.name, LinkChange(up=True), netns=s.netns)
-        if s.host_access and hasattr(driver, "host_access") and not quiet:
+        # one request, as `link add ... up`: a child that cannot come up is removed again
+        driver.add(dataclasses.replace(s.request, up=bool(s.up or s.request.up)))
+        if s.host_access and driver.host_stack and not quiet:
             for line in driver.host_access(s.name, s.request.parent, []) or ():
                 print(line)
     elif s.op == "set":
@@ -178,7 +179,7 @@ def register(sub) -> None:
                              ("down", _down, "delete the children (and sim parents) of a TOML setup")):
         p = sub.add_parser(name, help=text, description=(__doc__ or "").splitlines()[0])
         p.add_argument("file", help="setup file (see examples/lab.toml)")
-        p.add_argument("--backend", choices=["sim", "kernel", "userspace"], help="default: the file's, else sim")
+        p.add_argument("--backend", choices=BACKENDS, help="default: the file's, else sim")
         p.add_argument("-n", "--netns", help="work inside this network namespace (the parents' namespace)")
         p.add_argument("--state", help="sim backend: state file")
         p.add_argument("--dry-run", action="store_true", help="print the plan only")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ..links import HOST_BACKENDS
+
 ORDER = 5
 
 
@@ -38,7 +40,7 @@ def register(sub) -> None:
                                    "tries ARP and ping between every pair and to a station on the wire, prints "
                                    "the live matrix next to the engine's, a TCP throughput figure, and cleans up. "
                                    "Without root or /dev/net/tun: the engine's matrix and why it did not go live.")
-    d.add_argument("--backend", choices=["userspace", "kernel"], default="userspace",
+    d.add_argument("--backend", choices=HOST_BACKENDS, default="userspace",
                    help="userspace: the pymacvlan datapath (TAP children); kernel: the kernel's macvlan")
     d.add_argument("--wire", choices=["plain", "hairpin"], default="plain",
                    help="the far end of the parent: a plain station, or a bridge with hairpin on (VEPA switch)")

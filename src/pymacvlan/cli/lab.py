@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import textwrap
 
+from ..backends import BACKENDS as REPLAY_BACKENDS
 from ._report import plural
 
 ORDER = 40
@@ -23,7 +24,7 @@ def _keepalived(args) -> int:
 
     from ..labs import keepalived as ka
 
-    if args.backend not in (None, "kernel"):
+    if args.backend not in (None, ka.BACKEND):
         print(f"pymacvlan lab: EINVAL: keepalived makes its kernel macvlan itself: the lab runs on the kernel "
               f"backend only, not {args.backend} (leave --backend out)", file=sys.stderr)
         return 2
@@ -77,7 +78,7 @@ def _lab(args) -> int:
         print(f"pymacvlan lab: no lab named {args.name!r}; known: {', '.join([*labs.names(), 'keepalived'])}",
               file=sys.stderr)
         return 2
-    args.backend = args.backend or "sim"
+    args.backend = args.backend or REPLAY_BACKENDS[0]
     try:
         backend = get_backend(args.backend)
     except (ValueError, ImportError) as e:
@@ -129,7 +130,7 @@ def register(sub) -> None:
                                    "each step shows and what happened, and checks it against the lab's "
                                    "expectations (exit 1 on a difference).")
     p.add_argument("name", nargs="?", help="lab name (see --list) or a scenario .json file")
-    p.add_argument("--backend", choices=["sim", "kernel", "userspace"], default=None,
+    p.add_argument("--backend", choices=REPLAY_BACKENDS, default=None,
                    help="sim (default, no privileges), kernel (root: the real driver), userspace; "
                         "the keepalived lab runs on kernel only")
     p.add_argument("--list", action="store_true", help="list the labs")

@@ -13,11 +13,10 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from ..links import BACKENDS, LinkChange, LinkRequest, get_driver
+from ..links import BACKENDS, DEFAULT_BACKEND, DriverConfig, LinkChange, LinkRequest, open_driver
 from ..links.format import Options, endpoint_text, render
 from ..model import KernelError, MacaddrMode, MacvlanFlag, Mode, parse_mac
 from ..model.link import ENDPOINT_KINDS
-from ._report import sim_note
 
 ORDER = 20
 MODE_WORDS = ("private", "vepa", "bridge", "passthru", "source")
@@ -385,7 +384,7 @@ def add_global_options(container) -> None:
 @dataclass
 class Globals:
     opts: Options = field(default_factory=Options)
-    backend: str = "sim"
+    backend: str = DEFAULT_BACKEND
     netns: str | None = None
     state: str | None = None
     socket: str | None = None
@@ -397,7 +396,7 @@ def split_globals(args, words: list[str]) -> tuple[Globals, list[str]]:
     g = Globals(Options(json=bool(getattr(args, "pmv_json", False)), pretty=bool(getattr(args, "pmv_pretty", False)),
                         details=bool(getattr(args, "pmv_details", False)), stats=getattr(args, "pmv_stats", 0) or 0,
                         brief=bool(getattr(args, "pmv_brief", False))),
-                getattr(args, "pmv_backend", None) or "sim", getattr(args, "pmv_netns", None),
+                getattr(args, "pmv_backend", None) or DEFAULT_BACKEND, getattr(args, "pmv_netns", None),
                 getattr(args, "pmv_state", None), getattr(args, "pmv_socket", None))
     rest: list[str] = []
     t = Tokens(words)
@@ -442,22 +441,15 @@ def split_globals(args, words: list[str]) -> tuple[Globals, list[str]]:
 
 
 def make_driver(g: Globals):
-    kw = {}
-    if g.backend == "sim" and g.state:
-        kw["state"] = g.state
-    if g.socket is not None:
-        if g.backend != "userspace":
-            raise UsageError(f"pymacvlan link: --socket is the userspace daemon's; the {g.backend} backend has none", 2,
-                             hint="add --backend userspace, or drop --socket")
-        kw["socket_path"] = g.socket
-    if g.netns is not None:
-        kw["netns"] = g.netns
+    """The driver of ``g.backend`` (an option it does not take is a usage error)."""
     try:
-        return get_driver(g.backend, **kw)
+        return open_driver(DriverConfig(g.backend, g.netns, g.state, g.socket))
+    except KernelError as e:
+        if e.errno_name != "EINVAL":
+            raise
+        raise UsageError(f"pymacvlan link: {e.message}", 2, hint=e.advice) from None
     except ImportError as e:
         raise UsageError(f"pymacvlan: the {g.backend} backend is not available here: {e}", 2) from None
-    except TypeError:
-        raise UsageError(f"pymacvlan: the {g.backend} backend does not take -n/--state", 2) from None
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -529,12 +521,11 @@ def run_link(g: Globals, words: list[str], out=None) -> int:
         if isinstance(added, dict) and added.get("endpoint"):  # where the VM attaches
             print(f"{cmd.req.name}: {endpoint_text(added['endpoint'])}", file=out)
         if cmd.host_access:
-            hook = getattr(driver, "host_access", None)
-            if hook is None:
+            if not driver.host_stack:
                 print(f"host-access: the {g.backend} backend has no host stack; {cmd.req.name} was created "
                       "in bridge mode and up, without addresses or routes", file=sys.stderr)
             else:
-                for line in hook(cmd.req.name, cmd.req.parent, cmd.routes) or ():
+                for line in driver.host_access(cmd.req.name, cmd.req.parent, cmd.routes) or ():
                     print(line, file=out)
         _said_simulated(g, driver)
         return 0
@@ -567,8 +558,9 @@ def run_link(g: Globals, words: list[str], out=None) -> int:
 
 
 def _said_simulated(g: Globals, driver) -> None:
-    if g.backend == "sim":
-        sim_note(driver)
+    note = driver.notice()
+    if note:
+        print(note, file=sys.stderr)
 
 
 def _link(args) -> int:

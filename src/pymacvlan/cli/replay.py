@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from ..backends import BACKENDS as REPLAY_BACKENDS
 from ..scenario import ScenarioError, check_expectations, diff_results, load_scenario
 from ._report import error_line, plural
 
@@ -17,7 +18,7 @@ def _replay(args) -> int:
     line or JSON object per file, exit 1 when any differs)."""
     from ..progress import Progress
 
-    args.backend = args.backend or ["sim"]
+    args.backend = args.backend or [REPLAY_BACKENDS[0]]
     if len(args.scenario) == 1:
         return _replay_one(args.scenario[0], args, None)
     status = 0
@@ -52,7 +53,7 @@ def _replay_one(path: str, args, progress) -> int:
         except (ValueError, ImportError) as e:
             print(f"pymacvlan replay: backend {name}: {e}", file=sys.stderr)
             return 2
-        if name == "sim":
+        if backend.explains:  # the engine's own backend says why (compared runs carry the sim's trace)
             backend.trace = args.trace or len(args.backend) > 1
         try:
             outputs.append(backend.run(sc))
@@ -125,7 +126,7 @@ def register(sub) -> None:
     r.add_argument("scenario", nargs="+",
                    help="scenario JSON file(s) (see docs/scenario-format.md); several: a conformance run "
                    "with a progress bar and a summary")
-    r.add_argument("--backend", action="append", choices=["sim", "kernel", "userspace"],
+    r.add_argument("--backend", action="append", choices=REPLAY_BACKENDS,
                    help="backend to run on (default sim); give two to diff them")
     r.add_argument("--trace", action="store_true", help="explain every frame's fate (sim)")
     r.add_argument("--check", action="store_true", help="compare with the scenario's expect keys")
@@ -135,9 +136,9 @@ def register(sub) -> None:
     m.add_argument("--wire", choices=["plain", "hairpin"], help="only this wire (default both)")
     m.set_defaults(func=_modes)
     f = sub.add_parser("fuzz", help="differential fuzzing of two backends, shrinking any difference")
-    f.add_argument("--against", default="kernel", choices=["sim", "kernel", "userspace"],
+    f.add_argument("--against", default="kernel", choices=REPLAY_BACKENDS,
                    help="the backend checked (default kernel)")
-    f.add_argument("--base", default="sim", choices=["sim", "kernel", "userspace"],
+    f.add_argument("--base", default="sim", choices=REPLAY_BACKENDS,
                    help="the backend it is checked against (default sim)")
     f.add_argument("-n", type=int, default=200, help="number of random scenarios")
     f.add_argument("--seed", type=int, default=1, help="first random seed (default 1): a run is reproducible")

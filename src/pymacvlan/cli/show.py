@@ -4,29 +4,30 @@ from __future__ import annotations
 
 import sys
 
+from ..links import BACKENDS
 from ._report import error_line, plural
 
 ORDER = 25
 
 
 def _topology(args):
-    from ..graph import from_links, load_topology
+    from ..graph import load_topology
 
     if args.source:
         return load_topology(args.source)
-    from ..links import get_driver
+    from ..links import DriverConfig, open_driver
 
-    kw = {"state": args.state} if args.backend == "sim" and args.state else {}
-    return from_links(get_driver(args.backend, **kw).show(netns=args.netns))
+    return open_driver(DriverConfig(args.backend, state=args.state)).topology(args.netns)
 
 
 def _show(args) -> int:
     from ..graph import PARENT, WIRE, reach_matrix, render, to_dot
+    from ..links import DEFAULT_BACKEND
     from ..model.errors import KernelError
     from ..scenario import ScenarioError
 
     if args.source is None and args.backend is None:
-        args.backend = "sim"
+        args.backend = DEFAULT_BACKEND
     try:
         parents = _topology(args)
         if not parents:
@@ -72,7 +73,7 @@ def register(sub) -> None:
     p.add_argument("source", nargs="?", help="scenario .json or config .toml (default: the backend's links)")
     p.add_argument("--graph", metavar="FILE", help="write the picture (format from the suffix: svg, png, pdf)")
     p.add_argument("--dot", action="store_true", help="print the DOT text")
-    p.add_argument("--backend", choices=["sim", "kernel", "userspace"], help="read the links of this backend")
+    p.add_argument("--backend", choices=BACKENDS, help="read the links of this backend")
     p.add_argument("--netns", help="the namespace to read the links from (kernel)")
     p.add_argument("--state", help="sim backend: its state file")
     p.set_defaults(func=_show)

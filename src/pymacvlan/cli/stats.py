@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 
+from ..links import BACKENDS, DEFAULT_BACKEND
 from ..model import KernelError
 from ._report import error_line
 
@@ -92,81 +93,11 @@ def format_stats(report: dict) -> str:
 
 
 def collect(args) -> dict:
-    """{"backend", "parents": {parent: {"children": {name: stats64...}, "engine_drops"...}}}."""
-    if args.backend == "userspace":
-        from ..links.userspace import Driver
+    """{"backend", "parents": {parent: {"children": {name: stats64...}, "engine_drops"...}}}: the driver's."""
+    from ..links import DriverConfig, open_driver
 
-        raw = Driver(args.socket, netns=args.netns).stats(args.name)
-        parents = {}
-        for pname, st in raw["parents"].items():
-            children = {}
-            for key, c in st["children"].items():
-                row = {"rx": c["rx"], "tx": c["tx"], "ifname": c.get("ifname", key), "netns": c.get("netns"),
-                       "kind": c.get("kind"), "mode": c.get("mode"), "up": c.get("up")}
-                if "endpoint" in c:
-                    row["endpoint"] = c["endpoint"]
-                children[key] = row
-            par = st.get("parent") or {}
-            parents[pname] = {"children": children, "engine_drops": st.get("engine_drops", {}),
-                              "datapath": st.get("datapath", {}), "lower": st.get("lower"),
-                              "path": st.get("path"),
-                              "parent_socket": {k: par.get(k) for k in ("drops", "rx_frames", "tx_frames",
-                                                                         "kernel_drops") if k in par}}
-        return {"backend": "userspace", "daemon": raw.get("daemon", {}), "parents": parents}
-    if args.backend == "sim":
-        return _sim(args)
-    return _kernel(args)
-
-
-def _kernel(args) -> dict:
-    """stats64 of the kernel's macvlan/macvtap links in one namespace, over rtnetlink."""
-    from pyroute2 import IPRoute
-
-    from ..backends.kernel.nl import link_state
-    from ..backends.userspace._sys import in_netns
-
-    try:
-        with in_netns(args.netns):
-            ipr = IPRoute()
-    except FileNotFoundError:
-        raise KernelError("ENOENT", f"no network namespace named {args.netns!r}", "see `ip netns list`") from None
-    try:
-        msgs = list(ipr.get_links())
-    finally:
-        ipr.close()
-    names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
-    parents: dict = {}
-    for m in msgs:
-        name = m.get_attr("IFLA_IFNAME")
-        st = link_state(m)
-        if "linkinfo" not in st or args.name not in (None, name):
-            continue
-        link = m.get_attr("IFLA_LINK")
-        pname = names.get(link, f"if{link}") if m.get_attr("IFLA_LINK_NETNSID") is None else f"if{link}"
-        row = {**st.get("stats64", {}), "mode": st["linkinfo"]["info_data"]["mode"],
-               "kind": st["linkinfo"]["info_kind"], "up": "UP" in st["flags"]}
-        parents.setdefault(pname, {"children": {}})["children"][name] = row
-    if args.name and not parents:
-        raise KernelError("ENODEV", f'Cannot find device "{args.name}"',
-                          "it must be a macvlan or macvtap" + (f" in namespace {args.netns}" if args.netns else ""))
-    return {"backend": "kernel", "parents": parents}
-
-
-def _sim(args) -> dict:
-    from ._sim import sim_engines
-
-    engines, _wire = sim_engines(args.scenario, args.state, args.netns)
-    parents = {}
-    for pname, e in engines.items():
-        children = {n: {**v.stats.as_stats64(), "mode": v.mode.name.lower(), "up": v.up, "kind": v.kind}
-                    for n, v in e.children.items() if args.name in (None, n)}
-        if args.name and not children:
-            continue
-        parents[pname] = {"children": children, "engine_drops": dict(e.drops),
-                          "lower": {"rx_dropped": e.lower.rx_dropped, "carrier": e.lower.carrier}}
-    if args.name and not parents:
-        raise KernelError("ENODEV", f'Cannot find device "{args.name}"', "see `pymacvlan link show --backend sim`")
-    return {"backend": "sim", "parents": parents}
+    cfg = DriverConfig(args.backend, args.netns, args.state, args.socket, getattr(args, "scenario", None))
+    return open_driver(cfg).stats(args.name)
 
 
 def _stats(args) -> int:
@@ -191,7 +122,7 @@ def register(sub) -> None:
                        description="Per-child counters (stats64) and every drop counted by reason: the "
                        "engine's, the userspace datapath's, the parent socket's.")
     s.add_argument("name", nargs="?", help="only this child")
-    s.add_argument("--backend", choices=["sim", "userspace", "kernel"], default="sim",
+    s.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                    help="sim (default), userspace or kernel")
     s.add_argument("-n", "--netns", help="the namespace the children are in")
     s.add_argument("--socket", help="the daemon's control socket (userspace)")

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ..links import BACKENDS, DEFAULT_BACKEND
+from ..links.base import TraceRequest
 from ..model import KernelError, parse_mac
 from ._report import error_line
 
 ORDER = 32
-STATION_MAC = "02:00:00:00:00:ee"
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -79,19 +79,16 @@ def _print(ev: dict, args) -> None:
               file=sys.stderr, flush=True)
 
 
-# -- frames given on the command line --------------------------------------------------------------
+# -- the request -------------------------------------------------------------------------------------
 def _ethertype(text: str) -> int:
-    try:
-        v = int(text, 16) if text.lower().startswith("0x") or len(text) == 4 else int(text)
-    except ValueError:
-        raise KernelError("EINVAL", f"{text!r} is not an ethertype", "give it in hex, like 0x0806 or 88b5") from None
-    if not 0 <= v <= 0xFFFF:
-        raise KernelError("EINVAL", f"ethertype {text} is out of range", "it is 16 bits")
-    return v
+    from ..daemon.trace import ethertype_value
+
+    return ethertype_value(text)
 
 
-def build_frame(args, default_src: bytes) -> bytes:
-    """--frame HEX, or dst/src/ethertype (+ zero payload to the 60-byte minimum)."""
+def trace_request(args) -> TraceRequest:
+    """The command line as one :class:`TraceRequest`, checked before any backend is asked."""
+    frame = dst = src = None
     if args.frame:
         try:
             frame = bytes.fromhex(args.frame.replace(":", "").replace(" ", ""))
@@ -99,169 +96,56 @@ def build_frame(args, default_src: bytes) -> bytes:
             raise KernelError(
                 "EINVAL", "--frame is not hex", "give the frame's bytes in hex, from the destination MAC on"
             ) from None
-        if len(frame) < 14:
-            raise KernelError("EINVAL", f"a {len(frame)}-byte frame has no Ethernet header", "at least 14 bytes")
-        return frame
-    if not args.dst:
-        raise KernelError("EINVAL", "which frame?", "give --frame HEX or at least --dst MAC (and --src, --ethertype)")
     try:
-        dst = parse_mac(args.dst)
-        src = parse_mac(args.src) if args.src else default_src
+        dst = parse_mac(args.dst) if args.dst else None
+        src = parse_mac(args.src) if args.src else None
+        if args.mac:
+            parse_mac(args.mac)
     except ValueError as e:
         raise KernelError("EINVAL", str(e)) from None
-    et = _ethertype(args.ethertype or "0x88b5")
-    frame = dst + src + et.to_bytes(2, "big")
-    return frame + bytes(max(0, 60 - len(frame)))
+    if args.ethertype:
+        _ethertype(args.ethertype)
+    return TraceRequest(mac=args.mac, ethertype=args.ethertype, child=args.child, at=args.at, frame=frame,
+                        dst=dst, src=src, parent=args.parent, wire=args.wire, verify=args.verify)
 
 
-# -- sim --------------------------------------------------------------------------------------------
-def _sim_engines(args) -> tuple[dict, str]:
-    """Engines by parent name, and the wire: from a scenario's setup or the sim link state."""
-    from ._sim import sim_engines
-
-    engines, wire = sim_engines(args.scenario, args.state, setup_only=True)
-    return engines, wire or args.wire
-
-
-def _trace_sim(args) -> int:
-    from ..backends.sim import Simulation, frame_event
-
-    engines, wire = _sim_engines(args)
-    if not engines:
-        raise KernelError("ENODEV", "no sim links to trace through",
-                          "add some first (pymacvlan link add ... --backend sim) or give --scenario FILE")
-    if args.parent:
-        if args.parent not in engines:
-            raise KernelError("ENODEV", f'Cannot find device "{args.parent}"',
-                              f"sim parents: {', '.join(engines)}")
-        pname = args.parent
-    elif (args.at or "wire") not in ("wire", "parent"):
-        hits = [n for n, e in engines.items() if args.at in e.children]
-        if not hits:
-            raise KernelError("ENODEV", f'Cannot find device "{args.at}"',
-                              "--at takes wire, parent or a child's name")
-        pname = hits[0]
-    elif len(engines) == 1:
-        pname = next(iter(engines))
-    else:
-        raise KernelError("EINVAL", f"several sim parents ({', '.join(engines)})", "say which with --parent")
-    engine = engines[pname]
-    if args.child and args.child not in engine.children:  # a filter naming nothing filters nothing
-        raise KernelError("ENODEV", f'Cannot find device "{args.child}"',
-                          f"--child takes a child of {pname}: {', '.join(engine.children) or 'it has none'}")
-    args.at = args.at or "wire"
-    if args.at == "wire":
-        default_src = parse_mac(STATION_MAC)
-    elif args.at == "parent":
-        default_src = engine.lower.mac
-    else:
-        default_src = engine.child(args.at).mac
-    frame = build_frame(args, default_src)
-    # the scenario runner's injection, on this engine (nothing is saved)
-    sim = Simulation.__new__(Simulation)
-    sim.engine, sim.hairpin, sim.trace = engine, wire == "hairpin", True
-    at = args.at if args.at in ("wire", "parent") else f"child:{args.at}"
-    res = sim.step({"do": "inject", "at": at, "frame": frame.hex()})
-    if not res.get("ok"):
-        raise KernelError(res["errno"], res["message"], res.get("advice", ""))
-    ev = frame_event(pname, args.at, frame, res, wire)
-    if args.child and not _concerns(_filter(args), ev):
-        print(f"note: the frame does not concern {args.child} (it neither sent, got, nor was considered for it)",
-              file=sys.stderr)
-        return 0
-    _print(ev, args)
-    return 0
-
-
-# -- userspace --------------------------------------------------------------------------------------
-def _trace_userspace(args) -> int:
-    from ..links.userspace import Driver
-
-    _live_only(args)
-    et = f"0x{_ethertype(args.ethertype):04x}" if args.ethertype else None
-    if args.mac:
-        try:
-            parse_mac(args.mac)
-        except ValueError as e:
-            raise KernelError("EINVAL", str(e)) from None
-    drv = Driver(args.socket)
-    events = drv.trace(mac=args.mac, ethertype=et, child=args.child)
-    try:
-        if not args.json:
-            what = ", ".join(f"{k} {v}" for k, v in (("mac", args.mac), ("ethertype", et), ("child", args.child)) if v)
-            print(f"tracing {what or 'every frame'} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        if not _stream(events, args):
-            # the daemon closed the stream: it stopped (or restarted); a trace that says nothing
-            # and exits 0 here reads as "no frames matched"
-            print(f"pymacvlan trace: ECONNRESET: the daemon on {drv.client.path} stopped; the trace ends "
-                  "(start it again and re-run the trace)", file=sys.stderr, flush=True)
-            return 1
-    finally:
-        events.close()
-    return 0
-
-
-def _live_only(args) -> None:
-    if args.frame or args.dst or args.scenario:
-        raise KernelError("EINVAL", f"on the {args.backend} backend trace watches real frames",
-                          "drop --frame/--dst/--scenario and send traffic; or use --backend sim to inject one")
-
-
-def _stream(events, args, keep=lambda ev: True, before=lambda: None) -> bool:
-    """Print live events until --count of them went out (True), or the source ends (False)."""
+def _stream(events, args) -> bool:
+    """Print events until --count frames went out or the source is done (True), or it ended
+    early with a reason (an ``end`` item: the daemon stopped ...), said on stderr (False).
+    Lines for the user (``info``, ``note``) go to stderr, so -j output stays clean."""
     n = 0
     for ev in events:
-        before()
-        if not keep(ev):
+        if "event" not in ev and "trace" not in ev:
+            if "end" in ev:
+                print(f"pymacvlan trace: {ev['end']}", file=sys.stderr, flush=True)
+                return False
+            if "note" in ev:
+                print(f"pymacvlan trace: {ev['note']}", file=sys.stderr, flush=True)
+            else:
+                print(ev.get("info", ""), file=sys.stderr, flush=True)
             continue
         _print(ev, args)
         n += 1
         if args.count and n >= args.count:
             return True
-    return False
+    return True
 
 
-# -- kernel -----------------------------------------------------------------------------------------
-def _trace_kernel(args) -> int:
-    """The host's own macvlan: the engine's mirror of it explains each frame (read-only)."""
-    from ..backends.kernel import unavailable_reason
-    from ..backends.kernel.livetrace import KernelTracer
+def _run(args) -> int:
+    from ..links import DriverConfig, open_driver
 
-    _live_only(args)
-    flt = _filter(args)
-    if os.geteuid() != 0:
-        raise KernelError("EPERM", unavailable_reason() or "tracing needs root", "run it as root")
-    ns = args.netns or "/proc/self/ns/net"
-    if args.netns and not os.path.exists(ns if ns.startswith("/") else f"/run/netns/{ns}"):
-        raise KernelError("ENOENT", f"no network namespace named {args.netns!r}", "see `ip netns list`")
-    tracer = KernelTracer(ns, [args.at] if args.at else None, args.wire, args.verify, accept=flt.pre)
-    tracer.start()
-
-    def notes() -> None:
-        for note in tracer.notes:
-            print(f"pymacvlan trace: mirror: {note}", file=sys.stderr, flush=True)
-        tracer.notes.clear()
-
+    req = trace_request(args)
+    driver = open_driver(DriverConfig(args.backend, args.netns, args.state, args.socket, args.scenario))
+    if not driver.injects and (args.frame or args.dst):
+        raise KernelError("EINVAL", f"on the {args.backend} backend trace watches real frames",
+                          "drop --frame/--dst/--scenario and send traffic; or use --backend sim to inject one")
+    events = driver.trace(req)
     try:
-        parents = ", ".join(w.mirror.parent for w in tracer.watches)
-        print(f"tracing {parents}" + (" (verifying)" if args.verify else "") + " (Ctrl-C to stop)",
-              file=sys.stderr, flush=True)
-        _stream(tracer.events(), args, lambda ev: _concerns(flt, ev), notes)
+        return 0 if _stream(events, args) else 1
     finally:
-        tracer.close()
-    return 0
-
-
-def _filter(args):
-    from ..daemon.trace import TraceFilter
-
-    return TraceFilter.from_request({"mac": args.mac, "ethertype": args.ethertype, "child": args.child})
-
-
-def _concerns(flt, ev: dict) -> bool:
-    """--child: frames the child sends, gets, or was considered for."""
-    considered = {t["device"] for t in ev["trace"] if t["received"] or not t["rules"][0].startswith("not reached")}
-    return flt.concerns(ev["from"], ev["delivered"], considered)
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
 
 
 @contextmanager
@@ -286,11 +170,7 @@ def _pcap(args) -> Iterator[None]:
 def _trace(args) -> int:
     try:
         with _pcap(args):
-            if args.backend == "userspace":
-                return _trace_userspace(args)
-            if args.backend == "sim":
-                return _trace_sim(args)
-            return _trace_kernel(args)
+            return _run(args)
     except KernelError as e:
         print(error_line("trace", e), file=sys.stderr)
         return 2 if e.errno_name == "EINVAL" else 1
@@ -300,7 +180,7 @@ def register(sub) -> None:
     t = sub.add_parser("trace", help="explain where frames go and why (live on kernel and userspace, injected on sim)",
                        description="Explain macvlan's decisions frame by frame: for every device that could "
                        "have had the frame, whether it did and which kernel rule decided.")
-    t.add_argument("--backend", choices=["sim", "userspace", "kernel"], default="sim",
+    t.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                    help="sim (default: an injected frame), userspace or kernel (live frames)")
     flt = t.add_argument_group("filter (kernel, userspace; --ethertype also builds the sim frame)")
     flt.add_argument("--mac", help="frames from or to this MAC")

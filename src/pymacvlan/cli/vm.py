@@ -15,6 +15,7 @@ import shlex
 import socket
 import sys
 
+from ..links import BACKENDS, DEFAULT_BACKEND
 from ..model import KernelError
 from .link import Globals, UsageError, make_driver, report
 
@@ -82,7 +83,7 @@ def libvirt_xml(argv: list[str]) -> str:
 
 
 def _glob(g) -> str:
-    return (f" --backend {g.backend}" if g.backend != "sim" else "") + (f" -n {g.netns}" if g.netns else "")
+    return (f" --backend {g.backend}" if g.backend != DEFAULT_BACKEND else "") + (f" -n {g.netns}" if g.netns else "")
 
 
 def _vm_exec(args) -> int:
@@ -122,12 +123,12 @@ def _vm_exec(args) -> int:
 
 def _globals(args) -> Globals:
     """The backend, namespace, socket and sim state as `link` takes them (global or local)."""
-    return Globals(backend=args.backend or "sim", netns=args.netns, state=args.state, socket=args.socket)
+    return Globals(backend=args.backend or DEFAULT_BACKEND, netns=args.netns, state=args.state, socket=args.socket)
 
 
 def _common(p) -> None:
     p.add_argument("name", help="the macvtap child")
-    p.add_argument("--backend", choices=["sim", "kernel", "userspace"], help="whose macvtap (default sim)")
+    p.add_argument("--backend", choices=BACKENDS, help="whose macvtap (default sim)")
     p.add_argument("-n", "--netns", help="the namespace the macvtap is in (kernel backend)")
     p.add_argument("--socket", help="the daemon's control socket (userspace)")
     p.add_argument("--state", help="the sim link state file (sim)")

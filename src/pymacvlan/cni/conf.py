@@ -18,10 +18,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..links import HOST_BACKENDS, takes_option
 from .skel import ERR_INVALID_ENV, CNIError, config_error
 
 MODES = ("bridge", "private", "vepa", "passthru", "source")
-BACKENDS = ("kernel", "userspace")
+BACKENDS = HOST_BACKENDS  # a pod needs a real netdev: the backends with a host stack
 DEFAULT_STATE_DIR = "/run/pymacvlan/cni"
 
 
@@ -163,10 +164,12 @@ def load(conf: dict, cni_args: str = "", container_id: str = "", ifname: str = "
             raise config_error("bclim", f"{n.bclim} is out of range", "a 32-bit signed integer")
     n.backend = _get(conf, "backend", str, "a string") or "kernel"
     if n.backend not in BACKENDS:
-        raise config_error("backend", f"unknown backend {n.backend!r}", "kernel (default) or userspace")
+        raise config_error("backend", f"unknown backend {n.backend!r}",
+                           f"{BACKENDS[0]} (default) or " + " or ".join(BACKENDS[1:]))
     n.socket = _get(conf, "socket", str, "a string (the pymacvlan daemon's control socket)")
-    if n.socket and n.backend != "userspace":
-        raise config_error("socket", "is only for \"backend\": \"userspace\"")
+    if n.socket and not takes_option(n.backend, "socket"):
+        owner = " or ".join(b for b in BACKENDS if takes_option(b, "socket"))
+        raise config_error("socket", f"is only for \"backend\": \"{owner}\"")
     n.host_access = _get(conf, "hostAccess", bool, "true or false")
     if n.host_access and n.mode != "bridge":
         raise config_error("hostAccess", f"needs mode bridge (the host's child and the pods talk over the "

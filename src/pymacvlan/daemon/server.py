@@ -698,7 +698,7 @@ class Daemon:
     def link_add(self, req: LinkRequest, save: bool = True, adopt: LinkRecord | None = None) -> dict:
         """``adopt``: the record of a child a previous daemon left (its TAP is re-attached)."""
         validate_request(req)
-        check_endpoint(req, "userspace")
+        check_endpoint(req, "userspace", sockets=True)
         key = child_key(req.name, req.netns)
         if key in self.links:
             raise KernelError("EEXIST", f"a device named {req.name!r} already exists"

@@ -14,6 +14,21 @@ from ..model import ETH_P_8021Q, KernelError, mac_str, parse_mac
 
 
 # -- tracing -------------------------------------------------------------------------------------------------
+def ethertype_value(text: str | int) -> int:
+    """An ethertype as given on a command line: ``0x0806``, ``88b5`` (four digits: hex) or decimal."""
+    if isinstance(text, int):
+        v = text
+    else:
+        try:
+            v = int(text, 16) if text.lower().startswith("0x") or len(text) == 4 else int(text)
+        except ValueError:
+            raise KernelError("EINVAL", f"{text!r} is not an ethertype",
+                              "give it in hex, like 0x0806 or 88b5") from None
+    if not 0 <= v <= 0xFFFF:
+        raise KernelError("EINVAL", f"ethertype {text} is out of range", "it is 16 bits")
+    return v
+
+
 @dataclass
 class TraceFilter:
     """Which frames a subscriber wants: all given conditions must hold."""
@@ -48,6 +63,12 @@ class TraceFilter:
     def concerns(self, origin: str, delivered, considered) -> bool:
         """The part after the engine: ``child`` sent it, got it or was considered for it."""
         return self.child is None or self.child == origin or self.child in delivered or self.child in considered
+
+    def concerns_event(self, ev: dict) -> bool:
+        """:meth:`concerns` for an explained frame (a trace event): frames the child sends,
+        gets, or was considered for."""
+        considered = {t["device"] for t in ev["trace"] if t["received"] or not t["rules"][0].startswith("not reached")}
+        return self.concerns(ev["from"], ev["delivered"], considered)
 
 
 class FrameTracer:

@@ -46,6 +46,8 @@ VRID = 51
 VMAC = f"00:00:5e:00:01:{VRID:02x}"
 VIP = "10.77.0.100"
 NET = "10.77.0"
+#: the one backend this lab runs on: keepalived makes its kernel macvlan (VMAC) itself
+BACKEND = "kernel"
 DESCRIPTION = ("keepalived's virtual MAC (seed article 003) with Debian's real keepalived: two routers with "
                "use_vmac, a station and a switch in namespaces. keepalived makes the private-mode macvlan "
                f"vrrp.{VRID}@lan0 with the VRRP MAC {VMAC} itself; the lab shows it, the ARP pitfall that leaves "

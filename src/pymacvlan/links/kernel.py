@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,6 +25,7 @@ from ..backends.kernel import nl  # registers the full macvlan attribute tables
 from ..backends.kernel.topology import NETNS_DIR, in_netns
 from ..model import KernelError, MacaddrMode, Mode, mac_str
 from ..model.link import LinkChange, LinkRequest, check_endpoint, validate_change, validate_request
+from .base import BaseDriver, TraceRequest
 
 IFF_UP, IFF_PROMISC, IFF_ALLMULTI = nl.IFF_UP, nl.IFF_PROMISC, nl.IFF_ALLMULTI
 _LINK_TYPES = {1: "ether", 772: "loopback", 65534: "none"}
@@ -36,7 +38,7 @@ def _kernel_error(exc: BaseException, advice: str = "") -> KernelError:
     return KernelError(nl.errno_name(code), os.strerror(code), advice)
 
 
-class Driver:
+class Driver(BaseDriver):
     """LinkDriver over the kernel. Needs CAP_NET_ADMIN (root) in the namespace it works in."""
 
     backend = "kernel"
@@ -183,6 +185,72 @@ class Driver:
             lines.append(f"host-access: {parent} has no IPv4 address: give {name} one and routes to the "
                          "children (host-access route PREFIX)")
         return lines
+
+    # -- stats, trace, events ----------------------------------------------------------------------
+    def stats(self, name: str | None = None) -> dict:
+        """stats64 of the kernel's macvlan/macvtap links in the driver's namespace."""
+        from ..backends.kernel.nl import link_state
+
+        with self._ipr() as ipr:
+            msgs = list(ipr.get_links())
+        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
+        parents: dict = {}
+        for m in msgs:
+            ifname = m.get_attr("IFLA_IFNAME")
+            st = link_state(m)
+            if "linkinfo" not in st or name not in (None, ifname):
+                continue
+            link = m.get_attr("IFLA_LINK")
+            pname = names.get(link, f"if{link}") if m.get_attr("IFLA_LINK_NETNSID") is None else f"if{link}"
+            row = {**st.get("stats64", {}), "mode": st["linkinfo"]["info_data"]["mode"],
+                   "kind": st["linkinfo"]["info_kind"], "up": "UP" in st["flags"]}
+            parents.setdefault(pname, {"children": {}})["children"][ifname] = row
+        if name and not parents:
+            raise KernelError("ENODEV", f'Cannot find device "{name}"',
+                              "it must be a macvlan or macvtap" + (f" in namespace {self.netns}" if self.netns else ""))
+        return {"backend": self.backend, "parents": parents}
+
+    def trace(self, req: TraceRequest) -> Iterator[dict]:
+        """The host's own macvlan: the engine's mirror of it explains each frame (read-only)."""
+        from ..backends.kernel import unavailable_reason
+        from ..backends.kernel.livetrace import KernelTracer
+        from ..daemon.trace import TraceFilter
+
+        flt = TraceFilter.from_request({"mac": req.mac, "ethertype": req.ethertype, "child": req.child})
+        if os.geteuid() != 0:
+            raise KernelError("EPERM", unavailable_reason() or "tracing needs root", "run it as root")
+        ns = self.netns or "/proc/self/ns/net"
+        if self.netns and not os.path.exists(ns if ns.startswith("/") else f"{NETNS_DIR}/{ns}"):
+            raise KernelError("ENOENT", f"no network namespace named {self.netns!r}", "see `ip netns list`")
+        tracer = KernelTracer(ns, [req.at] if req.at else None, req.wire, req.verify, accept=flt.pre)
+        tracer.start()
+        return self._trace_events(tracer, flt, req.verify)
+
+    @staticmethod
+    def _trace_events(tracer: Any, flt: Any, verify: bool) -> Iterator[dict]:
+        try:
+            parents = ", ".join(w.mirror.parent for w in tracer.watches)
+            yield {"info": f"tracing {parents}" + (" (verifying)" if verify else "") + " (Ctrl-C to stop)"}
+            for ev in tracer.events():
+                for note in tracer.notes:
+                    yield {"note": f"mirror: {note}"}
+                tracer.notes.clear()
+                if flt.concerns_event(ev):
+                    yield ev
+        finally:
+            tracer.close()
+
+    def events(self) -> Iterator[dict]:
+        """RTM_NEWLINK/RTM_DELLINK of the driver's namespace as ``{"event": "link", "op", "link"}``
+        (the link in ``ip -j -d link show``'s keys), until closed."""
+        with self._ipr() as ipr:
+            ipr.bind()
+            while True:
+                for m in ipr.get():
+                    if m.get("event") not in ("RTM_NEWLINK", "RTM_DELLINK"):
+                        continue
+                    op = "del" if m["event"] == "RTM_DELLINK" else "new"
+                    yield {"event": "link", "op": op, "link": links_as_iproute([m])[0]}
 
     # -- advice ------------------------------------------------------------------------------------
     @staticmethod

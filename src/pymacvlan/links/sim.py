@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from ..engine.device import MacvlanDev
 from ..model import KernelError, MacaddrMode, MacvlanFlag, Mode, mac_str, random_mac
 from ..model.iproute import link_flags, operstate
 from ..model.link import LinkChange, LinkRequest, apply_change, check_endpoint, validate_request
+from .base import BaseDriver, TraceRequest
 
 STATE_ENV = "PMV_SIM_STATE"
 #: the parents the simulated host has from the start (default namespace); others are declared
@@ -323,15 +325,22 @@ def _ns_words(ns: str | None) -> str:
     return "the default namespace" if ns is None else f"namespace {ns}"
 
 
-class Driver:
-    """The sim's LinkDriver: every call loads the journal, replays it and (for changes) appends."""
+class Driver(BaseDriver):
+    """The sim's LinkDriver: every call loads the journal, replays it and (for changes) appends.
+    With ``scenario`` its engines come from that scenario file's setup instead (stats, trace and
+    show --graph read them; nothing is saved)."""
 
     backend = "sim"
     builtin_parents = BUILTIN_PARENTS
+    owns_parents = True
+    host_stack = False
+    injects = True
 
-    def __init__(self, state: str | os.PathLike | None = None, netns: str | None = None) -> None:
+    def __init__(self, state: str | os.PathLike | None = None, netns: str | None = None,
+                 scenario: str | None = None) -> None:
         self.path = Path(state) if state else default_state_path()
         self.netns = netns
+        self.scenario = scenario
 
     # -- journal -------------------------------------------------------------------------------
     @contextmanager
@@ -438,6 +447,123 @@ class Driver:
         """Forget everything (the state file is removed)."""
         with self._locked(write=True):
             self.path.unlink(missing_ok=True)
+
+    def notice(self) -> str | None:
+        """Where the state lives, and that the host was not touched."""
+        path = str(self.path)
+        home = os.path.expanduser("~")
+        if path.startswith(home + os.sep):
+            path = "~" + path[len(home):]
+        return f"note: simulated (state in {path}); nothing on this host changed"
+
+    def engines(self, setup_only: bool = False) -> tuple[dict[str, Engine], str | None]:
+        """Engines by parent name and the scenario's wire (None for the link state).
+        ``setup_only``: replay a scenario's control steps but not its frames."""
+        return sim_engines(self.scenario, str(self.path), self.netns, setup_only)
+
+    def stats(self, name: str | None = None) -> dict:
+        engines, _wire = self.engines()
+        parents = {}
+        for pname, e in engines.items():
+            children = {n: {**v.stats.as_stats64(), "mode": v.mode.name.lower(), "up": v.up, "kind": v.kind}
+                        for n, v in e.children.items() if name in (None, n)}
+            if name and not children:
+                continue
+            parents[pname] = {"children": children, "engine_drops": dict(e.drops),
+                              "lower": {"rx_dropped": e.lower.rx_dropped, "carrier": e.lower.carrier}}
+        if name and not parents:
+            raise KernelError("ENODEV", f'Cannot find device "{name}"', "see `pymacvlan link show --backend sim`")
+        return {"backend": self.backend, "parents": parents}
+
+    def trace(self, req: TraceRequest) -> Iterator[dict]:
+        """One injected frame, explained (nothing is saved)."""
+        return iter([_trace_one(self, req)])
+
+
+STATION_MAC = bytes.fromhex("0200000000ee")
+
+
+def _trace_one(drv: Driver, req: TraceRequest) -> dict:
+    from ..backends.sim import Simulation, frame_event
+    from ..daemon.trace import TraceFilter, ethertype_value
+
+    engines, wire = drv.engines(setup_only=True)
+    wire = wire or req.wire
+    if not engines:
+        raise KernelError("ENODEV", "no sim links to trace through",
+                          "add some first (pymacvlan link add ... --backend sim) or give --scenario FILE")
+    if req.parent:
+        if req.parent not in engines:
+            raise KernelError("ENODEV", f'Cannot find device "{req.parent}"', f"sim parents: {', '.join(engines)}")
+        pname = req.parent
+    elif (req.at or "wire") not in ("wire", "parent"):
+        hits = [n for n, e in engines.items() if req.at in e.children]
+        if not hits:
+            raise KernelError("ENODEV", f'Cannot find device "{req.at}"', "--at takes wire, parent or a child's name")
+        pname = hits[0]
+    elif len(engines) == 1:
+        pname = next(iter(engines))
+    else:
+        raise KernelError("EINVAL", f"several sim parents ({', '.join(engines)})", "say which with --parent")
+    engine = engines[pname]
+    if req.child and req.child not in engine.children:  # a filter naming nothing filters nothing
+        raise KernelError("ENODEV", f'Cannot find device "{req.child}"',
+                          f"--child takes a child of {pname}: {', '.join(engine.children) or 'it has none'}")
+    at = req.at or "wire"
+    if req.frame is not None:
+        frame = req.frame
+        if len(frame) < 14:
+            raise KernelError("EINVAL", f"a {len(frame)}-byte frame has no Ethernet header", "at least 14 bytes")
+    else:
+        if req.dst is None:
+            raise KernelError("EINVAL", "which frame?",
+                              "give --frame HEX or at least --dst MAC (and --src, --ethertype)")
+        if req.src is not None:
+            src = req.src
+        elif at == "wire":
+            src = STATION_MAC
+        elif at == "parent":
+            src = engine.lower.mac
+        else:
+            src = engine.child(at).mac
+        et = ethertype_value(req.ethertype or "0x88b5")
+        frame = req.dst + src + et.to_bytes(2, "big")
+        frame += bytes(max(0, 60 - len(frame)))
+    sim = Simulation.__new__(Simulation)  # the scenario runner's injection, on this engine
+    sim.engine, sim.hairpin, sim.trace = engine, wire == "hairpin", True
+    res = sim.step({"do": "inject", "at": at if at in ("wire", "parent") else f"child:{at}", "frame": frame.hex()})
+    if not res.get("ok"):
+        raise KernelError(res["errno"], res["message"], res.get("advice", ""))
+    ev = frame_event(pname, at, frame, res, wire)
+    if req.child:
+        flt = TraceFilter.from_request({"mac": req.mac, "ethertype": req.ethertype, "child": req.child})
+        if not flt.concerns_event(ev):
+            return {"info": f"note: the frame does not concern {req.child} (it neither sent, got, nor was "
+                            "considered for it)"}
+    return ev
+
+
+def sim_engines(scenario: str | None, state: str | None, netns: str | None = None,
+                setup_only: bool = False) -> tuple[dict[str, Engine], str | None]:
+    """Engines by parent name and the scenario's wire (None for the link state).
+
+    ``setup_only``: replay a scenario's control steps but not its frames (trace injects its own).
+    """
+    if scenario:
+        from ..backends.sim import Simulation
+        from ..scenario import ScenarioError, load_scenario
+
+        try:
+            sc = load_scenario(scenario)
+        except ScenarioError as e:
+            raise KernelError("EINVAL", f"{scenario}: {e}") from None
+        sim = Simulation(sc)
+        for st in sc["steps"]:
+            if not (setup_only and st["do"] == "inject"):
+                sim.step(st)
+        return {"parent": sim.engine}, sc["wire"]
+    world = Driver(state, netns=netns).world()
+    return {name: p.engine for name, p in world.parents.items()}, None
 
 
 def _apply(world: World, entry: dict) -> None:

@@ -14,19 +14,21 @@ from typing import Any
 
 from ..daemon.client import Client, Connection, socket_path
 from ..daemon.codec import DEFAULT_SOCKET
+from ..model.errors import KernelError
 from ..model.link import LinkChange, LinkRequest
+from .base import BaseDriver, TraceRequest
 
 __all__ = ["Connection", "DEFAULT_SOCKET", "Driver", "socket_path"]
 
 
-class Driver:
+class Driver(BaseDriver):
     """:class:`~pymacvlan.links.LinkDriver` over the daemon's control socket."""
 
     backend = "userspace"
 
-    def __init__(self, socket_path: str | None = None, timeout: float = 60.0, netns: str | None = None,
-                 **_kw: Any) -> None:
-        self.client = Client(socket_path, timeout)
+    def __init__(self, socket: str | None = None, timeout: float = 60.0, netns: str | None = None,
+                 socket_path: str | None = None) -> None:
+        self.client = Client(socket or socket_path, timeout)
         self.socket_path = self.client.path
         #: `pymacvlan -n NS link ...`: the namespace this driver works in (children's, here)
         self.netns = netns
@@ -46,11 +48,58 @@ class Driver:
     def show(self, name: str | None = None, kind: str | None = None, netns: str | None = None) -> list[dict]:
         return self.client.link_show(name, kind, netns or self.netns)
 
-    def stats(self, name: str | None = None, netns: str | None = None) -> dict:
+    def stats(self, name: str | None = None) -> dict:
         """Datapath counters, engine drops by reason and per-child stats64, per parent."""
-        return self.client.stats(name, netns or self.netns)
+        raw = self.client.stats(name, self.netns)
+        parents = {}
+        for pname, st in raw["parents"].items():
+            children = {}
+            for key, c in st["children"].items():
+                row = {"rx": c["rx"], "tx": c["tx"], "ifname": c.get("ifname", key), "netns": c.get("netns"),
+                       "kind": c.get("kind"), "mode": c.get("mode"), "up": c.get("up")}
+                if "endpoint" in c:
+                    row["endpoint"] = c["endpoint"]
+                children[key] = row
+            par = st.get("parent") or {}
+            parents[pname] = {"children": children, "engine_drops": st.get("engine_drops", {}),
+                              "datapath": st.get("datapath", {}), "lower": st.get("lower"),
+                              "path": st.get("path"),
+                              "parent_socket": {k: par.get(k) for k in ("drops", "rx_frames", "tx_frames",
+                                                                         "kernel_drops") if k in par}}
+        return {"backend": self.backend, "daemon": raw.get("daemon", {}), "parents": parents}
 
-    def trace(self, mac: str | None = None, ethertype: str | int | None = None,
-              child: str | None = None) -> Iterator[dict]:
+    def trace(self, req: TraceRequest) -> Iterator[dict]:
         """Explained frames matching the filter, as the daemon sees them, until closed."""
-        return self.client.trace(mac, ethertype, child)
+        from ..daemon.trace import ethertype_value
+
+        et = f"0x{ethertype_value(req.ethertype):04x}" if req.ethertype else None
+        if req.mac:
+            from ..model.mac import parse_mac
+
+            try:
+                parse_mac(req.mac)
+            except ValueError as e:
+                raise KernelError("EINVAL", str(e)) from None
+        events = self.client.trace(req.mac, et, req.child)
+        return _with_banner(events, ", ".join(f"{k} {v}" for k, v in (("mac", req.mac), ("ethertype", et),
+                                                                    ("child", req.child)) if v), self.client.path)
+
+    def topology(self, netns: str | None = None) -> list[Any]:
+        """Every child the daemon has, whatever its namespace, under its parent."""
+        from ..graph import from_links
+
+        return from_links(self.client.link_show(None, None, netns or self.netns))
+
+
+def _with_banner(events: Iterator[dict], what: str, path: str) -> Iterator[dict]:
+    try:
+        yield {"info": f"tracing {what or 'every frame'} (Ctrl-C to stop)"}
+        yield from events
+        # the daemon closed the stream: it stopped (or restarted); a trace that says nothing and
+        # exits 0 here would read as "no frames matched"
+        yield {"end": f"ECONNRESET: the daemon on {path} stopped; the trace ends (start it again and re-run "
+                      "the trace)"}
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()

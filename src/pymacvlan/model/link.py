@@ -52,14 +52,17 @@ class LinkRequest:
 ENDPOINT_KINDS = ("stream", "dgram", "tapfd")
 
 
-def check_endpoint(req: LinkRequest, backend: str) -> None:
-    """Refuse endpoint words the request's backend cannot honour (EOPNOTSUPP)."""
+def check_endpoint(req: LinkRequest, backend: str, sockets: bool = False) -> None:
+    """Refuse endpoint words the request's backend cannot honour (EOPNOTSUPP). ``sockets``: the
+    backend's macvtap endpoints are sockets it makes (any of ENDPOINT_KINDS, owned as asked);
+    otherwise a macvtap is the kernel's character device /dev/tapN. ``backend`` names it in the
+    refusal."""
     if req.endpoint is None and req.endpoint_user is None and req.endpoint_group is None \
             and req.endpoint_mode is None:
         return
     if req.kind != "macvtap":
         raise KernelError("EOPNOTSUPP", "only a macvtap has an endpoint", "say `type macvtap`, or drop `endpoint`")
-    if backend == "userspace":
+    if sockets:
         if req.endpoint not in (None, *ENDPOINT_KINDS):
             raise KernelError("EINVAL", f"unknown endpoint {req.endpoint!r}", "say endpoint stream, dgram or tapfd")
         return

@@ -137,7 +137,7 @@ def test_control_socket_is_0600_and_answers_errors_per_request(daemon: Daemon) -
         c.sock.sendall(b"{not json\n")
         assert c.recv()["errno"] == "EINVAL"
         assert c.call({"op": "hello"})["pid"] == os.getpid()
-    assert drv.stats() == {"daemon": {"trace_subscribers": 0}, "parents": {}}
+    assert drv.stats() == {"backend": "userspace", "daemon": {"trace_subscribers": 0}, "parents": {}}
 
 
 def test_a_second_daemon_on_the_same_socket_is_refused(daemon: Daemon) -> None:

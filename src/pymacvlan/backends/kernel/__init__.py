@@ -47,6 +47,7 @@ class KernelBackend:
     """Replays a validated, normalized scenario on the kernel's own macvlan/macvtap."""
 
     name = "kernel"
+    explains = False  # no trace of its own: the sim's explains a compared run
 
     def __init__(self, cap: float = 5.0, child_netns: bool = True) -> None:
         self.cap = cap  # the longest wait for one frame's copies (see capture.Capture)
