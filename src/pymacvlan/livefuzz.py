@@ -123,7 +123,7 @@ def make_frame(rng: random.Random, macs: list[bytes], mtu: int = 1500) -> bytes:
 
 # -- the sender (a process of its own: the datapath keeps its core and its GIL) ----------------------------------
 def _sender(plan: list[str], seed: int, rate: int, env: dict, conn) -> None:
-    from .backends.userspace._sys import in_netns
+    from .netns import in_netns
 
     rng = random.Random(seed)
     stats = {s: Counter() for s in SOURCES}

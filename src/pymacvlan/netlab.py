@@ -23,7 +23,8 @@ import threading
 import time
 
 from ._signals import sigterm_raises  # noqa: F401  (re-exported for the demo)
-from .backends.userspace._sys import in_netns, write_sysctl
+from .backends.userspace.syscalls import write_sysctl
+from .netns import in_netns
 
 ETH_P_ARP = 0x0806
 PACKET_OUTGOING = 4

@@ -36,8 +36,8 @@ from pymacvlan.backends.userspace import (
     StreamEndpoint,
     TapFdEndpoint,
 )
-from pymacvlan.backends.userspace._sys import write_sysctl
 from pymacvlan.backends.userspace.endpoints import recv_fd
+from pymacvlan.backends.userspace.syscalls import write_sysctl
 from pymacvlan.netlab import Lab, leftovers, live_unavailable, sh
 from pymacvlan.vm.guest import build
 from pymacvlan.vm.qemu import GuestRun, netdev_args, qemu_available, qemu_base

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..links import HOST_BACKENDS, takes_option
+from ..model.link import LinkRequest
 from .skel import ERR_INVALID_ENV, CNIError, config_error
 
 MODES = ("bridge", "private", "vepa", "passthru", "source")
@@ -52,6 +53,28 @@ class NetConf:
     @property
     def ipam_type(self) -> str:
         return self.ipam.get("type") or ""
+
+    def link_request(self, ifname: str, netns: str | None) -> LinkRequest:
+        """The one translation of a NetConf into the driver's request: the child ``ifname``
+        made in ``netns`` (None: where the driver works, i.e. linkInContainer's pod namespace),
+        checked completely (:func:`validate_request`) before anything is touched."""
+        from ..model import KernelError, MacaddrMode, MacvlanFlag, Mode
+        from ..model.link import validate_request
+        from ..model.mac import parse_mac
+
+        flags = (MacvlanFlag.NODST if self.nodst else MacvlanFlag(0)) | \
+            (MacvlanFlag.NOPROMISC if self.nopromisc else MacvlanFlag(0))
+        req = LinkRequest(parent=self.master, name=ifname, kind="macvlan", mode=Mode[self.mode.upper()],
+                          address=parse_mac(self.mac) if self.mac else None, mtu=self.mtu or None,
+                          flags=flags or None, macaddr_mode=MacaddrMode.SET if self.macaddr else None,
+                          macaddrs=[parse_mac(m) for m in self.macaddr], bcqueuelen=self.bcqueuelen or None,
+                          bclim=self.bclim, netns=netns)
+        try:
+            validate_request(req)
+        except KernelError as e:
+            raise config_error("master" if "link" in e.message else "args", f"{e.errno_name}: {e.message}",
+                               e.advice) from None
+        return req
 
 
 def _get(conf: dict, key: str, kind: type, what: str, label: str | None = None) -> Any:

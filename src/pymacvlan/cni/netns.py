@@ -13,13 +13,11 @@ import errno
 import importlib.util
 import ipaddress
 import os
-import secrets
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
+from ..netns import in_netns
 from .skel import ERR_INTERNAL, ERR_INVALID_ENV, CNIError, config_error
 
 IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x40, 0x08
@@ -59,19 +57,6 @@ def _nlerr(e: BaseException) -> str:
     return f"{errno.errorcode.get(code, str(code))}: {os.strerror(code).lower()}" if code else str(e)
 
 
-@contextmanager
-def entered(path: str | None) -> Iterator[None]:
-    """The block runs in namespace ``path`` (a file like /run/netns/x or /proc/PID/ns/net);
-    None: where we are."""
-    if path is None:
-        yield
-        return
-    from ..backends.kernel.topology import in_netns
-
-    with in_netns(path):  # an absolute path is used as it is
-        yield
-
-
 def check_netns(path: str) -> None:
     """ns.GetNS: the path must be a network namespace file (nsfs, of type CLONE_NEWNET: a
     regular file, a directory or another kind of namespace is refused)."""
@@ -90,7 +75,7 @@ def check_netns(path: str) -> None:
 
 def default_route_ifname(netns: str | None) -> str:
     """The interface of the first default route (IPv4 or IPv6) of the main table."""
-    with entered(netns):
+    with in_netns(netns):
         ipr = _ipr()
     try:
         for r in ipr.get_routes(table=RT_TABLE_MAIN):
@@ -107,7 +92,7 @@ def link_info(name: str, netns: str | None) -> dict[str, Any] | None:
     """``{index, mtu, kind, mode, mac, flags, link}`` of ``name`` there, or None."""
     from ..links.kernel import _info_kind, _mode
 
-    with entered(netns):
+    with in_netns(netns):
         ipr = _ipr()
     try:
         idx = ipr.link_lookup(ifname=name)
@@ -133,66 +118,6 @@ def master_mtu(master: str, netns: str | None, mtu: int) -> dict[str, Any]:
     return info
 
 
-def create(conf: Any, ifname: str, netns: str) -> dict[str, Any]:
-    """Make the child in ``netns`` as ``ifname``; returns the result's interface entry.
-
-    On any failure nothing is left: the temporary link is deleted again.
-    """
-    from ..links.kernel import Driver
-    from ..model import KernelError, MacaddrMode, MacvlanFlag, Mode
-    from ..model.link import LinkRequest
-    from ..model.mac import parse_mac
-
-    tmp = "pmvtmp" + secrets.token_hex(4)
-    flags = MacvlanFlag(0)
-    if conf.nodst:
-        flags |= MacvlanFlag.NODST
-    if conf.nopromisc:
-        flags |= MacvlanFlag.NOPROMISC
-    req = LinkRequest(
-        parent=conf.master, name=tmp, kind="macvlan", mode=Mode[conf.mode.upper()],
-        address=parse_mac(conf.mac) if conf.mac else None, mtu=conf.mtu or None,
-        flags=flags if flags else None,
-        macaddr_mode=MacaddrMode.SET if conf.macaddr else None,
-        macaddrs=[parse_mac(m) for m in conf.macaddr],
-        bcqueuelen=conf.bcqueuelen or None, bclim=conf.bclim,
-        netns=None if conf.link_in_container else netns)
-    try:
-        Driver(netns=netns if conf.link_in_container else None).add(req)
-    except KernelError as e:
-        raise CNIError(ERR_INTERNAL, f"failed to create macvlan: {e.errno_name}: {e.message}", e.advice) from None
-    with entered(netns):
-        ipr = _ipr()
-    try:
-        idx = ipr.link_lookup(ifname=tmp)[0]
-        try:
-            ipr.link("set", index=idx, ifname=ifname)
-        except Exception as e:
-            ipr.link("del", index=idx)
-            raise CNIError(ERR_INTERNAL, f"failed to rename macvlan to \"{ifname}\": {_nlerr(e)}",
-                           "the container already has an interface of that name") from None
-        m = ipr.get_links(idx)[0]
-        return {"name": ifname, "mac": m.get_attr("IFLA_ADDRESS"), "sandbox": netns}
-    finally:
-        ipr.close()
-
-
-def delete(ifname: str, netns: str) -> bool:
-    """Delete ``ifname`` in ``netns``; False when it (or the namespace) is already gone."""
-    if not os.path.exists(netns):
-        return False
-    with entered(netns):
-        ipr = _ipr()
-    try:
-        idx = ipr.link_lookup(ifname=ifname)
-        if not idx:
-            return False
-        ipr.link("del", index=idx[0])
-        return True
-    finally:
-        ipr.close()
-
-
 def _sysctl(path: str, value: str) -> None:
     try:
         with open("/proc/sys/" + path, "w") as f:
@@ -211,7 +136,7 @@ def _sysctl_read(path: str) -> str | None:
 
 def configure(ifname: str, netns: str, result: dict, notify: bool = True) -> None:
     """arp_notify/ndisc_notify, then ipam.ConfigureIface: link up, addresses, routes."""
-    with entered(netns):
+    with in_netns(netns):
         if notify:
             _sysctl(f"net/ipv4/conf/{ifname}/arp_notify", "1")
             _sysctl(f"net/ipv6/conf/{ifname}/ndisc_notify", "1")
@@ -288,7 +213,7 @@ def _settle(ipr, idx: int, ifname: str, timeout: float = 10.0) -> None:
 
 
 def set_up(ifname: str, netns: str) -> None:
-    with entered(netns):
+    with in_netns(netns):
         ipr = _ipr()
     try:
         ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
@@ -298,7 +223,7 @@ def set_up(ifname: str, netns: str) -> None:
 
 def addresses(ifname: str, netns: str) -> list[str] | None:
     """The link's addresses as ``a.b.c.d/len``, None when the link does not exist."""
-    with entered(netns):
+    with in_netns(netns):
         ipr = _ipr()
     try:
         idx = ipr.link_lookup(ifname=ifname)
@@ -311,7 +236,7 @@ def addresses(ifname: str, netns: str) -> list[str] | None:
 
 def routes(netns: str) -> list[dict[str, Any]]:
     """All routes of the namespace as ``{dst, gw, table}`` (dst ``0.0.0.0/0`` for a default)."""
-    with entered(netns):
+    with in_netns(netns):
         ipr = _ipr()
     try:
         out = []

@@ -78,20 +78,64 @@ def _load_checked(a: Args) -> tuple[conflib.NetConf, dict[str, Any], str | None]
     return n, netns.master_mtu(n.master, where, n.mtu), where
 
 
+# -- the link driver: the only way to the backend ------------------------------------------------------
+_UNREACHABLE = ("ECONNREFUSED", "ETIMEDOUT", "ECONNRESET", "EACCES", "ENOENT")
+
+
+def _driver(n: conflib.NetConf, where: str | None = None):
+    """The link driver of the config's backend, working where the master lives (None: here)."""
+    from ..links import DriverConfig, open_driver
+
+    return open_driver(DriverConfig(n.backend, netns=where, socket=n.socket or None))
+
+
+def _cni_error(e: Any, what: str) -> CNIError:
+    """A driver's refusal in CNI's terms: a daemon that does not answer is "try again later"."""
+    if e.errno_name in _UNREACHABLE and "namespace" not in e.message:
+        return CNIError(ERR_TRY_AGAIN_LATER, f"{what}: {e.message}", e.advice)
+    return CNIError(ERR_INTERNAL, f"{what}: {e.errno_name}: {e.message}", e.advice)
+
+
+def _delete_link(n: conflib.NetConf, a: Args, expect=None) -> None:
+    """The child, idempotently (a child or namespace already gone is success). A kernel link
+    only if it is provably the one ADD made (records.delete_child: namespace, ifindex, kind,
+    MAC); a daemon's child through its driver (the daemon knows its own children)."""
+    from ..model import KernelError
+
+    if not a.netns:
+        return
+    drv = _driver(n)
+    if drv.kernel_links:
+        try:
+            _delete_child(n, a, expect)
+        except OSError as e:
+            raise CNIError(ERR_INTERNAL, f"failed to delete {a.ifname} in {a.netns}: {e}") from None
+        return
+    try:
+        drv.delete(a.ifname, netns=a.netns)
+    except KernelError as e:
+        if e.errno_name in ("ENODEV", "ENOENT"):
+            return
+        raise _cni_error(e, f"failed to delete {a.ifname} in {a.netns}") from None
+
+
 def cmd_add(a: Args) -> dict:
+    from ..model import KernelError
     from . import netns
     from .result import convert
 
     n, master, where = _load_checked(a)
+    req = n.link_request(a.ifname, None if n.link_in_container else a.netns)  # checked before anything
     from .preflight import preflight
 
     preflight(n, master, where)
-    if n.backend == "userspace":
-        from .userspace import add as us_add
-
-        iface = us_add(n, a)
-    else:
-        iface = netns.create(n, a.ifname, a.netns)
+    drv = _driver(n, where)
+    try:
+        added = drv.add(req) or {}
+        mac = added.get("address") or drv.show(a.ifname, netns=a.netns)[0]["address"]
+    except KernelError as e:
+        raise _cni_error(e, "failed to create macvlan") from None
+    iface = {"name": a.ifname, "mac": mac, "sandbox": a.netns}
     result: dict[str, Any] = {"cniVersion": "1.1.0", "interfaces": [iface], "ips": [], "routes": [], "dns": {}}
     ipam_done = False
     try:
@@ -120,16 +164,11 @@ def _rollback(n: conflib.NetConf, a: Args, ipam_done: bool) -> None:
 
     drop_record(n, a.container_id, a.ifname)
     try:  # the child ADD just made: no record any more, so prove it is ours by reading it now
-        ident = child_identity(a.ifname, a.netns) if n.backend != "userspace" else None
+        ident = child_identity(a.ifname, a.netns) if _driver(n).kernel_links else None
     except OSError:
         ident = None
     try:
-        if n.backend == "userspace":
-            from .userspace import delete as us_del
-
-            us_del(n, a)
-        else:
-            _delete_child(n, a, expect=ident)
+        _delete_link(n, a, expect=ident)
     except Exception as e:
         log(f"rollback: could not delete {a.ifname} in {a.netns}: {e}")
     if ipam_done:
@@ -141,19 +180,10 @@ def _rollback(n: conflib.NetConf, a: Args, ipam_done: bool) -> None:
 
 def cmd_del(a: Args) -> None:
     """IPAM first, then the child; succeeds when things are already gone, and without a netns."""
-
     n = conflib.load_for_del(a.conf)
     if n.ipam_type:
         ipam.execute(a, "DEL", n.ipam_type)
-    if n.backend == "userspace":
-        from .userspace import delete as us_del
-
-        us_del(n, a)
-    elif a.netns:
-        try:
-            _delete_child(n, a)
-        except OSError as e:
-            raise CNIError(ERR_INTERNAL, f"failed to delete {a.ifname} in {a.netns}: {e}") from None
+    _delete_link(n, a)
     drop_record(n, a.container_id, a.ifname)
     if n.host_access:
         from .hostaccess import sync
@@ -166,6 +196,7 @@ def cmd_check(a: Args) -> None:
     """The child in ``CNI_NETNS`` against ``prevResult``: kind, mode, MAC, addresses, routes."""
     import ipaddress
 
+    from ..model import KernelError
     from . import netns
     from .result import to_current
 
@@ -179,25 +210,24 @@ def cmd_check(a: Args) -> None:
     mine = next((i for i in r["interfaces"] if i.get("name") == a.ifname and i.get("sandbox") == a.netns), None)
     if mine is None:
         raise CNIError(ERR_INTERNAL, f"sandbox in prevResult  doesn't match configured netns: {a.netns}")
-    if n.backend == "userspace":
-        from .userspace import check as us_check
-
-        us_check(n, a, mine)
-    else:
-        info = netns.link_info(a.ifname, a.netns)
-        if info is None:
-            raise CNIError(ERR_INTERNAL, f"container Interface name in prevResult: {a.ifname} not found")
-        if info["kind"] != "macvlan":
-            raise CNIError(ERR_INTERNAL, f"error: Container interface {a.ifname} not of type macvlan")
-        from ..model import MODE_NAMES, Mode
-
-        have = MODE_NAMES.get(Mode(info["mode"]), str(info["mode"])) if info["mode"] else "?"
-        if have != n.mode:
-            raise CNIError(ERR_INTERNAL, f"container macvlan mode {have} does not match expected value: {n.mode}")
-        if mine.get("mac") and mine["mac"].lower() != (info["mac"] or "").lower():
-            raise CNIError(
-                ERR_INTERNAL, f"interface {a.ifname} Mac {mine['mac']} doesn't match container Mac: {info['mac']}"
-            )
+    try:
+        links = _driver(n).show(a.ifname, netns=a.netns)
+    except KernelError as e:
+        if e.errno_name in ("ENODEV", "ENOENT"):
+            links = []
+        else:
+            raise _cni_error(e, f"container Interface name in prevResult: {a.ifname} not found") from None
+    if not links:
+        raise CNIError(ERR_INTERNAL, f"container Interface name in prevResult: {a.ifname} not found")
+    info = links[0].get("linkinfo", {})
+    if info.get("info_kind") != "macvlan":
+        raise CNIError(ERR_INTERNAL, f"error: Container interface {a.ifname} not of type macvlan")
+    have = info.get("info_data", {}).get("mode", "?")
+    if have != n.mode:
+        raise CNIError(ERR_INTERNAL, f"container macvlan mode {have} does not match expected value: {n.mode}")
+    if mine.get("mac") and mine["mac"].lower() != str(links[0].get("address", "")).lower():
+        raise CNIError(ERR_INTERNAL, f"interface {a.ifname} Mac {mine['mac']} doesn't match container Mac: "
+                       f"{links[0].get('address')}")
     have_addrs = {str(ipaddress.ip_interface(x)) for x in netns.addresses(a.ifname, a.netns) or []}
     for ip in r["ips"]:
         if str(ipaddress.ip_interface(ip["address"])) not in have_addrs:
@@ -226,17 +256,14 @@ def _delegate_optional(a: Args, command: str, plugin: str, stdin: bytes | None =
 
 
 def cmd_status(a: Args) -> None:
-    """50 when an ADD would fail for sure: the daemon does not answer, the master is gone."""
-    from . import netns
+    """50 when an ADD would fail for sure: the backend does not answer, the master is gone."""
+    from ..model import KernelError
 
     n = conflib.load_for_del(a.conf)
-    if n.backend == "userspace":
-        from .userspace import status
-
-        status(n)
-    elif n.master and not n.link_in_container and netns.link_info(n.master, None) is None:
-        raise CNIError(ERR_PLUGIN_NOT_AVAILABLE, f"master {n.master!r} does not exist",
-                       "create the parent interface or fix \"master\"")
+    try:
+        _driver(n).probe(None if n.link_in_container else (n.master or None))
+    except KernelError as e:
+        raise CNIError(ERR_PLUGIN_NOT_AVAILABLE, e.message, e.advice or "start it, or fix \"master\"") from None
     if n.ipam_type:
         _delegate_optional(a, "STATUS", n.ipam_type)
     return None
@@ -264,16 +291,12 @@ def cmd_gc(a: Args) -> None:
             rn = conflib.load_for_del(sub.conf) if isinstance(sub.conf.get("name"), str) else n
             if rn.ipam_type:
                 ipam.execute(sub, "DEL", rn.ipam_type, env=env)
-            if rec.backend == "userspace":
-                from .userspace import delete as us_del
-
-                us_del(rn, sub)
-            elif sub.netns:
-                if rec.identity is None:  # a record of format 1: its namespace path proves nothing
-                    log(f"GC: {rec.container_id}/{rec.ifname}: the record has no device identity; "
-                        "its link is left to the runtime")
-                else:
-                    _delete_child(rn, sub, expect=rec.identity)
+            if _driver(rn).kernel_links and sub.netns and rec.identity is None:
+                # a record of format 1: its namespace path proves nothing
+                log(f"GC: {rec.container_id}/{rec.ifname}: the record has no device identity; "
+                    "its link is left to the runtime")
+            else:
+                _delete_link(rn, sub, expect=rec.identity)
         except (CNIError, OSError, ValueError, RecursionError) as e:
             log(f"GC: {rec.container_id}/{rec.ifname}: {getattr(e, 'msg', e)}")
             continue

@@ -22,9 +22,10 @@ FATAL = ("wifi-parent", "rx-handler-busy", "macvlan-and-ipvlan")
 def facts(master: dict[str, Any], name: str, netns: str | None):
     from .. import doctor
     from ..links.kernel import _info_kind, _mode
-    from .netns import _ipr, entered
+    from ..netns import in_netns
+    from .netns import _ipr
 
-    with entered(netns):
+    with in_netns(netns):
         ipr = _ipr()
     try:
         kids = [m for m in ipr.get_links() if m.get_attr("IFLA_LINK") == master["index"]

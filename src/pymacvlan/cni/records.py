@@ -164,9 +164,9 @@ def _nstype(fd: int) -> int:
 
 def child_identity(ifname: str, netns: str) -> identity.DeviceIdentity:
     """The child as its namespace sees it, read through a socket bound there."""
-    from .netns import entered
+    from ..netns import in_netns
 
-    with entered(netns):
+    with in_netns(netns):
         ipr = identity.open_ipr(None)
     try:
         return identity.read(ipr, ifname=ifname)
@@ -188,9 +188,9 @@ def delete_child(ifname: str, netns: str, expect: identity.DeviceIdentity | None
     if not is_netns(netns):
         raise identity.IdentityError(errno.EINVAL, f"{netns!r} is not a network namespace file: not deleting "
                                      f"{ifname!r} there")
-    from .netns import entered
+    from ..netns import in_netns
 
-    with entered(netns):
+    with in_netns(netns):
         ipr = identity.open_ipr(None)
     try:
         ns = identity.socket_netns(ipr)

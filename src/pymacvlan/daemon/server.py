@@ -606,7 +606,8 @@ class Daemon:
             with self._lock:
                 if op == "hello":
                     return {"ok": True, "version": PROTOCOL_VERSION, "pid": os.getpid(),
-                            "state_warning": self.state_warning, "fastpath": self.fastpath_status}
+                            "state_warning": self.state_warning, "fastpath": self.fastpath_status,
+                            "netns": self.cfg.netns}
                 if op == "stop":
                     self.stop(remove=bool(req.get("remove")))
                     return {"ok": True}
@@ -1003,7 +1004,7 @@ class Daemon:
 
 def _tap_gone(rec: LinkRecord) -> bool:
     """No device has the record's name in its namespace any more (and the namespace exists)."""
-    from ..backends.userspace._sys import NetdevCtl
+    from ..backends.userspace.syscalls import NetdevCtl
 
     try:
         ctl = NetdevCtl(rec.netns)

@@ -59,6 +59,7 @@ class BaseDriver:
     owns_parents = False
     host_stack = True
     injects = False
+    kernel_links = False  # its children are kernel links a front end must prove (identity) before deleting
 
     # -- links (rtnl_link_ops) ------------------------------------------------------------------
     def add(self, req: LinkRequest) -> dict | None:
@@ -91,6 +92,11 @@ class BaseDriver:
         """Make bridge-mode child ``name`` the host's way to its macvlan children (addresses,
         routes); lines saying what was done."""
         raise unsupported(self.backend, "host access", "the host-access child needs a real host stack")
+
+    def probe(self, parent: str | None = None) -> None:
+        """Raise (one line) when an ``add`` on ``parent`` would fail for sure: the backend does
+        not answer, the parent does not exist (None: only the backend). CNI's STATUS."""
+        raise unsupported(self.backend, "probe")
 
     def topology(self, netns: str | None = None) -> list[Any]:
         """``pymacvlan.graph.Parent`` objects for ``show --graph``: parents, children, modes."""

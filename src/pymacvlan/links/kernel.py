@@ -11,9 +11,7 @@ named network namespace (``pymacvlan -n NS``, like ``ip -n NS``).
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,9 +20,9 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..backends.kernel import nl  # registers the full macvlan attribute tables
-from ..backends.kernel.topology import NETNS_DIR, in_netns
 from ..model import KernelError, MacaddrMode, Mode, mac_str
 from ..model.link import LinkChange, LinkRequest, check_endpoint, validate_change, validate_request
+from ..netns import NETNS_DIR, in_netns
 from .base import BaseDriver, TraceRequest
 
 IFF_UP, IFF_PROMISC, IFF_ALLMULTI = nl.IFF_UP, nl.IFF_PROMISC, nl.IFF_ALLMULTI
@@ -42,6 +40,7 @@ class Driver(BaseDriver):
     """LinkDriver over the kernel. Needs CAP_NET_ADMIN (root) in the namespace it works in."""
 
     backend = "kernel"
+    kernel_links = True  # a CNI DEL proves the device (namespace, ifindex, kind, MAC) before deleting it
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
@@ -152,39 +151,18 @@ class Driver(BaseDriver):
 
     # -- host access -------------------------------------------------------------------------------
     def host_access(self, name: str, parent: str, routes: list[str]) -> list[str]:
-        """The standard fix for "the host cannot reach its macvlan children": the host's traffic
-        to them leaves through its own bridge-mode child ``name``. Each IPv4 address of the
-        parent is added to ``name`` as a /32, and the given routes (default: the parent's
-        subnets, as two halves so they win over the parent's own prefix routes without touching
-        them) point at ``name``. Deleting ``name`` removes all of it."""
-        lines: list[str] = []
+        """:func:`.hostnet.give_host_access` in the driver's namespace."""
+        from .hostnet import give_host_access
+
         with self._ipr() as ipr:
-            p_idx, c_idx = self._index(ipr, parent), self._index(ipr, name)
-            addrs = [
-                (a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=p_idx, family=socket.AF_INET)
-            ]
-            try:
-                for addr, _plen in addrs:
-                    ipr.addr("add", index=c_idx, address=addr, prefixlen=32)
-                    lines.append(f"host-access: {name} has {addr}/32 (from {parent})")
-                prefixes = list(routes)
-                if not prefixes:
-                    for addr, plen in addrs:
-                        net = ipaddress.ip_network(f"{addr}/{plen}", strict=False)
-                        if plen < 31:
-                            prefixes += [str(n) for n in net.subnets(prefixlen_diff=1)]
-                for prefix in prefixes:
-                    net = ipaddress.ip_network(prefix, strict=False)
-                    ipr.route("add", dst=str(net.network_address), dst_len=net.prefixlen, oif=c_idx)
-                    lines.append(f"host-access: route {net} dev {name}")
-            except NetlinkError as e:
-                raise _kernel_error(e, f"while giving {name} the host's addresses and routes") from None
-            except ValueError as e:
-                raise KernelError("EINVAL", f"bad route prefix: {e}", "say route 10.0.0.0/24") from None
-        if not addrs and not routes:
-            lines.append(f"host-access: {parent} has no IPv4 address: give {name} one and routes to the "
-                         "children (host-access route PREFIX)")
-        return lines
+            return give_host_access(ipr, name, parent, routes)
+
+    def probe(self, parent: str | None = None) -> None:
+        """ENODEV when ``parent`` is not here (an add on it would fail for sure)."""
+        if parent is None:
+            return
+        with self._ipr() as ipr:
+            self._index(ipr, parent)
 
     # -- stats, trace, events ----------------------------------------------------------------------
     def stats(self, name: str | None = None) -> dict:

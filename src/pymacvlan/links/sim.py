@@ -448,6 +448,9 @@ class Driver(BaseDriver):
         with self._locked(write=True):
             self.path.unlink(missing_ok=True)
 
+    def probe(self, parent: str | None = None) -> None:
+        """Always ready: a sim parent is made on first use."""
+
     def notice(self) -> str | None:
         """Where the state lives, and that the host was not touched."""
         path = str(self.path)

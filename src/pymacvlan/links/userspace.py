@@ -84,6 +84,30 @@ class Driver(BaseDriver):
         return _with_banner(events, ", ".join(f"{k} {v}" for k, v in (("mac", req.mac), ("ethertype", et),
                                                                     ("child", req.child)) if v), self.client.path)
 
+    def probe(self, parent: str | None = None) -> None:
+        """The daemon answers (it opens parents itself, in its own namespace)."""
+        try:
+            self.client.hello()
+        except KernelError as e:
+            raise KernelError(e.errno_name, f"the pymacvlan daemon does not answer: {e.message}", e.advice) from None
+
+    def host_access(self, name: str, parent: str, routes: list[str]) -> list[str]:
+        """The host child ``name`` is the daemon's TAP where its parents are: give it the
+        parent's addresses and the routes there (:func:`.hostnet.give_host_access`); the
+        datapath switches between it and the bridge-mode children as macvlan does."""
+        from pyroute2 import IPRoute
+
+        from ..netns import in_netns
+        from .hostnet import give_host_access
+
+        where = self.client.hello().get("netns")
+        with in_netns(where):
+            ipr = IPRoute()
+        try:
+            return give_host_access(ipr, name, parent, routes)
+        finally:
+            ipr.close()
+
     def topology(self, netns: str | None = None) -> list[Any]:
         """Every child the daemon has, whatever its namespace, under its parent."""
         from ..graph import from_links

@@ -16,7 +16,6 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from pymacvlan.backends.userspace._sys import VNET_HDR, ZERO_VNET_HDR
 from pymacvlan.backends.userspace.endpoints import (
     EPOLLIN,
     EPOLLOUT,
@@ -27,6 +26,7 @@ from pymacvlan.backends.userspace.endpoints import (
     send_fd,
 )
 from pymacvlan.backends.userspace.gso import csum_add
+from pymacvlan.backends.userspace.syscalls import VNET_HDR, ZERO_VNET_HDR
 
 
 class FakeReactor:

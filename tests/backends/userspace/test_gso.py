@@ -18,7 +18,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from pymacvlan.backends.userspace import gso
-from pymacvlan.backends.userspace._sys import (
+from pymacvlan.backends.userspace.syscalls import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_GSO_ECN,
     VIRTIO_NET_HDR_GSO_NONE,

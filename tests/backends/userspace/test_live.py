@@ -30,9 +30,9 @@ from pymacvlan.backends.userspace import (
     StreamEndpoint,
     TapFdEndpoint,
 )
-from pymacvlan.backends.userspace._sys import in_netns
 from pymacvlan.backends.userspace.endpoints import recv_fd
 from pymacvlan.daemon.trace import FrameTracer, TraceFilter
+from pymacvlan.netns import in_netns
 from tests.ci import live_marks
 
 from .netlab import Lab, leftovers, live_unavailable, ping, sh, tcp_transfer

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from pymacvlan.backends.userspace._sys import in_netns
+from pymacvlan.netns import in_netns
 from pymacvlan.reachability import STATION_MAC, reach
 from tests.ci import live_marks
 

@@ -17,8 +17,8 @@ import time
 import pytest
 
 from pymacvlan.backends.userspace import DgramEndpoint, StreamEndpoint, TapFdEndpoint
-from pymacvlan.backends.userspace._sys import in_netns
 from pymacvlan.backends.userspace.endpoints import recv_fd
+from pymacvlan.netns import in_netns
 from tests.ci import live_marks
 
 from .netlab import live_unavailable, ping, sh

@@ -170,7 +170,7 @@ class KernelTracer:
     def _parents_with_children(self) -> list[str]:
         from pyroute2 import IPRoute
 
-        from ..userspace._sys import in_netns
+        from ...netns import in_netns
         from .mirror import children_of
 
         spaces: dict = {}

@@ -31,8 +31,8 @@ from pyroute2 import IPRoute
 
 from ...engine import STACK_GROUPS
 from ...model import MODE_NAMES, KernelError, Mode, flag_names, mac_str
+from ...netns import in_netns, netns_path
 from ..sim import Simulation
-from ..userspace._sys import in_netns, netns_path
 from . import nl  # noqa: F401  (registers the full macvlan attribute tables)
 from .nl import IFF_ALLMULTI, IFF_PROMISC, IFF_UP
 

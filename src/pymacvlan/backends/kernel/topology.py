@@ -23,8 +23,6 @@ import secrets
 import stat
 import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,9 +31,8 @@ from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ... import identity
+from ...netns import NETNS_DIR, in_netns, setns  # noqa: F401 (in_netns re-exported for this package)
 
-NETNS_DIR = "/run/netns"
-CLONE_NEWNET = 0x40000000
 CLONE_NEWNS = 0x00020000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
@@ -47,30 +44,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-@contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the block with this thread in namespace ``name``; sockets made inside stay there.
-
-    Unlike pyroute2's pushns(), this never creates a namespace that does not exist.
-    """
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
+    setns(fd)
 
 
 def valid_ifname(name: str) -> bool:
