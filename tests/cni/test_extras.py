@@ -105,13 +105,23 @@ def _ping(ns: str | None, addr: str) -> bool:
     return subprocess.run([*pre, "busybox", "ping", "-c", "1", "-W", "2", addr], capture_output=True).returncode == 0
 
 
-def test_host_access(lab, plugin_dir):
+@pytest.mark.parametrize("backend", ["kernel", "userspace"])
+def test_host_access(lab, plugin_dir, tmp_path, backend):
+    """Issue 18: hostAccess works on every backend with a host stack: the host child is the
+    kernel's macvlan, or the userspace daemon's TAP (the datapath switches it with the pods)."""
     from pymacvlan.cni.hostaccess import child_name
 
+    daemon = None
+    extra: dict = {}
+    if backend == "userspace":
+        from tests.backends.userspace.test_daemon import DaemonProc
+
+        daemon = DaemonProc(tmp_path, lab.host).start()
+        extra = {"backend": "userspace", "socket": daemon.socket}
     ip("-n", lab.host, "addr", "add", "10.77.0.250/24", "dev", lab.master)
     try:
         pods = [lab.container(), lab.container()]
-        c = conf(lab, hostAccess=True, ipam=hl(lab, "ha"), name="ha")
+        c = conf(lab, hostAccess=True, ipam=hl(lab, f"ha{backend}"), name=f"ha{backend}", **extra)
         addrs = []
         for n, ns in enumerate(pods):
             r = run(lab, plugin_dir, "ADD", c, netns=ns, container_id=f"ha{n}")
@@ -130,6 +140,8 @@ def test_host_access(lab, plugin_dir):
         assert host_child not in lab.host_links()  # gone with the last pod
     finally:
         ip("-n", lab.host, "addr", "del", "10.77.0.250/24", "dev", lab.master, check=False)
+        if daemon is not None:
+            daemon.stop()
 
 
 def test_gc_removes_what_is_not_valid(lab, plugin_dir):

@@ -3,10 +3,10 @@
 macvlan never passes frames between its children and the master's own stack. The standard
 fix, applied per master: one bridge-mode child of the master in the host's namespace
 (``pmvha`` + a hash of the master's name) holding the master's IPv4 addresses as /32s
-(:meth:`pymacvlan.links.kernel.Driver.host_access`), and a /32 (or /128) route per pod address
-through it. :func:`sync` recomputes that from the attachment records of every network with
-hostAccess on this master, under a lock file: made with the first pod, routes kept current
-on ADD and DEL, removed with the last pod.
+(the backend driver's ``host_access``: a kernel macvlan, or the userspace daemon's TAP), and
+a /32 (or /128) route per pod address through it. :func:`sync` recomputes that from the
+attachment records of every network with hostAccess on this master, under a lock file: made
+with the first pod, routes kept current on ADD and DEL, removed with the last pod.
 """
 
 from __future__ import annotations
@@ -118,13 +118,18 @@ def _record(state_dir: str, name: str, ident: Any) -> None:
 
 
 def sync(n: Any) -> list[str]:
-    """Make the host child and its routes match the records; returns what is routed."""
-    from ..links.kernel import Driver
+    """Make the host child and its routes match the records; returns what is routed.
+
+    The host child is made by the network's backend driver (the kernel's macvlan, or the
+    userspace daemon's TAP where its parents are), in one request with ``up``; its addresses
+    come from the driver's ``host_access``; the per-pod routes are kept here (CNI's concern)."""
+    from ..links import DriverConfig, open_driver
     from ..model import KernelError, Mode
     from ..model.link import LinkRequest
     from .netns import _ipr
 
     name = child_name(n.master)
+    drv = open_driver(DriverConfig(n.backend, socket=n.socket or None))
     with _locked(n.state_dir):
         want = wanted(n.state_dir, n.master)
         ipr = _ipr()
@@ -134,22 +139,26 @@ def sync(n: Any) -> list[str]:
             have_idx = ipr.link_lookup(ifname=name)
             if have_idx:
                 _proven(ipr, n.state_dir, name, n.master, have_idx[0])
-            if not want:
-                if have_idx:
-                    ipr.link("del", index=have_idx[0])
-                    try:
-                        os.unlink(_ident_path(n.state_dir, name))
-                    except FileNotFoundError:
-                        pass
-                return []
             try:
+                if not want:
+                    if have_idx:
+                        if drv.kernel_links:  # the proven device itself, by its index
+                            ipr.link("del", index=have_idx[0])
+                        else:  # the daemon's own child
+                            drv.delete(name)
+                        try:
+                            os.unlink(_ident_path(n.state_dir, name))
+                        except FileNotFoundError:
+                            pass
+                    return []
                 if not have_idx:
-                    d = Driver()
-                    d.add(LinkRequest(parent=n.master, name=name, kind="macvlan", mode=Mode.BRIDGE))
+                    drv.add(LinkRequest(parent=n.master, name=name, kind="macvlan", mode=Mode.BRIDGE, up=True))
                     have_idx = ipr.link_lookup(ifname=name)
+                    if not have_idx:
+                        raise KernelError("ENODEV", f"the host child {name} is not in the host's namespace",
+                                          "the userspace daemon must run where the host is (no --netns)")
                     _record(n.state_dir, name, identity.read(ipr, ifindex=have_idx[0]))
-                    ipr.link("set", index=have_idx[0], state="up")
-                    d.host_access(name, n.master, routes=want[:1])
+                    drv.host_access(name, n.master, routes=want[:1])
             except KernelError as e:
                 raise CNIError(ERR_INTERNAL, f"hostAccess: {e}", e.advice) from None
             idx = have_idx[0]
