@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli._report import plural
 from .scenario import ScenarioError, diff_results, load_scenario
+from .words import plural
 
 MODES = ["private", "vepa", "bridge", "passthru", "source", None]
 NAMES = ["A", "B", "C", "D"]

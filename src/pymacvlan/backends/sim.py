@@ -243,15 +243,13 @@ def state(engine: Engine) -> dict:
 
 
 def child_state(engine: Engine, v: MacvlanDev) -> dict:
-    port = engine.port
-    info = {"mode": v.mode.name.lower(), "flags": flag_names(v.flags),
-            "bcqueuelen": v.bc_queue_len_req, "usedbcqueuelen": port.bc_queue_len_used}
-    if port.bc_cutoff != 1:
-        info["bclim"] = port.bc_cutoff
-    if v.mode == 16:
-        info["macaddr_count"] = v.macaddr_count
-        if v.macaddr_count:
-            info["macaddr_data"] = [mac_str(m) for m in port.source_dump(v)]
+    """A replayed child's state: the engine's one view (macvlan_fill_info), flags as names."""
+    from ..engine.fill_info import macvlan_fill_info
+
+    fill = macvlan_fill_info(engine, v)
+    info = {"mode": fill["mode"], "flags": flag_names(v.flags)}
+    info.update({k: fill[k] for k in ("bcqueuelen", "usedbcqueuelen", "bclim", "macaddr_count", "macaddr_data")
+                 if k in fill})
     return {"address": mac_str(v.mac), "mtu": v.mtu, "operstate": operstate(v.up, v.carrier),
             "flags": link_flags(v.up, v.carrier, v.promisc_user, v.allmulti_user),
             "promiscuity": v.promiscuity, "allmulti": v.allmulti,

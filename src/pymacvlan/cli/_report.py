@@ -5,11 +5,7 @@ from __future__ import annotations
 import errno
 
 from ..model.errors import KernelError
-
-
-def plural(n: int, one: str, many: str | None = None) -> str:
-    """``1 step``, ``2 steps``: never ``step(s)``."""
-    return f"{n} {one if n == 1 else (many or one + 's')}"
+from ..words import plural  # noqa: F401 (re-exported for the commands)
 
 
 def os_error_line(cmd: str, e: OSError, hint: str = "") -> str:

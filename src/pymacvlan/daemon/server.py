@@ -75,6 +75,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -600,39 +601,47 @@ class Daemon:
             reply["id"] = req["id"]
         return reply
 
+    # -- requests: one handler per op (the dispatch table OPS, below the class) -----------------
+    def _op_hello(self, conn: socket.socket, req: dict) -> dict | None:
+        return {"ok": True, "version": PROTOCOL_VERSION, "pid": os.getpid(),
+                "state_warning": self.state_warning, "fastpath": self.fastpath_status, "netns": self.cfg.netns}
+
+    def _op_stop(self, conn: socket.socket, req: dict) -> dict | None:
+        self.stop(remove=bool(req.get("remove")))
+        return {"ok": True}
+
+    def _op_link_add(self, conn: socket.socket, req: dict) -> dict | None:
+        return {"ok": True, "link": self.link_add(decode(LinkRequest, req.get("req")))}
+
+    def _op_link_set(self, conn: socket.socket, req: dict) -> dict | None:
+        self.link_set(req.get("name", ""), decode(LinkChange, req.get("change", {})), req.get("netns"))
+        return {"ok": True}
+
+    def _op_link_del(self, conn: socket.socket, req: dict) -> dict | None:
+        self.link_del(req.get("name", ""), req.get("netns"))
+        return {"ok": True}
+
+    def _op_link_show(self, conn: socket.socket, req: dict) -> dict | None:
+        return {"ok": True, "links": self.link_show(req.get("name"), req.get("kind"), req.get("netns"))}
+
+    def _op_stats(self, conn: socket.socket, req: dict) -> dict | None:
+        return {"ok": True, **self.stats(req.get("name"), req.get("netns"))}
+
+    def _op_dhcp(self, conn: socket.socket, req: dict) -> dict | None:
+        return self._dhcp_op(conn, req["op"], req)
+
+    def _op_trace(self, conn: socket.socket, req: dict) -> dict | None:
+        self.subscribe(conn, TraceFilter.from_request(req), req.get("id"))
+        return None  # subscribe() answered before the first event
+
     def _handle(self, conn: socket.socket, req: dict) -> dict | None:
         op = req.get("op")
         try:
+            handler = OPS.get(op) if isinstance(op, str) else None
+            if handler is None:
+                return KernelError("EOPNOTSUPP", f"unknown op {op!r}", "expected " + ", ".join(OPS)).as_result()
             with self._lock:
-                if op == "hello":
-                    return {"ok": True, "version": PROTOCOL_VERSION, "pid": os.getpid(),
-                            "state_warning": self.state_warning, "fastpath": self.fastpath_status,
-                            "netns": self.cfg.netns}
-                if op == "stop":
-                    self.stop(remove=bool(req.get("remove")))
-                    return {"ok": True}
-                if op == "link.add":
-                    return {"ok": True, "link": self.link_add(decode(LinkRequest, req.get("req")))}
-                if op == "link.set":
-                    self.link_set(req.get("name", ""), decode(LinkChange, req.get("change", {})), req.get("netns"))
-                    return {"ok": True}
-                if op == "link.del":
-                    self.link_del(req.get("name", ""), req.get("netns"))
-                    return {"ok": True}
-                if op == "link.show":
-                    return {"ok": True, "links": self.link_show(req.get("name"), req.get("kind"), req.get("netns"))}
-                if op == "stats":
-                    return {"ok": True, **self.stats(req.get("name"), req.get("netns"))}
-                if op == "trace":
-                    self.subscribe(conn, TraceFilter.from_request(req), req.get("id"))
-                    return None  # subscribe() answered before the first event
-                if isinstance(op, str) and op.startswith("dhcp."):
-                    return self._dhcp_op(conn, op, req)
-            return KernelError(
-                "EOPNOTSUPP",
-                f"unknown op {op!r}",
-                "expected hello, stop, link.add, link.set, link.del, link.show, stats or trace",
-            ).as_result()
+                return handler(self, conn, req)
         except KernelError as e:
             return e.as_result()
         except OSError as e:
@@ -758,19 +767,19 @@ class Daemon:
                 if fresh:
                     self._release_parent_if_unused(req.parent)
                 raise
-        vlan = dp.engine.children[key]
-        self.links[key] = LinkRecord(req.name, req.parent, req.kind, req.netns, int(vlan.mode), mac_str(vlan.mac),
-                                     req.mtu, int(vlan.flags), [mac_str(m) for m in req.macaddrs],
+        mode, mac, flags = dp.call(_child_settings, dp, key)  # read on the datapath's thread
+        self.links[key] = LinkRecord(req.name, req.parent, req.kind, req.netns, mode, mac_str(mac),
+                                     req.mtu, flags, [mac_str(m) for m in req.macaddrs],
                                      req.bcqueuelen, req.bclim, endpoint=endpoint, ifindex=info.get("ifindex"),
                                      endpoint_kind=req.endpoint or "stream" if req.kind == "macvtap" else None,
                                      endpoint_user=req.endpoint_user, endpoint_group=req.endpoint_group,
                                      endpoint_mode=req.endpoint_mode)
-        log.info("added %s %s on %s (%s, %s)%s", req.kind, req.name, req.parent, vlan.mode.name.lower(),
-                 mac_str(vlan.mac), f" in {req.netns}" if req.netns else "")
+        log.info("added %s %s on %s (%s, %s)%s", req.kind, req.name, req.parent, Mode(mode).name.lower(),
+                 mac_str(mac), f" in {req.netns}" if req.netns else "")
         if save:
             self._save()
         rec = self.links[key]
-        return {"name": req.name, "ifindex": info.get("ifindex"), "address": mac_str(vlan.mac),
+        return {"name": req.name, "ifindex": info.get("ifindex"), "address": mac_str(mac),
                 "endpoint": dp.call(self._endpoint_view, dp, rec)}
 
     def _endpoint(self, key: str, req: LinkRequest, adopt: int | None = None):
@@ -861,7 +870,7 @@ class Daemon:
     def _show_one(dp, rec: LinkRecord) -> dict | None:
         """One ``ip -j -d -s link show`` object (iproute2's keys) from the engine's state; the
         child is shown as if in the parent's namespace, its real one under ``netns``."""
-        from ..links.sim import child_link
+        from ..engine.fill_info import child_link
 
         vlan = dp.engine.children.get(rec.key)
         if vlan is None:
@@ -1000,6 +1009,23 @@ class Daemon:
                 log.warning("cannot restore %s on %s: %s (kept in the state file)", rec.key, rec.parent, e)
                 self.pending.append(rec)
         self._save()
+
+
+#: the control protocol's ops and their handlers (as macvlan's ops tables: one entry per verb)
+OPS: dict[str, Callable[[Daemon, socket.socket, dict], dict | None]] = {
+    "hello": Daemon._op_hello, "stop": Daemon._op_stop, "link.add": Daemon._op_link_add,
+    "link.set": Daemon._op_link_set, "link.del": Daemon._op_link_del, "link.show": Daemon._op_link_show,
+    "stats": Daemon._op_stats, "trace": Daemon._op_trace,
+    # the DHCP service's (i22): one handler of its own for its ops
+    **{op: Daemon._op_dhcp for op in ("dhcp.acquire", "dhcp.release", "dhcp.renew", "dhcp.show", "dhcp.events")},
+}
+
+
+def _child_settings(dp: Any, key: str) -> tuple[int, bytes, int]:
+    """A read-only view of child ``key``'s mode, MAC and flags; called through ``dp.call`` so the
+    engine is read on its own thread, never from the control thread."""
+    v = dp.engine.children[key]
+    return int(v.mode), bytes(v.mac), int(v.flags)
 
 
 def _tap_gone(rec: LinkRecord) -> bool:

@@ -18,7 +18,7 @@ issue 24.
 
 from __future__ import annotations
 
-from ..cli._report import plural
+from ..words import plural
 from . import checks as _checks  # noqa: F401  (registers every check)
 from .checks import VLAN_NAME
 from .gather import _driver_and_wireless, _read, gather

@@ -52,13 +52,15 @@ class BaseDriver:
 
     * ``owns_parents``: the driver makes parents itself (sim): ``down`` removes them too;
     * ``host_stack``: links are real netdevs in real namespaces (a CNI runtime can use them);
-    * ``injects``: ``trace`` explains a frame it injects rather than watching live ones.
+    * ``injects``: ``trace`` explains a frame it injects rather than watching live ones;
+    * ``vlan_parents``: it takes a parent ``IF.VID`` itself, without an 8021q device.
     """
 
     backend = "?"
     owns_parents = False
     host_stack = True
     injects = False
+    vlan_parents = False  # takes a parent ``IF.VID`` itself (no 8021q device needed)
     kernel_links = False  # its children are kernel links a front end must prove (identity) before deleting
 
     # -- links (rtnl_link_ops) ------------------------------------------------------------------

@@ -25,6 +25,7 @@ class Driver(BaseDriver):
     """:class:`~pymacvlan.links.LinkDriver` over the daemon's control socket."""
 
     backend = "userspace"
+    vlan_parents = True  # (i21) the datapath tags and untags a VLAN parent itself
 
     def __init__(self, socket: str | None = None, timeout: float = 60.0, netns: str | None = None,
                  socket_path: str | None = None) -> None:
