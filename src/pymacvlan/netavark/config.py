@@ -20,9 +20,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..links import HOST_BACKENDS, takes_option
+
 IPAM_HOSTLOCAL, IPAM_DHCP, IPAM_NONE = "host-local", "dhcp", "none"
 MODES = ("bridge", "private", "vepa", "passthru", "source")
-BACKENDS = ("kernel", "userspace")
+BACKENDS = HOST_BACKENDS  # the link drivers whose children are real netdevs
 #: netavark's default route metric for macvlan (vlan.rs: "use lower than default (100) metric
 #: for macvlan", containers/podman#23984); static routes without a metric get DEFAULT_METRIC
 MACVLAN_METRIC = 99
@@ -188,7 +190,7 @@ def parse_options(opts: dict[str, str] | None, strict: bool) -> Options:
     if o.backend not in BACKENDS:
         raise PluginError(f"options.backend: unknown backend {o.backend!r:.40}; allowed: kernel (default), userspace")
     o.socket = opts.get("socket", "")
-    if o.socket and o.backend != "userspace":
+    if o.socket and not takes_option(o.backend, "socket"):
         raise PluginError("options.socket: is only for backend=userspace (the pymacvlan daemon's control socket)")
     if "macaddr" in opts:
         if o.mode != "source":

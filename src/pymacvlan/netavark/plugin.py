@@ -214,10 +214,11 @@ def cmd_create(raw: Any) -> dict[str, Any]:
 
 def _configure(ex: Exec, netns: str, a: Addressing) -> str:
     """In the container: autoconf off, addresses, up, default routes, static routes; the MAC."""
-    from ..cni.netns import _ipr, _nlerr, _sysctl, entered
+    from ..cni.netns import _ipr, _nlerr, _sysctl
+    from ..netns import in_netns
 
     n, ifname = ex.network, ex.ifname
-    with entered(netns):
+    with in_netns(netns):
         _sysctl(f"net/ipv6/conf/{ifname}/autoconf", "0")
         ipr = _ipr()
     try:
@@ -328,11 +329,12 @@ def cmd_setup(netns: str, raw: Any) -> dict[str, Any]:
 def _del_routes(ex: Exec, netns: str) -> None:
     """The network's static routes (netavark's teardown deletes them first: a blackhole,
     unreachable or prohibit route belongs to no device and outlives the link)."""
-    from ..cni.netns import _ipr, entered
+    from ..cni.netns import _ipr
+    from ..netns import in_netns
 
     if not ex.network.routes or not os.path.exists(netns):
         return
-    with entered(netns):
+    with in_netns(netns):
         ipr = _ipr()
     try:
         for r in ex.network.routes:
@@ -390,7 +392,7 @@ def cmd_teardown(netns: str, raw: Any) -> None:
             links = []
         if links:
             kind = links[0].get("linkinfo", {}).get("info_kind")
-            if n.options.backend == "kernel" and kind != "macvlan":
+            if kind != "macvlan":  # every driver shows its children as macvlan (a daemon's TAP too)
                 raise PluginError(f"network_options.interface_name: {ex.ifname} in {netns} is a {kind or 'plain'} "
                                   "link, not a macvlan this plugin made; left alone")
             try:
