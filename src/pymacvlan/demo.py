@@ -186,9 +186,9 @@ class UserspaceChildren:
 
     def add(self, role: str, mode: str) -> None:
         w = self.world
-        kw = {"macaddr": [bytes.fromhex(STATION_MAC.replace(":", ""))]} if mode == "source" else {}
+        macaddr = [bytes.fromhex(STATION_MAC.replace(":", ""))] if mode == "source" else None
         mac = None if mode == "passthru" else bytes.fromhex(MACS[role].replace(":", ""))
-        self.dp.add_macvlan(role, mode, mac=mac, netns=w.child_ns[role], ifname="eth0", **kw)
+        self.dp.add_macvlan(role, mode, mac=mac, netns=w.child_ns[role], ifname="eth0", macaddr=macaddr)
 
     def wait_up(self, role: str, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -325,8 +325,9 @@ def run_demo(backend: str = "userspace", wire: str = "plain", modes: tuple[str, 
             say(f"building namespaces pmv{lab.tag}* (veth parent, station, {wire} wire)")
             world = World(lab, wire)
             children = CHILDREN[backend](world, shield=shield)
-            if getattr(children, "note", ""):
-                rep.notes.append(children.note)
+            note = getattr(children, "note", "")
+            if note:
+                rep.notes.append(note)
             for i, mode in enumerate(modes, 1):
                 say(f"[{i}/{len(modes)}] {mode}: adding children on the {backend} backend")
                 run, tput = _run_mode(world, children, mode, wire, timeout, say)
@@ -356,7 +357,7 @@ def _table(mode: str, t: dict[tuple[str, str], Outcome] | None, mark: dict[tuple
         for d in rs:
             if s == d:
                 c = "."
-            elif (s, d) not in (t or {}):
+            elif t is None or (s, d) not in t:
                 c = " "
             else:
                 c = t[(s, d)].cell()

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .model.constants import Mode
 
@@ -53,7 +54,7 @@ def reach_matrix(p: Parent) -> dict[tuple[str, str], tuple[bool, bool]]:
     steps: list[dict] = []
     macs = {PARENT: pmac, WIRE: STATION_MAC}
     for i, c in enumerate(p.children):
-        add = {"do": "add", "name": c.name, "type": c.kind, "mode": c.mode}
+        add: dict[str, Any] = {"do": "add", "name": c.name, "type": c.kind, "mode": c.mode}
         if c.mode != "passthru":
             add["mac"] = c.mac or f"02:00:00:00:{(i + 16) >> 8:02x}:{(i + 16) & 0xFF:02x}"
         if c.mode == "source":
@@ -65,11 +66,11 @@ def reach_matrix(p: Parent) -> dict[tuple[str, str], tuple[bool, bool]]:
     sc = load_scenario({"parent": {"mac": pmac}, "wire": p.wire, "steps": steps})
     sim = Simulation(sc)
     results = [sim.step(s) for s in sc["steps"]]
-    bad = [(s, r) for s, r in zip(sc["steps"], results, strict=False) if not r.get("ok")]
+    bad = [(st, res) for st, res in zip(sc["steps"], results, strict=False) if not res.get("ok")]
     if bad:
-        s, r = bad[0]
-        raise ValueError(f"this topology cannot exist on {p.name}: {s['do']} {s['name']}: {r.get('errno')} "
-                         f"{r.get('message', '')}")
+        st, res = bad[0]
+        raise ValueError(f"this topology cannot exist on {p.name}: {st['do']} {st['name']}: {res.get('errno')} "
+                         f"{res.get('message', '')}")
     for c in p.children:
         macs[c.name] = sim.engine.children[c.name].mac.hex(":")
     ends = [c.name for c in p.children] + [PARENT, WIRE]
@@ -179,9 +180,9 @@ def from_toml(data: dict) -> list[Parent]:
             if not pname:
                 raise ValueError(f"child {obj.get('name') or key!r} names no parent (link = \"eth0\")")
             parent(pname).children.append(Child(
-                obj.get("name") or key or "?", obj.get("mode", "vepa"), obj.get("type", obj.get("kind", "macvlan")),
+                obj.get("name") or key or "?", obj.get("mode", "vepa"), obj.get("type", obj.get("kind")) or "macvlan",
                 obj.get("address") or obj.get("mac"), obj.get("up", True),
-                list(obj.get("macaddr", obj.get("source", []))), list(obj.get("flags", []))))
+                list(obj.get("macaddr", obj.get("source", [])) or []), list(obj.get("flags", []) or [])))
             return
         here = outer
         if outer is None and key not in (None, "parent", "parents", "children", "child", "links", "link") \

@@ -126,7 +126,7 @@ def _sender(plan: list[str], seed: int, rate: int, env: dict, conn) -> None:
     from .netns import in_netns
 
     rng = random.Random(seed)
-    stats = {s: Counter() for s in SOURCES}
+    stats: dict[str, Counter[str]] = {s: Counter() for s in SOURCES}
 
     def packet_socket(ns: str, ifname: str, vnet: bool) -> socket.socket:
         with in_netns(ns):

@@ -7,6 +7,8 @@ children in each mode, the parent's own stack and a station on the wire.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .backends.sim import Simulation
 from .scenario import load_scenario
 
@@ -21,7 +23,7 @@ def _mac(i: int) -> str:
 
 def _endpoints(sender: str, receiver: str) -> tuple[list[dict], str, str]:
     """Steps creating the children a (sender, receiver) pair needs, and their MACs."""
-    steps = []
+    steps: list[dict[str, Any]] = []
     macs = {"parent": PARENT_MAC, "wire": STATION_MAC}
     for role, who in (("S", sender), ("R", receiver)):
         if who in MODES:

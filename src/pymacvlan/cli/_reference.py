@@ -35,7 +35,7 @@ def _option_rows(p: argparse.ArgumentParser) -> list[str]:
             if a.nargs != 0 and a.choices is None:
                 flag += " " + (a.metavar if isinstance(a.metavar, str) else a.dest.upper())
             elif a.nargs != 0:
-                flag += " {" + ",".join(map(str, a.choices)) + "}"
+                flag += " {" + ",".join(map(str, a.choices or ())) + "}"
         else:
             flag = a.metavar if isinstance(a.metavar, str) else a.dest
         what = a.help or ""

@@ -153,6 +153,7 @@ def _rehearse(driver, steps: list[Step], backend: str) -> tuple[Step, KernelErro
 
 def _execute(driver, s: Step, quiet: bool = False) -> None:
     if s.op == "add":
+        assert s.request is not None, "an add step carries its request"
         # one request, as `link add ... up`: a child that cannot come up is removed again
         driver.add(dataclasses.replace(s.request, up=bool(s.up or s.request.up)))
         if s.host_access and driver.host_stack and not quiet:

@@ -475,6 +475,7 @@ def report(e: Exception) -> int:
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
         return e.code
+    assert isinstance(e, KernelError)
     lines, code = kernel_error_lines(e, "")
     print("\n".join(lines), file=sys.stderr)
     return code
@@ -536,19 +537,19 @@ def run_link(g: Globals, words: list[str], out=None) -> int:
         _said_simulated(g, driver)
         return 0
     if matches(verb, "delete"):
-        name, kind, _ = parse_name_only(rest, "del")
-        if name is None:
+        victim, kind, _ = parse_name_only(rest, "del")
+        if victim is None:
             raise UsageError('Not enough of information: "dev" argument is required.', 255)
         driver = make_driver(g)
         if kind is not None:
-            driver.show(name, None)  # not found: the kernel's words
-            if not driver.show(name, kind):
-                raise KernelError("EOPNOTSUPP", f"{name} is not a {kind}")
-        driver.delete(name)
+            driver.show(victim, None)  # not found: the kernel's words
+            if not driver.show(victim, kind):
+                raise KernelError("EOPNOTSUPP", f"{victim} is not a {kind}")
+        driver.delete(victim)
         _said_simulated(g, driver)
         return 0
-    name, kind, only_up = parse_name_only(rest, "show")
-    links = make_driver(g).show(name, kind)
+    which, kind, only_up = parse_name_only(rest, "show")
+    links = make_driver(g).show(which, kind)
     if only_up:
         links = [d for d in links if "UP" in d["flags"]]
     text = render(links, g.opts)

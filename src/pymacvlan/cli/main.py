@@ -49,7 +49,8 @@ class GlobalOptionError(Exception):
 
 def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[argparse.ArgumentParser]:
     """The parsers of the command as given (a command and, e.g. for `daemon stop`, its action)."""
-    out, p = [], parser
+    out: list[argparse.ArgumentParser] = []
+    p = parser
     while True:
         subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
         if not subs or getattr(args, subs[0].dest, None) is None:
@@ -75,6 +76,7 @@ def honour_globals(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             usable = sorted(f for g, (f, loc) in GLOBALS.items() if loc in actions)
             raise GlobalOptionError(f"pymacvlan {args.command}: EINVAL: {flag} does not apply to this command"
                                     + (f" (it takes {', '.join(usable)})" if usable else ""))
+        assert local is not None  # an action was found under it
         if action.choices is not None and value not in action.choices:
             raise GlobalOptionError(f"pymacvlan {args.command}: EINVAL: {flag} {value} is not possible here "
                                     f"(choose from {', '.join(map(str, action.choices))})")

@@ -31,8 +31,8 @@ _ADDR_GEN = {0: "eui64", 1: "none", 2: "stable_secret", 3: "random"}
 _MODE_NAMES = {int(m): m.name.lower() for m in Mode}
 
 
-def _kernel_error(exc: BaseException, advice: str = "") -> KernelError:
-    code = exc.code if isinstance(exc, NetlinkError) else exc.errno
+def _kernel_error(exc: NetlinkError | OSError, advice: str = "") -> KernelError:
+    code = (exc.code if isinstance(exc, NetlinkError) else exc.errno) or 0
     return KernelError(nl.errno_name(code), os.strerror(code), advice)
 
 
@@ -329,7 +329,7 @@ def _mode(m) -> int | None:
     info = m.get_attr("IFLA_LINKINFO")
     kind = _info_kind(m)
     data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
-    return data.get_attr(f"IFLA_{kind.upper()}_MODE") if data is not None else None
+    return data.get_attr(f"IFLA_{kind.upper()}_MODE") if data is not None and kind else None
 
 
 # -- RTM_NEWLINK → ip -j -d -s -s ---------------------------------------------------------------------

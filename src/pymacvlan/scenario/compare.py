@@ -35,11 +35,13 @@ Tolerated, and nothing else:
 from __future__ import annotations
 
 import json
+from collections.abc import Set
+from typing import Any
 
 
 def comparable(result: dict) -> dict:
     """The part of one step's result that every backend must agree on."""
-    out = {"ok": result.get("ok")}
+    out: dict[str, Any] = {"ok": result.get("ok")}
     if not result.get("ok"):
         out["errno"] = result.get("errno")
         return out
@@ -114,7 +116,7 @@ def tolerate(ca: dict, cb: dict, named: dict[str, set[str]]) -> bool:
     return True
 
 
-def diff_results(steps: list[dict], left: dict, right: dict, ignore: set[str] = frozenset()) -> list[str]:
+def diff_results(steps: list[dict], left: dict, right: dict, ignore: Set[str] = frozenset()) -> list[str]:
     """Human-readable differences between two outputs ([] when they agree)."""
     lname, rname = left.get("backend", "left"), right.get("backend", "right")
     diffs = []
@@ -160,7 +162,7 @@ def diff_results(steps: list[dict], left: dict, right: dict, ignore: set[str] = 
     return diffs
 
 
-def _drop_ignored(c: dict, ignore: set[str]) -> None:
+def _drop_ignored(c: dict, ignore: Set[str]) -> None:
     state = c.get("state")
     if not state or not ignore:
         return

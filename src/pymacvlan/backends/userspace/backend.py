@@ -219,11 +219,11 @@ class UserspaceSteps(StepDispatcher):
         ifname = name if valid_ifname(name) and not name.startswith(self.topo.prefix) else ns
         try:
             if kind == "macvlan":
-                info = self.dp.add_macvlan(name, step.get("mode"), netns=ns, ifname=ifname, up=False, **kw)
+                info = self.dp.add_macvlan(name, step.get("mode") or "vepa", netns=ns, ifname=ifname, up=False, **kw)
                 child = _Child(name, kind, ns, info["ifname"], info["ifindex"])
                 self.capture.open_child(name, ns, child.ifname)
             else:
-                child = self._add_macvtap(name, step.get("mode"), ns, ifname, kw)
+                child = self._add_macvtap(name, step.get("mode") or "vepa", ns, ifname, kw)
         except BaseException:
             if name in self.dp.engine.children and name not in self.children:
                 self.dp.delete(name)
@@ -232,7 +232,7 @@ class UserspaceSteps(StepDispatcher):
         self.children[name] = child
         return {"ok": True}
 
-    def _add_macvtap(self, name: str, mode: str | None, ns: str, ifname: str, kw: dict) -> _Child:
+    def _add_macvtap(self, name: str, mode: str, ns: str, ifname: str, kw: dict) -> _Child:
         path = os.path.join(self.sockdir, f"{len(os.listdir(self.sockdir))}.sock")
         ep = TapFdEndpoint(name, ifname, path, netns=ns, mtu=_ENDPOINT_TAP_MTU)
         try:
@@ -241,7 +241,7 @@ class UserspaceSteps(StepDispatcher):
         except BaseException:
             ep.close()
             raise
-        child = _Child(name, "macvtap", ns, ep.tap.name, ep.tap.ifindex)
+        child = _Child(name, "macvtap", ns, ep.tap.name, ep.tap.ifindex or 0)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:  # as QEMU gets it
             s.settimeout(10)
             s.connect(path)
@@ -325,6 +325,7 @@ class UserspaceSteps(StepDispatcher):
         stalled = {c.name: self._tx_dropped(c) for c in self.children.values() if c.stalled}
         try:
             if child is not None and child.kind == "macvtap":
+                assert child.fd is not None, "a macvtap child holds its TAP fd"
                 os.write(child.fd, ZERO_VNET_HDR + frame)
             else:
                 self.capture.send(at, frame)

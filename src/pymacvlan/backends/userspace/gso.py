@@ -80,7 +80,7 @@ def complete_csum(frame: bytearray, csum_start: int, csum_offset: int) -> None:
     _H.pack_into(frame, pos, value)
 
 
-def _pseudo_sum(frame: bytes, l3off: int, v6: bool, proto: int, l4len: int) -> int:
+def _pseudo_sum(frame: bytes | bytearray, l3off: int, v6: bool, proto: int, l4len: int) -> int:
     if v6:
         addrs = frame[l3off + 8: l3off + 40]
     else:

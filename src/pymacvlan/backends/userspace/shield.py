@@ -46,6 +46,7 @@ import errno
 import logging
 import os
 import struct
+from typing import Any
 
 from ... import identity
 from ...model import MacvlanFlag
@@ -139,7 +140,7 @@ def _program(map_fd: int) -> bytes:
     #   b_dst; jeq r0,0 -> ALL; ldx_w r7,[r0]; jset r7,1 -> DROP
     #   ALL: b_all; jne r0,0 -> DROP
     # PASS; DROP
-    seq: list[tuple[str, object]] = []
+    seq: list[tuple[str, Any]] = []  # ("i", insn bytes) | ("j", (kind, reg, imm, label)) | ("l", label)
 
     def emit(x: bytes) -> None:
         seq.append(("i", x))
