@@ -17,12 +17,15 @@ def os_error_line(cmd: str, e: OSError, hint: str = "") -> str:
     return f"pymacvlan {cmd}: " + (f"{name}: " if name else "") + what + (f" ({hint})" if hint else "")
 
 
+ROOT_HINT = "run it as root: network namespaces, links and packet sockets need CAP_NET_ADMIN"
+
+
 def error_line(cmd: str, e: Exception) -> str:
     """One line for a refused command: a KernelError already reads ``ENAME: what (advice)``,
     an OSError gets its errno's name, a bad file (ScenarioError, ConfigError) its ``errno_name``
     (EINVAL unless said); the command's prefix once, never twice."""
     if isinstance(e, OSError):
-        return os_error_line(cmd, e)
+        return os_error_line(cmd, e, ROOT_HINT if isinstance(e, PermissionError) else "")
     if isinstance(e, KernelError):
         return f"pymacvlan {cmd}: {e}"
     return f"pymacvlan {cmd}: {getattr(e, 'errno_name', 'EINVAL')}: {e}"

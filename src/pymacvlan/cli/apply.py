@@ -35,6 +35,7 @@ def _globals(args, setup) -> Globals:
                               "(or drop `backend` from the file)")
     g.netns = args.netns or getattr(args, "pmv_netns", None) or setup.netns
     g.state = args.state or getattr(args, "pmv_state", None)
+    g.socket = args.socket or getattr(args, "pmv_socket", None)
     return g
 
 
@@ -183,6 +184,7 @@ def register(sub) -> None:
         p.add_argument("--backend", choices=BACKENDS, help="default: the file's, else sim")
         p.add_argument("-n", "--netns", help="work inside this network namespace (the parents' namespace)")
         p.add_argument("--state", help="sim backend: state file")
+        p.add_argument("--socket", help="userspace backend: the daemon's control socket")
         p.add_argument("--dry-run", action="store_true", help="print the plan only")
         if name == "apply":
             p.add_argument("--prune", action="store_true",

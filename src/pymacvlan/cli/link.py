@@ -571,8 +571,9 @@ def _link(args) -> int:
     except (UsageError, KernelError) as e:
         return report(e)
     except PermissionError as e:
-        print(f"pymacvlan link: the {getattr(args, 'pmv_backend', None) or 'chosen'} backend needs root "
-              f"(CAP_NET_ADMIN): {e}", file=sys.stderr)
+        from ._report import error_line
+
+        print(error_line("link", e), file=sys.stderr)
         return 2
 
 

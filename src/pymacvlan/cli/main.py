@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..model.errors import KernelError
+
     args = parse_args(argv)
     try:
         return args.func(args)
@@ -125,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except (KernelError, OSError) as e:  # never a traceback (EPERM without root says so)
+        from ._report import error_line
+
+        print(error_line(args.command, e), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def _topology(args):
         return load_topology(args.source)
     from ..links import DriverConfig, open_driver
 
-    return open_driver(DriverConfig(args.backend, state=args.state)).topology(args.netns)
+    return open_driver(DriverConfig(args.backend, state=args.state, socket=args.socket)).topology(args.netns)
 
 
 def _show(args) -> int:
@@ -76,4 +76,5 @@ def register(sub) -> None:
     p.add_argument("--backend", choices=BACKENDS, help="read the links of this backend")
     p.add_argument("--netns", help="the namespace to read the links from (kernel)")
     p.add_argument("--state", help="sim backend: its state file")
+    p.add_argument("--socket", help="userspace backend: the daemon's control socket")
     p.set_defaults(func=_show)

@@ -107,7 +107,7 @@ def _stats(args) -> int:
         print(error_line("stats", e), file=sys.stderr)
         return 2 if e.errno_name == "EINVAL" else 1
     except PermissionError as e:
-        print(f"pymacvlan stats: EPERM: {e} (run as root)", file=sys.stderr)
+        print(error_line("stats", e), file=sys.stderr)
         return 1
     if args.json:
         json.dump(report, sys.stdout, indent=2 if args.pretty else None)

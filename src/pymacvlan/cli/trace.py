@@ -121,7 +121,7 @@ def _stream(events, args) -> bool:
                 return False
             if "note" in ev:
                 print(f"pymacvlan trace: {ev['note']}", file=sys.stderr, flush=True)
-            else:
+            else:  # on stderr, so -j output stays clean (a caller may wait for "tracing ...")
                 print(ev.get("info", ""), file=sys.stderr, flush=True)
             continue
         _print(ev, args)

@@ -776,6 +776,7 @@ class Daemon:
                                      endpoint_mode=req.endpoint_mode)
         log.info("added %s %s on %s (%s, %s)%s", req.kind, req.name, req.parent, Mode(mode).name.lower(),
                  mac_str(mac), f" in {req.netns}" if req.netns else "")
+        self.pending = [r for r in self.pending if r.key != key]  # a new child supersedes its old record
         if save:
             self._save()
         rec = self.links[key]
@@ -840,7 +841,18 @@ class Daemon:
             self._save()
 
     def link_del(self, name: str, netns: str | None = None) -> None:
-        rec = self._find(name, netns)
+        try:
+            rec = self._find(name, netns)
+        except KernelError:
+            # a child that could not be restored (its parent was missing ...) is only a record:
+            # deleting it drops the record, or it would come back at every start
+            gone = [r for r in self.pending if r.name == name and (netns is None or r.netns == netns)]
+            if not gone:
+                raise
+            self.pending = [r for r in self.pending if r not in gone]
+            log.info("dropped the pending record%s of %s", "s" if len(gone) > 1 else "", name)
+            self._save()
+            return
         dp = self.datapaths.get(rec.parent)
         if dp is not None:
             dp.delete(rec.key)

@@ -94,7 +94,11 @@ def open_driver(cfg: DriverConfig) -> BaseDriver:
         kw[opt] = val
     if cfg.netns is not None:
         kw["netns"] = cfg.netns
-    mod = importlib.import_module(f"{__name__}.{cfg.backend}")
+    try:
+        mod = importlib.import_module(f"{__name__}.{cfg.backend}")
+    except ImportError as e:
+        raise KernelError("EOPNOTSUPP", f"the {cfg.backend} backend is not available here: {e}",
+                          "install pymacvlan's dependencies (pip install pymacvlan)") from None
     driver: BaseDriver = mod.Driver(**kw)
     return driver
 

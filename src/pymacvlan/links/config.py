@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..model import KernelError, MacaddrMode, MacvlanFlag, Mode, mac_str, parse_mac
-from . import LinkChange, LinkRequest
+from . import BACKENDS, LinkChange, LinkRequest
 
 CHILD_KEYS = {"kind", "mode", "mac", "mtu", "flags", "netns", "source", "bcqueuelen", "bclim", "up", "host_access"}
 PARENT_KEYS = {"mtu", "up", "children"}
@@ -109,7 +109,7 @@ def load(path: str | Path) -> Setup:
     if not isinstance(parents_data, dict) or not parents_data:
         raise ConfigError(f"{where}: no [parents.NAME] table: name at least one parent and its children")
     setup = Setup(where, [], _opt(where, data, "backend", str), _opt(where, data, "netns", str))
-    if setup.backend is not None and setup.backend not in ("sim", "kernel", "userspace"):
+    if setup.backend is not None and setup.backend not in BACKENDS:
         raise ConfigError(f"{where}: backend = {setup.backend!r}: expected sim, kernel or userspace")
     seen: dict[tuple, str] = {}
     for pname, pdata in parents_data.items():

@@ -11,6 +11,7 @@ named network namespace (``pymacvlan -n NS``, like ``ip -n NS``).
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,8 @@ _MODE_NAMES = {int(m): m.name.lower() for m in Mode}
 
 def _kernel_error(exc: NetlinkError | OSError, advice: str = "") -> KernelError:
     code = (exc.code if isinstance(exc, NetlinkError) else exc.errno) or 0
+    if code == errno.EPERM and not advice:
+        advice = "EPERM: the kernel backend needs root (CAP_NET_ADMIN in the namespace it works in)"
     return KernelError(nl.errno_name(code), os.strerror(code), advice)
 
 

@@ -507,3 +507,34 @@ def test_the_daemon_cli_defaults_to_the_fast_path() -> None:
     assert p.parse_args(["daemon"]).fastpath is True
     assert p.parse_args(["daemon", "--no-fastpath"]).fastpath is False
     assert p.parse_args(["daemon", "--fastpath"]).fastpath is True  # older command lines and units
+
+
+def test_a_pending_record_leaves_when_its_child_is_deleted(tmp_path: Path) -> None:
+    """Issue 18: a child the daemon could not restore (its parent is missing) stays a pending
+    record; `link del` of it drops the record, so it does not come back at the next start."""
+    from pymacvlan.daemon import state as statefile
+    from pymacvlan.daemon.state import LinkRecord
+
+    path = str(tmp_path / "state.json")
+    statefile.save(path, [LinkRecord("m0", "pmvnosuchdev0", address=MAC_A),
+                          LinkRecord("m1", "pmvnosuchdev0", address=MAC_B)])
+
+    def start() -> Daemon:
+        d = Daemon(DaemonConfig(str(tmp_path / "run" / "c.sock"), path))
+        d.start()
+        return d
+
+    d = start()
+    try:
+        assert [r.name for r in d.pending] == ["m0", "m1"]
+        d.link_del("m0")
+        with pytest.raises(KernelError) as e:
+            d.link_del("m0")
+        assert e.value.errno_name == "ENODEV"
+    finally:
+        d.shutdown()
+    d = start()
+    try:
+        assert [r.name for r in d.pending] == ["m1"]
+    finally:
+        d.shutdown()
