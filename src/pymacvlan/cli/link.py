@@ -504,11 +504,11 @@ def run_link(g: Globals, words: list[str], out=None) -> int:
     if matches(verb, "add") and rest[-2:] == ["type", "veth"] and len(rest) in (3, 4) and rest[0] != "link":
         # the sim's way to declare a parent, in iproute2's words: `link add [name] NAME type veth`
         name = rest[1] if rest[0] == "name" and len(rest) == 4 else rest[0] if len(rest) == 3 else None
-        if name is None or g.backend != "sim":
+        driver = make_driver(g)
+        if name is None or not driver.owns_parents:  # only a backend that makes its own parents
             raise UsageError("Error: Unknown device type.", 2,
                              hint="pymacvlan makes macvlan and macvtap links (and, on the sim, declares parents: "
                                   "`pymacvlan link add name NAME type veth`); make a veth with ip on this backend")
-        driver = make_driver(g)
         driver.add_parent(name)
         _said_simulated(g, driver)
         return 0

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..links import HOST_BACKENDS, takes_option
 from ..model.link import LinkRequest
-from .skel import ERR_INVALID_ENV, CNIError, config_error
+from .spec import ERR_INVALID_ENV, CNIError, config_error
 
 MODES = ("bridge", "private", "vepa", "passthru", "source")
 BACKENDS = HOST_BACKENDS  # a pod needs a real netdev: the backends with a host stack

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .skel import ERR_INTERNAL, ERR_TRY_AGAIN_LATER, CNIError
+from .spec import ERR_INTERNAL, ERR_TRY_AGAIN_LATER, CNIError
 
 
 def child_name(master: str) -> str:

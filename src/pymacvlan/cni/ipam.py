@@ -19,7 +19,7 @@ import json
 import os
 import subprocess
 
-from .skel import ERR_INTERNAL, Args, CNIError, config_error
+from .spec import ERR_INTERNAL, Args, CNIError, config_error
 
 
 def check_name(plugin: object) -> str:

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from ..netns import in_netns
-from .skel import ERR_INTERNAL, ERR_INVALID_ENV, CNIError, config_error
+from .spec import ERR_INTERNAL, ERR_INVALID_ENV, CNIError, config_error
 
 IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x40, 0x08
 RTPROT_BOOT, RT_TABLE_MAIN = 3, 254

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import conf as conflib
 from . import ipam
-from .skel import ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_PLUGIN_NOT_AVAILABLE, ERR_TRY_AGAIN_LATER, Args, CNIError
+from .spec import ERR_INTERNAL, ERR_INVALID_CONFIG, ERR_PLUGIN_NOT_AVAILABLE, ERR_TRY_AGAIN_LATER, Args, CNIError
 
 
 def log(msg: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .skel import config_error
+from .spec import config_error
 
 #: Findings that make ADD fail for sure, whatever their severity in `pymacvlan doctor`.
 FATAL = ("wifi-parent", "rx-handler-busy", "macvlan-and-ipvlan")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from .skel import ERR_DECODING, ERR_INCOMPATIBLE_VERSION, CNIError, version_tuple
+from .spec import ERR_DECODING, ERR_INCOMPATIBLE_VERSION, CNIError, version_tuple
 
 _IFACE_KEYS_100 = ("name", "mac", "mtu", "sandbox", "socketPath", "pciID")
 _IFACE_KEYS_040 = ("name", "mac", "sandbox")

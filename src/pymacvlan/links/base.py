@@ -70,6 +70,10 @@ class BaseDriver:
         endpoint) or None."""
         raise unsupported(self.backend, "link add")
 
+    def add_parent(self, name: str, netns: str | None = None) -> None:
+        """Declare a parent (``owns_parents`` backends only: the sim's `link add NAME type veth`)."""
+        raise unsupported(self.backend, "parent of its own", "make the parent with ip (a veth, a NIC)")
+
     def set(self, name: str, change: LinkChange, netns: str | None = None) -> None:
         raise unsupported(self.backend, "link set")
 
