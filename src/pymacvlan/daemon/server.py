@@ -601,39 +601,6 @@ class Daemon:
             reply["id"] = req["id"]
         return reply
 
-    # -- requests: one handler per op (the dispatch table OPS, below the class) -----------------
-    def _op_hello(self, conn: socket.socket, req: dict) -> dict | None:
-        return {"ok": True, "version": PROTOCOL_VERSION, "pid": os.getpid(),
-                "state_warning": self.state_warning, "fastpath": self.fastpath_status, "netns": self.cfg.netns}
-
-    def _op_stop(self, conn: socket.socket, req: dict) -> dict | None:
-        self.stop(remove=bool(req.get("remove")))
-        return {"ok": True}
-
-    def _op_link_add(self, conn: socket.socket, req: dict) -> dict | None:
-        return {"ok": True, "link": self.link_add(decode(LinkRequest, req.get("req")))}
-
-    def _op_link_set(self, conn: socket.socket, req: dict) -> dict | None:
-        self.link_set(req.get("name", ""), decode(LinkChange, req.get("change", {})), req.get("netns"))
-        return {"ok": True}
-
-    def _op_link_del(self, conn: socket.socket, req: dict) -> dict | None:
-        self.link_del(req.get("name", ""), req.get("netns"))
-        return {"ok": True}
-
-    def _op_link_show(self, conn: socket.socket, req: dict) -> dict | None:
-        return {"ok": True, "links": self.link_show(req.get("name"), req.get("kind"), req.get("netns"))}
-
-    def _op_stats(self, conn: socket.socket, req: dict) -> dict | None:
-        return {"ok": True, **self.stats(req.get("name"), req.get("netns"))}
-
-    def _op_dhcp(self, conn: socket.socket, req: dict) -> dict | None:
-        return self._dhcp_op(conn, req["op"], req)
-
-    def _op_trace(self, conn: socket.socket, req: dict) -> dict | None:
-        self.subscribe(conn, TraceFilter.from_request(req), req.get("id"))
-        return None  # subscribe() answered before the first event
-
     def _handle(self, conn: socket.socket, req: dict) -> dict | None:
         op = req.get("op")
         try:
@@ -781,7 +748,7 @@ class Daemon:
             self._save()
         rec = self.links[key]
         return {"name": req.name, "ifindex": info.get("ifindex"), "address": mac_str(mac),
-                "endpoint": dp.call(self._endpoint_view, dp, rec)}
+                "endpoint": dp.call(_endpoint_view, dp, rec)}
 
     def _endpoint(self, key: str, req: LinkRequest, adopt: int | None = None):
         """The macvtap's endpoint (``req.endpoint``, stream by default) at
@@ -808,25 +775,6 @@ class Daemon:
             ep.close()
             raise _oserror(e, f"cannot give {path} its owner or mode") from None
         return ep
-
-    @staticmethod
-    def _endpoint_view(dp, rec: LinkRecord) -> dict | None:
-        """What `link show` prints about a macvtap's endpoint (and vm-args reads)."""
-        if rec.endpoint is None:
-            return None
-        ep = dp.endpoints.get(rec.key)
-        view: dict[str, Any] = {"kind": rec.endpoint_kind or "stream", "path": rec.endpoint}
-        if ep is not None:
-            if view["kind"] == "tapfd":
-                view["ifname"] = ep.tap.name
-            else:
-                view["connected"] = bool(ep.connected)
-        try:
-            st = os.stat(rec.endpoint)
-            view["owner"], view["group"], view["perm"] = st.st_uid, st.st_gid, f"{st.st_mode & 0o7777:04o}"
-        except OSError:
-            pass
-        return view
 
     def link_set(self, name: str, change: LinkChange, netns: str | None = None) -> None:
         rec = self._find(name, netns)
@@ -873,28 +821,10 @@ class Daemon:
             dp = self.datapaths.get(rec.parent)
             if dp is None:
                 continue
-            d = dp.call(self._show_one, dp, rec)
+            d = dp.call(_show_one, dp, rec)
             if d is not None:
                 out.append(d)
         return out
-
-    @staticmethod
-    def _show_one(dp, rec: LinkRecord) -> dict | None:
-        """One ``ip -j -d -s link show`` object (iproute2's keys) from the engine's state; the
-        child is shown as if in the parent's namespace, its real one under ``netns``."""
-        from ..engine.fill_info import child_link
-
-        vlan = dp.engine.children.get(rec.key)
-        if vlan is None:
-            return None
-        tap = dp.taps.get(rec.key)
-        d = child_link(dp.engine, vlan, rec.name, tap.ifindex if tap is not None else 0, rec.parent,
-                       dp.parent.ifindex if dp.parent is not None else 0)
-        if rec.netns is not None:
-            d["netns"] = rec.netns  # not an iproute2 key: where the child lives
-        if rec.endpoint is not None:
-            d["endpoint"] = Daemon._endpoint_view(dp, rec)  # not an iproute2 key: where QEMU connects
-        return d
 
     # -- stats ------------------------------------------------------------------------------------
     def stats(self, name: str | None = None, netns: str | None = None) -> dict:
@@ -1023,14 +953,92 @@ class Daemon:
         self._save()
 
 
-#: the control protocol's ops and their handlers (as macvlan's ops tables: one entry per verb)
+# -- requests: one handler per op, dispatched from OPS (as macvlan's ops tables: one entry per verb) --
+def _op_hello(d: Daemon, conn: socket.socket, req: dict) -> dict | None:
+    return {"ok": True, "version": PROTOCOL_VERSION, "pid": os.getpid(),
+            "state_warning": d.state_warning, "fastpath": d.fastpath_status, "netns": d.cfg.netns}
+
+
+def _op_stop(d: Daemon, conn: socket.socket, req: dict) -> dict | None:
+    d.stop(remove=bool(req.get("remove")))
+    return {"ok": True}
+
+
+def _op_link_add(d: Daemon, conn: socket.socket, req: dict) -> dict | None:
+    return {"ok": True, "link": d.link_add(decode(LinkRequest, req.get("req")))}
+
+
+def _op_link_set(d: Daemon, conn: socket.socket, req: dict) -> dict | None:
+    d.link_set(req.get("name", ""), decode(LinkChange, req.get("change", {})), req.get("netns"))
+    return {"ok": True}
+
+
+def _op_link_del(d: Daemon, conn: socket.socket, req: dict) -> dict | None:
+    d.link_del(req.get("name", ""), req.get("netns"))
+    return {"ok": True}
+
+
+def _op_link_show(d: Daemon, conn: socket.socket, req: dict) -> dict | None:
+    return {"ok": True, "links": d.link_show(req.get("name"), req.get("kind"), req.get("netns"))}
+
+
+def _op_stats(d: Daemon, conn: socket.socket, req: dict) -> dict | None:
+    return {"ok": True, **d.stats(req.get("name"), req.get("netns"))}
+
+
+def _op_dhcp(d: Daemon, conn: socket.socket, req: dict) -> dict | None:
+    return d._dhcp_op(conn, req["op"], req)
+
+
+def _op_trace(d: Daemon, conn: socket.socket, req: dict) -> dict | None:
+    d.subscribe(conn, TraceFilter.from_request(req), req.get("id"))
+    return None  # subscribe() answered before the first event
+
+
+#: the control protocol's ops and their handlers
 OPS: dict[str, Callable[[Daemon, socket.socket, dict], dict | None]] = {
-    "hello": Daemon._op_hello, "stop": Daemon._op_stop, "link.add": Daemon._op_link_add,
-    "link.set": Daemon._op_link_set, "link.del": Daemon._op_link_del, "link.show": Daemon._op_link_show,
-    "stats": Daemon._op_stats, "trace": Daemon._op_trace,
-    # the DHCP service's (i22): one handler of its own for its ops
-    **{op: Daemon._op_dhcp for op in ("dhcp.acquire", "dhcp.release", "dhcp.renew", "dhcp.show", "dhcp.events")},
+    "hello": _op_hello, "stop": _op_stop, "link.add": _op_link_add, "link.set": _op_link_set,
+    "link.del": _op_link_del, "link.show": _op_link_show, "stats": _op_stats, "trace": _op_trace,
+    # the DHCP service's ops (i22): one handler for them
+    **{op: _op_dhcp for op in ("dhcp.acquire", "dhcp.release", "dhcp.renew", "dhcp.show", "dhcp.events")},
 }
+
+
+def _endpoint_view(dp, rec: LinkRecord) -> dict | None:
+    """What `link show` prints about a macvtap's endpoint (and vm-args reads)."""
+    if rec.endpoint is None:
+        return None
+    ep = dp.endpoints.get(rec.key)
+    view: dict[str, Any] = {"kind": rec.endpoint_kind or "stream", "path": rec.endpoint}
+    if ep is not None:
+        if view["kind"] == "tapfd":
+            view["ifname"] = ep.tap.name
+        else:
+            view["connected"] = bool(ep.connected)
+    try:
+        st = os.stat(rec.endpoint)
+        view["owner"], view["group"], view["perm"] = st.st_uid, st.st_gid, f"{st.st_mode & 0o7777:04o}"
+    except OSError:
+        pass
+    return view
+
+
+def _show_one(dp, rec: LinkRecord) -> dict | None:
+    """One ``ip -j -d -s link show`` object (iproute2's keys) from the engine's state; the
+    child is shown as if in the parent's namespace, its real one under ``netns``."""
+    from ..engine.fill_info import child_link
+
+    vlan = dp.engine.children.get(rec.key)
+    if vlan is None:
+        return None
+    tap = dp.taps.get(rec.key)
+    d = child_link(dp.engine, vlan, rec.name, tap.ifindex if tap is not None else 0, rec.parent,
+                   dp.parent.ifindex if dp.parent is not None else 0)
+    if rec.netns is not None:
+        d["netns"] = rec.netns  # not an iproute2 key: where the child lives
+    if rec.endpoint is not None:
+        d["endpoint"] = _endpoint_view(dp, rec)  # not an iproute2 key: where QEMU connects
+    return d
 
 
 def _child_settings(dp: Any, key: str) -> tuple[int, bytes, int]:
