@@ -128,3 +128,15 @@ def test_bad_files_are_one_clear_line(cli, tmp_path, text, words):
     f.write_text(text)
     _, err = cli("apply", str(f), rc=2)
     assert len(err.splitlines()) == 1 and words in err and str(f) in err
+
+
+def test_a_child_that_cannot_come_up_is_not_left_behind(cli, tmp_path):
+    """Issue 18: apply makes each child in one request with `up`, as `link add ... up` does: a
+    child whose MAC an up sibling holds cannot come up (EADDRINUSE) and is removed again, not
+    left down (apply used to add it, then fail the separate `set up`)."""
+    f = tmp_path / "clash.toml"
+    f.write_text('[parents.eth0]\n\n[parents.eth0.children.a]\nmode = "bridge"\nmac = "02:00:00:00:19:01"\n\n'
+                 '[parents.eth0.children.b]\nmode = "bridge"\nmac = "02:00:00:00:19:01"\n')
+    _, err = cli("apply", str(f), rc=2)
+    assert "failed at: + add b" in err and "Address already in use" in err
+    assert sorted(show(cli)) == ["a", "eth0"]
