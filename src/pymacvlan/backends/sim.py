@@ -10,10 +10,10 @@ from collections import deque
 
 from ..engine import PARENT, WIRE, Engine, Trace
 from ..engine.device import Lower, MacvlanDev
-from ..model import KernelError, flag_names, flags_from_names, frame_max, mac_str, mode_from_name, parse_mac
+from ..model import KernelError, flag_names, frame_max, mac_str, parse_mac
 from ..model.iproute import link_flags, operstate
 from ..model.link import apply_change
-from ..scenario.schema import load_scenario, step_change
+from ..scenario.schema import load_scenario, step_change, step_request
 
 SIM_KERNEL = {"6.18": "6.18 (modelled)", "net-next": "net-next 2026 (modelled, b52363f706e5)"}
 
@@ -70,13 +70,7 @@ class Simulation:
             return e.as_result()
 
     def _do_add(self, st: dict) -> dict:
-        self.engine.add(
-            st["name"], st.get("type", "macvlan"),
-            mode_from_name(st["mode"]) if "mode" in st else None,
-            int(flags_from_names(st.get("flags", []))),
-            parse_mac(st["mac"]) if "mac" in st else None, st.get("mtu"),
-            [parse_mac(m) for m in st["macaddr"]] if "macaddr" in st else None,
-            st.get("bcqueuelen"), st.get("bclim"))
+        self.engine.newlink(step_request(st))
         return {"ok": True}
 
     def _do_set(self, st: dict) -> dict:
@@ -248,8 +242,7 @@ def child_state(engine: Engine, v: MacvlanDev) -> dict:
 
     fill = macvlan_fill_info(engine, v)
     info = {"mode": fill["mode"], "flags": flag_names(v.flags)}
-    info.update({k: fill[k] for k in ("bcqueuelen", "usedbcqueuelen", "bclim", "macaddr_count", "macaddr_data")
-                 if k in fill})
+    info.update({k: val for k, val in fill.items() if k not in ("mode", "nopromisc", "nodst")})
     return {"address": mac_str(v.mac), "mtu": v.mtu, "operstate": operstate(v.up, v.carrier),
             "flags": link_flags(v.up, v.carrier, v.promisc_user, v.allmulti_user),
             "promiscuity": v.promiscuity, "allmulti": v.allmulti,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..model import KernelError, MacaddrMode, MacvlanFlag, Mode, mac_str
-from ..model.link import check_flags, check_kind, check_mtu, check_unicast
+from ..model.link import LinkRequest, check_flags, check_kind, check_mtu, check_unicast
 from .device import MacvlanDev
 from .port import Port, compute_child_filter
 from .state import EngineState
@@ -30,6 +30,15 @@ class ControlPlane(EngineState):
             raise KernelError("ENODEV", f"the parent {self.lower.name} was deleted", "create a new topology")
 
     # -- newlink ----------------------------------------------------------------------------
+    def newlink(self, req: LinkRequest) -> MacvlanDev:
+        """rtnl_link_ops.newlink with the one request shape: ``req``'s IFLA_MACVLAN_* settings
+        (``req.up`` and ``req.netns`` are the caller's: the engine has no namespaces)."""
+        macs: list[bytes] | None = None
+        if req.macaddr_mode is not None:
+            macs = list(req.macaddrs) if req.macaddr_mode in (MacaddrMode.ADD, MacaddrMode.SET) else []
+        return self.add(req.name, req.kind, req.mode, int(req.flags or 0), req.address, req.mtu, macs,
+                        req.bcqueuelen, req.bclim)
+
     def add(self, name: str, kind: str = "macvlan", mode: Mode | None = None, flags: int = 0,
             mac: bytes | None = None, mtu: int | None = None, macaddr: list[bytes] | None = None,
             bcqueuelen: int | None = None, bclim: int | None = None) -> MacvlanDev:

@@ -159,11 +159,7 @@ class World:
             self.parents[req.parent] = _Parent(Engine(req.parent, parent_mac(req.parent), seed=_seed(req.parent)),
                                                self._alloc(), ns)
         engine = self.parents[parent_name].engine
-        macs = None
-        if req.macaddr_mode is not None:
-            macs = list(req.macaddrs) if req.macaddr_mode in (MacaddrMode.ADD, MacaddrMode.SET) else []
-        engine.add(req.name, req.kind, req.mode, int(req.flags or 0), req.address, req.mtu, macs,
-                   req.bcqueuelen, req.bclim)
+        engine.newlink(req)
         self.children[(target, req.name)] = _Child(parent_name, self._alloc(), target)
         if req.up:
             try:
@@ -202,8 +198,7 @@ class World:
 
     def _set_parent(self, name: str, rec: _Parent, ch: LinkChange) -> None:
         e = rec.engine
-        if ch.kind is not None or any(x is not None for x in (ch.mode, ch.flags, ch.bcqueuelen, ch.bclim,
-                                                               ch.macaddr_mode)):
+        if ch.kind is not None or ch.changes_macvlan():
             raise KernelError("EOPNOTSUPP", f"{name} is a veth, not a {ch.kind or 'macvlan'}",
                               "macvlan settings belong to its children")
         if ch.address is not None:

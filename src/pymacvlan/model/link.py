@@ -89,6 +89,10 @@ class LinkChange:
     allmulticast: bool | None = None
     promisc: bool | None = None
 
+    def changes_macvlan(self) -> bool:
+        """Does it change an IFLA_MACVLAN_* setting (changelink), not only the netdev's?"""
+        return any(v is not None for v in (self.mode, self.flags, self.bcqueuelen, self.bclim, self.macaddr_mode))
+
 
 # -- checks: what the kernel (or iproute2 before it) refuses without looking at any device -------------
 def check_ifname(name: str, what: str = "name") -> None:

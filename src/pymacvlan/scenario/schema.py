@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..model import FLAG_NAMES, MODES, MacaddrMode, flags_from_names, mac_str, mode_from_name, parse_mac
-from ..model.link import LinkChange
+from ..model.link import LinkChange, LinkRequest
 
 TOP_KEYS = {"parent", "wire", "steps", "description", "kernel_rules", "seed", "note",
             "nondeterministic", "name"}
@@ -235,6 +235,18 @@ def _macaddr(val, k: str, do: str):
     if val["op"] in ("add", "del") and not macs:
         raise ScenarioError(f"{k}.macs: macaddr {val['op']} needs at least one address")
     return {"op": val["op"], "macs": [_mac(m, f"{k}.macs") for m in macs]}
+
+
+def step_request(st: dict, parent: str = "parent") -> LinkRequest:
+    """A validated ``add`` step as the `ip link add` request it stands for (the scenario's one
+    translation into the request every backend takes)."""
+    return LinkRequest(
+        parent=parent, name=st["name"], kind=st.get("type", "macvlan"),
+        mode=mode_from_name(st["mode"]) if "mode" in st else None,
+        flags=flags_from_names(st.get("flags", [])), address=parse_mac(st["mac"]) if "mac" in st else None,
+        mtu=st.get("mtu"), macaddr_mode=MacaddrMode.SET if "macaddr" in st else None,
+        macaddrs=[parse_mac(m) for m in st.get("macaddr", [])], bcqueuelen=st.get("bcqueuelen"),
+        bclim=st.get("bclim"))
 
 
 def step_change(st: dict) -> LinkChange:
