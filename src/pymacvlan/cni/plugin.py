@@ -90,10 +90,12 @@ def _driver(n: conflib.NetConf, where: str | None = None):
 
 
 def _cni_error(e: Any, what: str) -> CNIError:
-    """A driver's refusal in CNI's terms: a daemon that does not answer is "try again later"."""
+    """A driver's refusal in CNI's terms: a daemon that does not answer is "try again later";
+    the kernel's own words are lower-case, as Go's errors (and the reference plugin) print them."""
     if e.errno_name in _UNREACHABLE and "namespace" not in e.message:
         return CNIError(ERR_TRY_AGAIN_LATER, f"{what}: {e.message}", e.advice)
-    return CNIError(ERR_INTERNAL, f"{what}: {e.errno_name}: {e.message}", e.advice)
+    words = e.message.lower() if e.message == os.strerror(e.errno) else e.message
+    return CNIError(ERR_INTERNAL, f"{what}: {e.errno_name}: {words}", e.advice)
 
 
 def _delete_link(n: conflib.NetConf, a: Args, expect=None) -> None:
