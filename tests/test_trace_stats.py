@@ -235,15 +235,11 @@ def test_a_userspace_trace_whose_daemon_stops_says_so_and_exits_1(monkeypatch, c
     """Issue 25: the trace ended silently with exit 0 when the daemon it followed stopped."""
     import pymacvlan.links.userspace as us
 
-    class Gone:
-        def __init__(self, socket_path=None, **kw):
-            self.client = type("C", (), {"path": "/run/pmv-test/control.sock"})()
+    def gone(self, *args, **kw):
+        yield from ()  # the daemon closed the stream at once
 
-        def trace(self, **kw):
-            yield from ()  # the daemon closed the stream at once
-
-    monkeypatch.setattr(us, "Driver", Gone)
-    rc = main(["trace", "--backend", "userspace"])
+    monkeypatch.setattr(us.Client, "trace", gone)
+    rc = main(["trace", "--backend", "userspace", "--socket", "/run/pmv-test/control.sock"])
     err = capsys.readouterr().err
     assert rc == 1
     assert err.strip().splitlines()[-1].startswith(
