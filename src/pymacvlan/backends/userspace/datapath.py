@@ -300,7 +300,13 @@ class Datapath(HotPath, DeviceFollowing, FastPathBinding, Reactor):
             self._out[vlan] = self._make_tap_writer(dev)
             self.watch(dev.fd, self._make_tap_reader(dev, vlan), kind="tap")
         self._monitor(netns)
-        if adopt is not None:
+        if adopt is None:
+            # the device's own creation (made with a random MAC, then given the child's) is already
+            # in the engine: replayed from the namespace's monitor, its first, random MAC would
+            # become the child's while it is down, and a sibling's MAC would then be refused and
+            # replaced by that random one instead of EADDRINUSE at `up` (issue 18)
+            self._absorb_own_events(dev)
+        else:
             ev = self._monitors[netns].query(dev.ifindex) if dev.ifindex is not None else None
             if ev is not None:
                 lost = max(0, ev.tx_dropped - tx_dropped_seen)
