@@ -100,8 +100,8 @@ def test_the_same_requests_through_cli_apply_and_cni_on_sim_and_userspace(lab: L
     from tests.backends.userspace.test_daemon import DaemonProc
 
     sim = ["--backend", "sim", "--state", str(tmp_path / "sim.json")]
-    results = {("sim", "cli"): _through_cli("pmvsimp0", sim, capsys),
-               ("sim", "apply"): _through_apply("pmvsimp0", sim, tmp_path, capsys)}
+    results = {("sim", "cli"): _through_cli("eth0", sim, capsys),
+               ("sim", "apply"): _through_apply("eth0", sim, tmp_path, capsys)}
     P, parent = _parent(lab)
     d = DaemonProc(tmp_path, P).start()
     try:
@@ -167,7 +167,7 @@ def test_a_siblings_mac_is_eaddrinuse_on_sim_and_userspace(lab: Lab, tmp_path: P
     P, parent = _parent(lab)
     d = DaemonProc(tmp_path, P).start()
     try:
-        for opts, par in ((["--backend", "sim", "--state", str(tmp_path / "sim.json")], "pmvsimp1"),
+        for opts, par in ((["--backend", "sim", "--state", str(tmp_path / "sim.json")], "eth1"),
                           (["--backend", "userspace", "--socket", d.socket], parent)):
             def link(*words: str, opts: list[str] = opts) -> tuple[int, str]:
                 capsys.readouterr()
