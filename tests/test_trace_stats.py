@@ -235,10 +235,20 @@ def test_a_userspace_trace_whose_daemon_stops_says_so_and_exits_1(monkeypatch, c
     """Issue 25: the trace ended silently with exit 0 when the daemon it followed stopped."""
     import pymacvlan.links.userspace as us
 
-    def gone(self, *args, **kw):
-        yield from ()  # the daemon closed the stream at once
+    class Gone:  # the daemon answers the subscription, then closes the stream at once
+        def __init__(self, path, timeout=None):
+            pass
 
-    monkeypatch.setattr(us.Client, "trace", gone)
+        def call(self, obj):
+            return {"ok": True}
+
+        def recv(self):
+            return None
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(us, "Connection", Gone)
     rc = main(["trace", "--backend", "userspace", "--socket", "/run/pmv-test/control.sock"])
     err = capsys.readouterr().err
     assert rc == 1

@@ -252,7 +252,7 @@ def plan_apply(setup: Setup, driver, prune: bool = False) -> list[Step]:
 
     for p in setup.parents:
         cur = here.get(p.name)
-        if cur is None and hasattr(driver, "add_parent") and p.name not in getattr(driver, "builtin_parents", ()):
+        if cur is None and driver.owns_parents and p.name not in getattr(driver, "builtin_parents", ()):
             # the sim: the file declares its parents (eth0 and eth1 it has already)
             steps.append(Step("parent", f"+ add {p.name} (sim parent)", p.name))
         if cur is not None:

@@ -81,9 +81,15 @@ class Driver(BaseDriver):
                 parse_mac(req.mac)
             except ValueError as e:
                 raise KernelError("EINVAL", str(e)) from None
-        events = self.client.trace(req.mac, et, req.child)
-        return _with_banner(events, ", ".join(f"{k} {v}" for k, v in (("mac", req.mac), ("ethertype", et),
-                                                                    ("child", req.child)) if v), self.client.path)
+        # subscribed before the first item: a refusal (ENODEV for --child, no daemon) raises here
+        c = Connection(self.client.path, None)
+        try:
+            c.call({"op": "trace", "mac": req.mac, "ethertype": et, "child": req.child})
+        except BaseException:
+            c.close()
+            raise
+        what = ", ".join(f"{k} {v}" for k, v in (("mac", req.mac), ("ethertype", et), ("child", req.child)) if v)
+        return _events(c, what, self.client.path)
 
     def probe(self, parent: str | None = None) -> None:
         """The daemon answers (it opens parents itself, in its own namespace)."""
@@ -116,15 +122,17 @@ class Driver(BaseDriver):
         return from_links(self.client.link_show(None, None, netns or self.netns))
 
 
-def _with_banner(events: Iterator[dict], what: str, path: str) -> Iterator[dict]:
+def _events(c: Connection, what: str, path: str) -> Iterator[dict]:
     try:
         yield {"info": f"tracing {what or 'every frame'} (Ctrl-C to stop)"}
-        yield from events
+        while True:
+            ev = c.recv()
+            if ev is None:
+                break
+            yield ev
         # the daemon closed the stream: it stopped (or restarted); a trace that says nothing and
         # exits 0 here would read as "no frames matched"
         yield {"end": f"ECONNRESET: the daemon on {path} stopped; the trace ends (start it again and re-run "
                       "the trace)"}
     finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
+        c.close()

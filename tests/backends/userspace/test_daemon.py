@@ -27,7 +27,7 @@ from pymacvlan.daemon.codec import decode, encode
 from pymacvlan.daemon.server import Daemon, DaemonConfig, sd_notify
 from pymacvlan.daemon.state import write_atomic
 from pymacvlan.daemon.trace import TraceFilter
-from pymacvlan.links import LinkChange, LinkRequest, get_driver
+from pymacvlan.links import LinkChange, LinkRequest, TraceRequest, get_driver
 from pymacvlan.links.userspace import Connection, Driver
 from pymacvlan.model import KernelError, MacaddrMode, MacvlanFlag, Mode
 from tests.ci import in_ci, live_marks
@@ -334,13 +334,15 @@ def test_daemon_traces_matching_frames(lab: Lab, tmp_path: Path) -> None:
         drv.set("eth0", LinkChange(up=True), netns=A)
         sh("ip", "-n", A, "addr", "add", "10.78.0.1/24", "dev", "eth0")
         with pytest.raises(KernelError) as e:
-            next(drv.trace(child="nosuch"))
+            drv.trace(TraceRequest(child="nosuch"))  # refused at once, before any item
         assert e.value.errno_name == "ENODEV"
         events: list[dict] = []
-        it = drv.trace(ethertype="0x0806", child="eth0")  # ARP the child sends or is offered
+        it = drv.trace(TraceRequest(ethertype="0x0806", child="eth0"))  # ARP the child sends or is offered
 
         def collect() -> None:
             for ev in it:
+                if "trace" not in ev:  # the banner, not a frame
+                    continue
                 events.append(ev)
                 if len(events) >= 2:
                     return
