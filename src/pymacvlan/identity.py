@@ -136,7 +136,7 @@ def check(ipr: Any, want: DeviceIdentity, what: str = "change", mac: bool = True
 
 @contextmanager
 def _setns(netns: str | None) -> Iterator[None]:
-    from .backends.userspace._sys import in_netns
+    from .netns import in_netns
 
     with in_netns(netns):
         yield

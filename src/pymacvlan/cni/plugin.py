@@ -14,6 +14,7 @@ keeps its routes from these records.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any

@@ -104,7 +104,7 @@ def _socket(n: IpamConf) -> str | None:
 
 
 def cmd_add(a: Args) -> dict[str, Any]:
-    from ..backends.userspace._sys import NetdevCtl
+    from ..backends.userspace.syscalls import NetdevCtl
     from ..cni.result import convert
     from . import client
     from .identity import for_attachment

@@ -72,7 +72,7 @@ def _attach_filter(sock: socket.socket) -> None:
 
 def open_port(ifname: str, netns: str | None) -> socket.socket:
     """A packet socket on ``ifname`` in ``netns`` (a name or a path), filtered to DHCP replies."""
-    from ..backends.userspace._sys import in_netns
+    from ..netns import in_netns
 
     with in_netns(netns):
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.htons(ETH_P_ALL))
@@ -93,7 +93,7 @@ def open_port(ifname: str, netns: str | None) -> socket.socket:
 
 def local_dhcp_server(netns: str | None) -> bool:
     """A UDP socket bound to port 67 in ``netns``: a DHCP server on the parent's own host."""
-    from ..backends.userspace._sys import read_proc_net
+    from ..backends.userspace.syscalls import read_proc_net
 
     try:
         text = read_proc_net(netns, "udp")

@@ -34,7 +34,7 @@ def _driver_and_wireless(netns: str | None, names: list[str]) -> dict[str, tuple
     if netns is None:  # `pymacvlan-cni` asks for its own namespace: spare it the datapath's imports
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     else:
-        from ..backends.userspace._sys import in_netns
+        from ..netns import in_netns
 
         with in_netns(netns):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -83,7 +83,7 @@ def _link_index(link: dict) -> int | None:
 
 
 def _sysctls(netns: str | None, names: list[str]) -> dict[str, dict[str, int]]:
-    from ..backends.userspace._sys import in_netns
+    from ..netns import in_netns
 
     out: dict[str, dict[str, int]] = {}
     for dev in ["all", "default", *names]:
@@ -135,7 +135,7 @@ def gather(netns: str | None = None) -> Facts:
             other = ids.get(ln["link_netnsid"])
             i.link_netns = other or f"nsid {ln['link_netnsid']}"
             far = _name_of(other, ln.get("link_index")) if other else None
-            if far is not None and i.kind in CHILD_KINDS:
+            if far is not None and other is not None and i.kind in CHILD_KINDS:
                 i.parent_ref = (other, far)
             elif far is not None and i.kind == "veth":
                 i.peer = (other, far)

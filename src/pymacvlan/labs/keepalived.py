@@ -39,8 +39,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..backends.userspace._sys import in_netns
 from ..netlab import Lab, _checksum, leftovers, sh
+from ..netns import in_netns
 
 VRID = 51
 VMAC = f"00:00:5e:00:01:{VRID:02x}"
@@ -350,7 +350,7 @@ def run(report: Callable[[Step], None] = lambda s: None) -> Outcome:
             t_stop = time.monotonic()
             routers[0].stop()
             moved = wait_for(lambda: has_vip(R2), 10)
-            wait_for(lambda: pinger.replies and pinger.replies[-1] > t_stop + 0.5, 5)
+            wait_for(lambda: bool(pinger.replies) and pinger.replies[-1] > t_stop + 0.5, 5)
             gap = pinger.gap_after(t_stop)
             out.failover["graceful"] = gap
             step("failover 1: keepalived on r1 ended by its PID (SIGTERM: it sends priority 0)",
@@ -360,11 +360,11 @@ def run(report: Callable[[Step], None] = lambda s: None) -> Outcome:
 
             routers[0].start()  # r1 comes back and preempts (higher priority)
             back = wait_for(lambda: has_vip(R1) and not has_vip(R2), 15)
-            wait_for(lambda: pinger.replies and pinger.replies[-1] > time.monotonic() - 0.1, 5)
+            wait_for(lambda: bool(pinger.replies) and pinger.replies[-1] > time.monotonic() - 0.1, 5)
             t_cut = time.monotonic()
             sh("ip", "-n", R1, "link", "set", "lan0", "down")
             moved = wait_for(lambda: has_vip(R2), 15)
-            wait_for(lambda: pinger.replies and pinger.replies[-1] > t_cut + 0.5, 10)
+            wait_for(lambda: bool(pinger.replies) and pinger.replies[-1] > t_cut + 0.5, 10)
             gap = pinger.gap_after(t_cut)
             out.failover["link cut"] = gap
             step("failover 2: r1 back (preempts), then r1's lan0 cut",
