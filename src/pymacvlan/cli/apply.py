@@ -76,9 +76,9 @@ def _run(args, down: bool) -> int:
     # refused half-way after some changes were made, and a dry run says what apply would
     failed = _rehearse(driver, steps, g.backend)
     if failed is not None:
-        s, e = failed
-        lines, _ = kernel_error_lines(e, s.op)
-        print(f"refused: {s.text}", file=sys.stderr)
+        bad, err = failed
+        lines, _ = kernel_error_lines(err, bad.op)
+        print(f"refused: {bad.text}", file=sys.stderr)
         print("\n".join(lines), file=sys.stderr)
         print("nothing was changed; fix the file and apply again", file=sys.stderr)
         return 2
