@@ -15,6 +15,7 @@ multicast a guest needs from its port. QEMU and dnsmasq are ended by their PIDs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import shutil
@@ -238,6 +239,27 @@ def _cli(d, *args: str) -> subprocess.CompletedProcess:
     return r
 
 
+def _replies_resume_after_a_restart(run, daemon, interval: float = 0.5, late: float = 2.0) -> None:
+    """Restart the daemon under the guest's ping and require a reply to a ping *sent after the
+    restart*. (Issue 19: the old check took the first reply line after the restart, which could
+    be one printed before it.) ping sends one request per ``interval`` or slower, so a sequence
+    number beyond what could have been sent by the time the daemon was back proves it; the
+    reference reply's request went out at most ``late`` seconds before it was read."""
+    run.drain()
+    t_ref = time.monotonic()
+    ref = int(run.expect(r"PMV-P 64 bytes.*seq=(\d+)", 30).group(1))
+    daemon.stop()
+    daemon.start()
+    back = time.monotonic()
+    first_after = ref + math.ceil((back - (t_ref - late)) / interval) + 1
+    deadline = time.monotonic() + 90
+    while True:
+        seq = int(run.expect(r"PMV-P 64 bytes.*seq=(\d+)", max(1.0, deadline - time.monotonic())).group(1))
+        if seq >= first_after:
+            break
+    run.expect(r"PMV-P 64 bytes", 10)  # and keep coming
+
+
 def test_guest_on_a_daemon_dgram_endpoint_survives_a_daemon_restart(wire, guest, daemon) -> None:
     """`link add ... endpoint dgram endpoint-mode 0666` prints the endpoint, `link show -j -d`
     has it, QEMU runs on what `vm-args` prints; the daemon is restarted while the guest pings
@@ -258,12 +280,7 @@ def test_guest_on_a_daemon_dgram_endpoint_survives_a_daemon_restart(wire, guest,
     with GuestRun(qemu_base(guest, script) + args, netns=wire.D) as run:
         run.expect(r"PMV-DHCP-BOUND", 90)
         run.expect(r"PMV-OK station", 30)
-        before = int(run.expect(r"PMV-P 64 bytes.*seq=(\d+)", 30).group(1))
-        daemon.stop()
-        daemon.start()
-        after = int(run.expect(r"PMV-P 64 bytes.*seq=(\d+)", 60).group(1))
-        assert after > before
-        run.expect(r"PMV-P 64 bytes", 10)  # and keep coming
+        _replies_resume_after_a_restart(run, daemon)
     assert json.loads(_cli(daemon, "-j", "link", "show", "vmd").stdout)[0]["endpoint"]["kind"] == "dgram"
     _cli(daemon, "link", "del", "vmd")
 
@@ -286,12 +303,7 @@ def test_guest_on_a_daemon_tapfd_endpoint_through_vm_exec_survives_a_restart(wir
     with GuestRun(argv, env=dict(os.environ, PYMACVLAN_SOCKET=daemon.socket)) as run:
         run.expect(r"PMV-DHCP-BOUND", 90)
         run.expect(r"PMV-OK station", 30)
-        before = int(run.expect(r"PMV-P 64 bytes.*seq=(\d+)", 30).group(1))
-        daemon.stop()
-        daemon.start()
-        after = int(run.expect(r"PMV-P 64 bytes.*seq=(\d+)", 60).group(1))
-        assert after > before
-        run.expect(r"PMV-P 64 bytes", 10)
+        _replies_resume_after_a_restart(run, daemon)
         shown = json.loads(_cli(daemon, "-j", "-s", "link", "show", "vmt").stdout)[0]
         assert shown["endpoint"]["kind"] == "tapfd" and "UP" in shown["flags"]
         # a second VM asking for the fd while the first holds the TAP gets nothing

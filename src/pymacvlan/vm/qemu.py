@@ -102,6 +102,20 @@ class GuestRun:
             self._q.put(line)
         self._q.put(None)
 
+    def drain(self) -> list[str]:
+        """Forget the console lines not looked at yet (so the next :meth:`expect` sees only
+        lines printed from now on); returns them."""
+        out = []
+        while True:
+            try:
+                line = self._q.get_nowait()
+            except queue.Empty:
+                return out
+            if line is None:  # QEMU is gone: keep saying so
+                self._q.put(None)
+                return out
+            out.append(line)
+
     def expect(self, pattern: str, timeout: float = 60.0) -> re.Match:
         """The first console line (from now on) matching ``pattern``; a PMV-FAIL or
         PMV-END line, QEMU exiting or the timeout first raise with the console so far."""

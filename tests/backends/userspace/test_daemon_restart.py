@@ -31,6 +31,29 @@ from .test_daemon import STATION, DaemonProc, _link_in, _setup, _wait
 pytestmark = live_marks(live_unavailable())
 
 
+#: Linux's smallest retransmission timeout (TCP_RTO_MIN): an RTT of microseconds gives it
+RTO_MIN = 0.2
+
+
+def tcp_gap_bound(outage: float, pace: float, rto: float = RTO_MIN) -> float:
+    """The largest gap a paced TCP stream can see across an outage of ``outage`` seconds.
+
+    The first request lost went out at most ``pace`` before the outage; TCP retransmits it at
+    rto, 3 rto, 7 rto ... (2^k - 1) rto after (exponential backoff); the first retransmission
+    after the outage gets through. One more doubling covers an RTO above the minimum (a loaded
+    machine's RTT variance) and the scheduling of the retry."""
+    k = 1
+    while (2 ** k - 1) * rto < outage + pace:
+        k += 1
+    return (2 ** (k + 1) - 1) * rto + pace
+
+
+def test_tcp_gap_bound_is_tcps_backoff_schedule() -> None:
+    assert tcp_gap_bound(0.15, 0.01) == pytest.approx(0.61)  # first retry at 0.2: bound 0.6 (+pace)
+    assert tcp_gap_bound(0.83, 0.01) == pytest.approx(3.01)  # the loaded CI run: retries at 1.4, bound 3.0
+    assert tcp_gap_bound(1.5, 0.01) == pytest.approx(6.21)
+
+
 def _children(lab: Lab, d: DaemonProc, parent: str) -> tuple[str, str]:
     A, B = lab.ns("A"), lab.ns("B")
     drv = Driver(d.socket)
@@ -82,6 +105,7 @@ def test_restart_keeps_children_addresses_and_tcp(lab: Lab, tmp_path: Path, sig:
         d.start()
         restart = time.monotonic() - t0
         assert _wait(lambda: "NO-CARRIER" not in _link_in(A, "eth0"))
+        outage = time.monotonic() - t0  # from the stop to the carrier back: what this run measured
         time.sleep(1.5)
         for s in streams:
             s.stop()
@@ -90,11 +114,12 @@ def test_restart_keeps_children_addresses_and_tcp(lab: Lab, tmp_path: Path, sig:
               f"child-child {gaps[0]} s, child-wire {gaps[1]} s")
         for s in streams:
             assert s.error is None and s.sent == s.received > 0, (s.error, s.sent, s.received)
-            # TCP retransmits at 0.2, 0.6 and 1.4 s after a loss: a daemon back within ~0.6 s
-            # (TAP children) keeps the gap under 1 s; --fastpath's restart (veth adoption, loading
-            # and attaching the programs) measured 0.61 s, just past that step: 1.09 s gaps
-            limit = 1.0 if "--no-fastpath" in extra else 1.5
-            assert s.max_gap < limit, f"a connection stalled for {s.max_gap:.2f} s"
+            # A bound from what this run measured, not a fixed one (issue 19: on a loaded machine
+            # the restart took 0.83 s and TCP's backoff made 1.8-2.1 s gaps, past a fixed 1 s):
+            # see tcp_gap_bound. The plain figure is bench/restart_gap.py's.
+            limit = tcp_gap_bound(outage, s.interval)
+            assert s.max_gap < limit, f"a connection stalled for {s.max_gap:.2f} s (bound {limit:.2f} s, " \
+                f"outage {outage:.2f} s)"
         after = {ns: _configured(ns) for ns in (A, B)}
         assert after == before  # same devices (ifindex), MACs, addresses, route, neighbour
         st = Driver(d.socket).stats()
