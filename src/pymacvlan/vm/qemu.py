@@ -105,7 +105,7 @@ class GuestRun:
     def drain(self) -> list[str]:
         """Forget the console lines not looked at yet (so the next :meth:`expect` sees only
         lines printed from now on); returns them."""
-        out = []
+        out: list[str] = []
         while True:
             try:
                 line = self._q.get_nowait()
