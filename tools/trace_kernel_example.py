@@ -1,4 +1,4 @@
-"""The README's traced frame from a kernel host: builds a throwaway macvlan host in pmv
+"""The traced frame in docs/guides/live-host.md, from a kernel host: builds a throwaway macvlan host in pmv
 namespaces (parent P, a hairpin wire, children a/b bridge, c private, d vepa, each in its own
 namespace), runs `pymacvlan trace --backend kernel --verify` against it, lets child d send one
 broadcast, prints what the trace printed and removes everything. Needs root.

@@ -1,6 +1,6 @@
 """bench/soak.py for one minute: churn, carrier flaps, namespaces deleted, traffic throughout;
 RSS and fds flat after the warm-up, nothing left behind after `daemon stop --remove`.
-(The ten-minute run and its figures: README, "The daemon".)"""
+(The ten-minute run and its figures: docs/explanation/daemon.md.)"""
 
 from __future__ import annotations
 

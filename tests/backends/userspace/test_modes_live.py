@@ -1,5 +1,5 @@
 """The mode table, live: real frames through the userspace datapath in every mode agree with
-what the engine predicts (:func:`pymacvlan.reachability.reach`, the table in the README).
+what the engine predicts (:func:`pymacvlan.reachability.reach`, the table in docs/explanation/how-macvlan-decides.md).
 
 For each wire (a plain veth peer, or a Linux bridge port with hairpin on: VEPA's reflective
 relay) and each mode, two children in that mode (one for passthru, which must be alone)
