@@ -6,7 +6,7 @@ the veth is the LAN at 10.77.0.100), then between every pair of them:
 
 * **ARP**: one ARP request broadcast from the sender's interface, answered or not;
 * **ping**: ICMP echo with permanent neighbour entries on both sides, so it tests unicast
-  alone (the seed article's trick for private mode).
+  alone (the classic trick for private mode).
 
 The engine's prediction for the same pair comes from :func:`pymacvlan.reachability.reach`
 (the sim, no I/O): ARP needs the request's broadcast to reach the receiver and the reply's

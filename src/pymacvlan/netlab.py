@@ -96,7 +96,7 @@ def leftovers(tag: str) -> list[str]:
 
 
 def set_neighbour(ns: str, ip: str, mac: str, dev: str) -> None:
-    """A permanent neighbour entry, as the seed article sets by hand for private mode."""
+    """A permanent neighbour entry, as one sets by hand for private mode."""
     sh("ip", "-n", ns, "neigh", "replace", ip, "lladdr", mac, "dev", dev, "nud", "permanent")
 
 

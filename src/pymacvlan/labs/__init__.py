@@ -1,4 +1,4 @@
-"""The seed articles' experiments as scenario files (``*.json`` here, docs/scenario-format.md
+"""The classic macvlan experiments as scenario files (``*.json`` here, docs/scenario-format.md
 with ``expect`` keys), run by ``pymacvlan lab NAME`` on any backend.
 
 A lab is an ordinary scenario: ``description`` says what it shows, each step's ``comment``

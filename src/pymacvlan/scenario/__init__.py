@@ -1,4 +1,4 @@
-"""Scenarios: the `pymacvlan replay` contract (../shared/docs/scenario-format.md)."""
+"""Scenarios: the `pymacvlan replay` contract (docs/scenario-format.md)."""
 
 from .compare import check_expectations, comparable, diff_results
 from .schema import ScenarioError, load_scenario, validate

@@ -1,4 +1,4 @@
-"""Reading and validating a scenario (../shared/docs/scenario-format.md).
+"""Reading and validating a scenario (docs/scenario-format.md).
 
 A scenario is refused before anything runs, with a message naming the step and the key.
 The loader returns a normalized copy: MACs lowercase, frames lowercase hex, defaults filled.

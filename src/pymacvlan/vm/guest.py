@@ -4,7 +4,7 @@ Built once from two Debian packages fetched with ``apt-get download`` (the distr
 ``linux-image-<version>-amd64`` and ``busybox-static``; nothing from anywhere else) into a
 cache directory keyed by the kernel package and the init script, so every later boot only
 reads two files. Debian builds virtio-net as modules, so the initramfs carries the eight
-virtio modules and ``insmod``s them in dependency order (shared/docs/qemu-guest.md).
+virtio modules and ``insmod``s them in dependency order.
 
 What the guest does is a shell script given on the kernel command line (``pmv.script=``,
 base64): ``/init`` brings eth0 up (DAD off, so the link-local address is usable at once),
