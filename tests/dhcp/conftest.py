@@ -101,13 +101,15 @@ class Lab:
 
     # -- servers -----------------------------------------------------------------------------------
     def dnsmasq(self, first: str = "10.77.0.50", last: str = "10.77.0.150", *, ns: str | None = None,
-                dev: str = "pmvW", extra: tuple[str, ...] = (), tag: str = "d") -> Server:
+                dev: str | None = "pmvW", extra: tuple[str, ...] = (), tag: str = "d") -> Server:
+        """dnsmasq serving ``dev`` (None: every interface, as a host's server often does)."""
         d = self.tmp / f"dnsmasq-{tag}"
         d.mkdir(exist_ok=True)
         leasefile, logfile = d / "leases", d / "log"
         cmd = ["nsenter", f"--net=/run/netns/{ns or self.wire}", "dnsmasq", "--keep-in-foreground",
-               "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=0", f"--interface={dev}",
-               "--bind-interfaces", f"--dhcp-range={first},{last},255.255.255.0,2m", f"--dhcp-leasefile={leasefile}",
+               "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=0",
+               *([f"--interface={dev}", "--bind-interfaces"] if dev else []),
+               f"--dhcp-range={first},{last},255.255.255.0,2m", f"--dhcp-leasefile={leasefile}",
                f"--pid-file={d / 'pid'}", "--dhcp-authoritative", "--no-ping", "--log-dhcp",
                f"--log-facility={logfile}", f"--dhcp-option=option:router,{WIRE_IP}",
                f"--dhcp-option=option:dns-server,{WIRE_IP}", "--dhcp-option=option:domain-name,pmv.test",

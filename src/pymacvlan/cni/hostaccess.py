@@ -117,8 +117,10 @@ def _record(state_dir: str, name: str, ident: Any) -> None:
     os.replace(tmp, path)
 
 
-def sync(n: Any) -> list[str]:
+def sync(n: Any, keep: bool = False) -> list[str]:
     """Make the host child and its routes match the records; returns what is routed.
+    ``keep``: the child stays (is made) even with no record yet, holding the master's addresses
+    but no routes: a DHCP IPAM needs it to reach a server on the host before any pod has an address.
 
     The host child is made by the network's backend driver (the kernel's macvlan, or the
     userspace daemon's TAP where its parents are), in one request with ``up``; its addresses
@@ -140,7 +142,7 @@ def sync(n: Any) -> list[str]:
             if have_idx:
                 _proven(ipr, n.state_dir, name, n.master, have_idx[0])
             try:
-                if not want:
+                if not want and not keep:
                     if have_idx:
                         if drv.kernel_links:  # the proven device itself, by its index
                             ipr.link("del", index=have_idx[0])
@@ -158,7 +160,12 @@ def sync(n: Any) -> list[str]:
                         raise KernelError("ENODEV", f"the host child {name} is not in the host's namespace",
                                           "the userspace daemon must run where the host is (no --netns)")
                     _record(n.state_dir, name, identity.read(ipr, ifindex=have_idx[0]))
-                    drv.host_access(name, n.master, routes=want[:1])
+                    if want:
+                        drv.host_access(name, n.master, routes=want[:1])
+                    else:  # the master's addresses as /32s, no route yet (host_access would route the subnet)
+                        m_idx = ipr.link_lookup(ifname=n.master)
+                        for addr in ipr.get_addr(index=m_idx[0], family=2) if m_idx else []:
+                            ipr.addr("add", index=have_idx[0], address=addr.get_attr("IFA_ADDRESS"), prefixlen=32)
             except KernelError as e:
                 raise CNIError(ERR_INTERNAL, f"hostAccess: {e}", e.advice) from None
             idx = have_idx[0]

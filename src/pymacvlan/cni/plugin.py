@@ -142,6 +142,11 @@ def cmd_add(a: Args) -> dict:
     result: dict[str, Any] = {"cniVersion": "1.1.0", "interfaces": [iface], "ips": [], "routes": [], "dns": {}}
     ipam_done = False
     try:
+        if n.ipam_type and n.host_access:
+            # the host's child first: a DHCP IPAM (pymacvlan-dhcp) reaches a server on the host through it
+            from .hostaccess import sync
+
+            sync(n, keep=True)
         if n.ipam_type:
             cur = ipam.add(a, n.ipam_type)
             ipam_done = True
@@ -179,6 +184,13 @@ def _rollback(n: conflib.NetConf, a: Args, ipam_done: bool) -> None:
             ipam.execute(a, "DEL", n.ipam_type)
         except CNIError as e:
             log(f"rollback: IPAM DEL failed: {e.msg}")
+    if n.host_access:  # the host's child goes with the last record (it may have been made for this ADD)
+        try:
+            from .hostaccess import sync
+
+            sync(n)
+        except CNIError as e:
+            log(f"rollback: hostAccess: {e.msg}")
 
 
 def cmd_del(a: Args) -> None:

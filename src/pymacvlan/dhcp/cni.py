@@ -104,7 +104,7 @@ def _socket(n: IpamConf) -> str | None:
 
 
 def cmd_add(a: Args) -> dict[str, Any]:
-    from ..backends.userspace.syscalls import NetdevCtl
+    from ..backends.userspace.syscalls import IFF_UP, NetdevCtl
     from ..cni.result import convert
     from . import client
     from .identity import for_attachment
@@ -123,6 +123,13 @@ def cmd_add(a: Args) -> dict[str, Any]:
         except OSError as e:
             raise CNIError(ERR_INTERNAL, f"no interface {a.ifname} in {a.netns}: {e.strerror or e}",
                            "the main plugin creates it before calling IPAM") from None
+        # up before asking: a macvlan that is down has not put its MAC in the parent's unicast
+        # filter (replies would not arrive), and a packet socket on it is ENETDOWN (the reference
+        # dhcp daemon brings the link up too)
+        try:
+            ctl.set_flags(a.ifname, IFF_UP)
+        except OSError as e:
+            raise CNIError(ERR_INTERNAL, f"cannot bring {a.ifname} up in {a.netns}: {e.strerror or e}") from None
         ident = for_attachment(n.network, a.container_id, a.ifname, _cni_args(a.args), n.hostname)
         try:
             lease = client.acquire(_key(n, a.container_id, a.ifname), n.parent, mac, network=n.network,

@@ -28,6 +28,7 @@ control socket serves (``dhcp.events``).
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import logging
 import os
@@ -80,11 +81,14 @@ def open_port(ifname: str, netns: str | None) -> socket.socket:
         _attach_filter(s)
         s.bind((ifname, ETH_P_ALL))
         s.setblocking(False)
-        while True:  # frames queued before the filter was attached
+        while True:  # frames queued before the filter was attached (and a pending ENETDOWN)
             try:
                 s.recv(65536)
             except BlockingIOError:
                 break
+            except OSError as e:
+                if e.errno != errno.ENETDOWN:
+                    raise
     except OSError:
         s.close()
         raise
