@@ -9,6 +9,10 @@ master. The lab shows
 * the VMAC child as pymacvlan's kernel view sees it, and the sysctls keepalived 2.2.7 sets
   (arp_ignore and arp_filter on the parent; arp_ignore, rp_filter=0 and accept_local on the
   VMAC; *not* arp_announce);
+* the article's pitfalls where keepalived's settings are undone: arp_ignore=0 on the parent
+  (the parent answers ARP for the VIP with its own MAC) and strict rp_filter on the backup (it
+  drops the master's adverts and takes the VIP too: split brain), each found by `pymacvlan
+  doctor` and fixed by its printed commands run as printed;
 * the ARP pitfall: the station learns the VIP on the router's own NIC MAC, with arp_announce=0
   and with the article's arp_announce=1 alike (the VIP is in the parent's subnet, so the
   parent's ARP requests keep it as their sender address); `pymacvlan doctor` finds it and its
@@ -50,8 +54,9 @@ NET = "10.77.0"
 BACKEND = "kernel"
 DESCRIPTION = ("keepalived's virtual MAC (seed article 003) with Debian's real keepalived: two routers with "
                "use_vmac, a station and a switch in namespaces. keepalived makes the private-mode macvlan "
-               f"vrrp.{VRID}@lan0 with the VRRP MAC {VMAC} itself; the lab shows it, the ARP pitfall that leaves "
-               "the station with the router's own MAC for the VIP (arp_announce=1 does not help), doctor's fix, "
+               f"vrrp.{VRID}@lan0 with the VRRP MAC {VMAC} itself; the lab shows it, the article's ARP flux and "
+               "rp_filter pitfalls, the ARP pitfall that leaves the station with the router's own MAC for the VIP "
+               "(arp_announce=1 does not help), doctor's fixes run as printed, "
                "and a measured failover with trace --verify running alongside.")
 NOTE = ("keepalived 2.2.7 sets arp_ignore=1 and arp_filter=1 on the parent and arp_ignore=1, rp_filter=0, "
         "accept_local=1 on the VMAC, but not arp_announce. With arp_announce 0 or 1 the parent's own ARP "
@@ -305,6 +310,35 @@ def run(report: Callable[[Step], None] = lambda s: None) -> Outcome:
 
         nic = mac_of(R1, "lan0")
 
+        # the article's two pitfalls, as they bite where keepalived does not set these itself
+        sh("ip", "netns", "exec", R1, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/conf/lan0/arp_ignore")
+        answers = arp_answers(ST, "lan0", f"{NET}.50", VIP)
+        step(f"article pitfall 1: arp_ignore=0 on r1's lan0; the station asks who has {VIP}",
+             "ARP flux: the parent answers for the VIP too, with its own MAC (the VIP is a local address)",
+             f"answered by {', '.join(sorted(answers))} (r1's lan0 is {nic})", answers == {nic, VMAC})
+        cmds = doctor_commands(R1, "arp-flux")
+        for c in cmds:
+            sh("ip", "netns", "exec", R1, "sh", "-c", c)
+        answers = arp_answers(ST, "lan0", f"{NET}.50", VIP)
+        step(f"pymacvlan doctor --netns r1, its command run as printed ({'; '.join(cmds)}), ask again",
+             "only the interface that holds the VIP answers", f"answered by {', '.join(sorted(answers))}",
+             cmds == ["sysctl -w net.ipv4.conf.all.arp_ignore=1"] and answers == {VMAC})
+
+        for key in ("all", f"vrrp.{VRID}"):
+            sh("ip", "netns", "exec", R2, "sh", "-c", f"echo 1 > /proc/sys/net/ipv4/conf/{key}/rp_filter")
+        split = wait_for(lambda: has_vip(R2), 10)
+        step(f"article pitfall 2: strict rp_filter on r2 (all and vrrp.{VRID})",
+             f"r1's adverts arrive on vrrp.{VRID} from 10.77.0.1, whose route is via lan0: dropped; r2 hears no "
+             "master and takes the VIP too (split brain)",
+             f"VIP on r2: {split}, on r1: {has_vip(R1)}", split and has_vip(R1))
+        cmds = doctor_commands(R2, "rp-filter")
+        for c in cmds:
+            sh("ip", "netns", "exec", R2, "sh", "-c", c)
+        healed = wait_for(lambda: not has_vip(R2), 10)
+        step(f"pymacvlan doctor --netns r2, its commands run as printed ({'; '.join(cmds)})",
+             "r2 hears r1's adverts again and steps back", f"VIP on r2: {not healed}, on r1: {has_vip(R1)}",
+             bool(cmds) and healed and has_vip(R1))
+
         def learned() -> str | None:
             for ns in (ST, R1, R2):
                 sh("ip", "-n", ns, "neigh", "flush", "all")
@@ -324,12 +358,9 @@ def run(report: Callable[[Step], None] = lambda s: None) -> Outcome:
              "still r1's NIC MAC: with arp_announce=1 the kernel keeps the VIP as the ARP source because the VIP is "
              "in lan0's subnet", f"{VIP} lladdr {mac}", mac == nic)
 
-        r = pymacvlan("doctor", "--netns", R1)
-        cmds = [ln[len("  run: "):] for ln in r.stdout.split("] arp-announce (lan0)", 1)[-1].split("\n[", 1)[0]
-                .splitlines() if ln.startswith("  run: ")]
+        cmds = doctor_commands(R1, "arp-announce")
         step("pymacvlan doctor --netns r1", "doctor reads the same state and prints the command that fixes it",
-             f"arp-announce (lan0): run: {'; '.join(cmds)}" if cmds else r.stdout.strip()[-400:],
-             cmds == ["sysctl -w net.ipv4.conf.lan0.arp_announce=2"])
+             f"arp-announce (lan0): run: {'; '.join(cmds)}", cmds == ["sysctl -w net.ipv4.conf.lan0.arp_announce=2"])
         for ns in (R1, R2):  # the same parent name on both routers: the same printed command
             for c in cmds:
                 sh("ip", "netns", "exec", ns, "sh", "-c", c)
@@ -405,6 +436,35 @@ def run(report: Callable[[Step], None] = lambda s: None) -> Outcome:
         left = leftovers(lab.tag)
         if left:
             step("teardown", "", f"left behind: {left}", False)
+
+
+def doctor_commands(ns: str, code: str) -> list[str]:
+    """The `run:` lines `pymacvlan doctor --netns NS` prints for finding ``code``, as printed."""
+    r = pymacvlan("doctor", "--netns", ns)
+    if f"] {code} (" not in r.stdout:
+        return []
+    block = r.stdout.split(f"] {code} (", 1)[1].split("\n[", 1)[0]
+    return [ln[len("  run: "):] for ln in block.splitlines() if ln.startswith("  run: ")]
+
+
+def arp_answers(ns: str, dev: str, src_ip: str, dst_ip: str, window: float = 0.5) -> set[str]:
+    """Every MAC that answers one broadcast ARP request from ``dev`` within ``window``."""
+    mine = bytes.fromhex(mac_of(ns, dev).replace(":", ""))
+    with in_netns(ns):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+    try:
+        s.bind((dev, 0x0806))
+        s.send(b"\xff" * 6 + mine + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mine
+               + socket.inet_aton(src_ip) + bytes(6) + socket.inet_aton(dst_ip))
+        got: set[str] = set()
+        end = time.monotonic() + window
+        while (left := end - time.monotonic()) > 0 and select.select([s], [], [], left)[0]:
+            data = s.recv(2048)
+            if len(data) >= 42 and data[20:22] == b"\x00\x02" and data[28:32] == socket.inet_aton(dst_ip):
+                got.add(data[22:28].hex(":"))
+        return got
+    finally:
+        s.close()
 
 
 def _one_ping(ns: str, dst: str) -> bool:
