@@ -61,6 +61,16 @@ def test_mtu_bclim_and_refusals(lab):
     assert host_links(lab) == ["lo", "pmvP"]
 
 
+def test_userspace_backend_refused_cleanly(lab):
+    """Not done: Docker moves the driver's link into the container, and the daemon follows a TAP
+    only in the namespace it made it in; the network is refused, naming why, and nothing is made."""
+    for parent in ("pmvP", "pmvP.7"):
+        r = lab.docker("network", "create", "-d", "pymacvlan", "-o", f"parent={parent}", "-o", "backend=userspace",
+                       "--subnet", "10.89.0.0/24", "exu", check=False)
+        assert r.returncode != 0 and "option backend" in r.stderr and "kernel backend" in r.stderr, r.stderr
+    assert host_links(lab) == ["lo", "pmvP"]
+
+
 def test_passthru_nopromisc_and_source_mode(lab):
     net(lab, "exp", "parent=pmvP", "macvlan_mode=passthru", "nopromisc=true")
     try:

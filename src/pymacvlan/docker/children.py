@@ -80,6 +80,13 @@ def _driver(cfg: NetworkConfig, netns: str | None) -> Any:
 def prepare_parent(cfg: NetworkConfig, nid: str, netns: str | None) -> list[str]:
     """Check (and for VLANs and internal networks, make) the network's parent. Returns the
     links made for it; on failure nothing is left and DriverError says why."""
+    drv = _driver(cfg, netns)
+    if not getattr(drv, "movable_children", True):
+        raise _err(f"option backend: the {cfg.backend} backend's children cannot be handed to Docker yet (Docker "
+                   "moves the driver's link into the container, and that backend follows a child only in the "
+                   "namespace it made it in); use the kernel backend with Docker")
+    if not getattr(drv, "host_stack", True):
+        raise _err(f"option backend: the {cfg.backend} backend makes no real devices; use the kernel backend")
     if not cfg.parent:
         return [_isolated_pair(cfg, nid, netns)]
     info: dict[str, Any] | None = None
@@ -97,15 +104,11 @@ def prepare_parent(cfg: NetworkConfig, nid: str, netns: str | None) -> list[str]
         if cfg.vlan is None:
             raise _err(f"-o parent={cfg.parent}: Link not found (ENODEV): no interface {cfg.parent!r} here "
                        "(give an existing interface, or IF.VID for a VLAN on IF)")
-        if getattr(_driver(cfg, netns), "vlan_parents", False):
+        if getattr(drv, "vlan_parents", False):
             return []  # the backend takes IF.VID itself (the userspace datapath filters the VID: no 8021q)
         return [_vlan(cfg, netns)]
     if cfg.mtu is not None and mtu is not None and cfg.mtu > mtu:
         raise _err(f"invalid value '{cfg.mtu}' for option mtu: at most the parent's MTU ({cfg.parent} has {mtu})")
-    drv = _driver(cfg, netns)
-    if not getattr(drv, "host_stack", True):
-        raise _err(f"option backend: the {cfg.backend} backend makes no real devices; Docker needs kernel or "
-                   "userspace")
     if info is not None:
         _preflight(cfg, info, netns)
     return []
@@ -134,7 +137,7 @@ def _vlan(cfg: NetworkConfig, netns: str | None) -> str:
             found = ipr.link_lookup(ifname=cfg.parent)
             if found and _kind(ipr.get_links(found[0])[0]) == "vlan":
                 ipr.link("del", index=found[0])
-            hint = (" (this kernel has no 802.1Q support; -o backend=userspace makes VLAN children without it)"
+            hint = (" (this kernel has no 802.1Q support: load 8021q, or make the VLAN device another way)"
                     if getattr(e, "code", None) == errno.EOPNOTSUPP else "")
             raise _err(f"failed to create {cfg.parent} vlan link: {_errno_text(e)}{hint}") from None
     return cfg.parent

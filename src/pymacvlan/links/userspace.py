@@ -26,6 +26,9 @@ class Driver(BaseDriver):
 
     backend = "userspace"
     vlan_parents = True  # (i21) the datapath tags and untags a VLAN parent itself
+    #: a child is a TAP the daemon tracks in the namespace it made it in: a runtime that moves the
+    #: device itself (Docker's remote drivers: the driver's link is moved into the container) loses it
+    movable_children = False
 
     def __init__(self, socket: str | None = None, timeout: float = 60.0, netns: str | None = None,
                  socket_path: str | None = None) -> None:
