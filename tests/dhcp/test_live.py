@@ -137,3 +137,35 @@ def test_a_hundred_children_lease_at_once_from_one_daemon(lab):
     while any(mac in srv.leases() for mac in macs) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(mac in srv.leases() for mac in macs)
+
+
+def test_ipam_add_check_gc_del(lab):
+    """pymacvlan-dhcp as an IPAM plugin by itself: ADD (MTU from option 26 applied), CHECK, GC
+    releasing what is not valid any more, DEL idempotent."""
+    srv = lab.dnsmasq()
+    lab.start_daemon()
+    conf = {"cniVersion": "1.1.0", "name": "pmvnet", "type": "macvlan", "master": lab.master,
+            "ipam": {"type": "pymacvlan-dhcp", "socket": lab.socket}}
+    pods = {cid: lab.pod(f"g{cid[-1]}") for cid in ("gc-a", "gc-b")}
+    macs = {cid: lab.kernel_child(pod) for cid, pod in pods.items()}
+    results = {}
+    for cid, pod in pods.items():
+        rc, out, err = lab.cni("pymacvlan-dhcp", "ADD", conf, pod, cid)
+        assert rc == 0, (out, err)
+        assert out["ips"][0]["gateway"] == "10.77.0.1" and {"dst": "10.78.0.0/24", "gw": "10.77.0.254"} in out["routes"]
+        assert ip_json("-n", pod, "link", "show", "eth0")[0]["mtu"] == 1400
+        results[cid] = out
+    rc, out, err = lab.cni("pymacvlan-dhcp", "CHECK", dict(conf, prevResult=results["gc-a"]), pods["gc-a"], "gc-a")
+    assert rc == 0, (out, err)
+    gc = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "gc-a", "ifname": "eth0"}]})
+    rc, out, err = lab.cni("pymacvlan-dhcp", "GC", gc, None, "")
+    assert rc == 0, (out, err)
+    assert [s["key"] for s in client.show(socket=lab.socket)] == ["cni/pmvnet/gc-a/eth0"]
+    deadline = time.monotonic() + 5
+    while macs["gc-b"] in srv.leases() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert macs["gc-b"] not in srv.leases() and macs["gc-a"] in srv.leases()
+    for _ in range(2):  # DEL twice: the second finds nothing and succeeds
+        rc, out, err = lab.cni("pymacvlan-dhcp", "DEL", conf, pods["gc-a"], "gc-a")
+        assert rc == 0, (out, err)
+    assert client.show(socket=lab.socket) == []
