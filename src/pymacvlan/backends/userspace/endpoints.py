@@ -119,17 +119,6 @@ class Endpoint:
     def connected(self) -> bool:
         return False
 
-    @property
-    def _r(self) -> Reactor:
-        """The reactor attach() gave (an endpoint is driven only once attached)."""
-        assert self.reactor is not None, "endpoint used before attach()"
-        return self.reactor
-
-    @property
-    def _sink(self) -> Callable[[Endpoint, bytes], None]:
-        assert self.sink is not None, "endpoint used before attach()"
-        return self.sink
-
     def attach(self, reactor: Reactor, sink: Callable[[Endpoint, bytes], None]) -> None:
         self.reactor = reactor
         self.sink = sink
@@ -220,13 +209,13 @@ class StreamEndpoint(Endpoint):
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
             self.conn = conn
             self.counters["clients"] += 1
-            self._r.watch(conn.fileno(), self._on_conn, kind="endpoint")
+            self.reactor.watch(conn.fileno(), self._on_conn, kind="endpoint")
 
     def _drop_client(self) -> None:
         conn = self.conn
         if conn is None:
             return
-        self._r.unwatch(conn.fileno())
+        self.reactor.unwatch(conn.fileno())
         conn.close()
         self.conn = None
         self._rbuf = bytearray()
@@ -266,7 +255,7 @@ class StreamEndpoint(Endpoint):
         rbuf = self._rbuf
         pos = 0
         end = len(rbuf)
-        sink = self._sink
+        sink = self.sink
         unpack = _LEN.unpack_from
         while end - pos >= 4:
             n = unpack(rbuf, pos)[0]
@@ -324,7 +313,7 @@ class StreamEndpoint(Endpoint):
                 sent = conn.send(data)
             except BlockingIOError:
                 self._wpending = data
-                self._r.want_write(conn.fileno(), True)
+                self.reactor.want_write(conn.fileno(), True)
                 return
             except OSError:
                 self.counters["client_send_error"] += 1
@@ -332,9 +321,9 @@ class StreamEndpoint(Endpoint):
                 return
             self._wpending = data[sent:] if sent < len(data) else b""
             if self._wpending:
-                self._r.want_write(conn.fileno(), True)
+                self.reactor.want_write(conn.fileno(), True)
                 return
-        self._r.want_write(conn.fileno(), False)
+        self.reactor.want_write(conn.fileno(), False)
 
     def close(self, keep: bool = False) -> None:
         if self.reactor is not None:
@@ -395,7 +384,7 @@ class DgramEndpoint(Endpoint):
                 self.counters["tx_oversize"] += 1
                 continue
             self.counters["tx_frames"] += 1
-            self._sink(self, ZERO_VNET_HDR + data)
+            self.sink(self, ZERO_VNET_HDR + data)
 
     def deliver(self, buf: bytes) -> None:
         if self.peer is None:
@@ -430,18 +419,18 @@ class DgramEndpoint(Endpoint):
             try:
                 sock.sendto(q[0], peer)
             except BlockingIOError:
-                self._r.want_write(sock.fileno(), True)
+                self.reactor.want_write(sock.fileno(), True)
                 return
             except OSError as e:
                 # the reader went away (ENOENT, ECONNREFUSED): forget a learned peer
-                self.counters[f"send_{errno.errorcode.get(e.errno or 0, e.errno)}"] += 1
+                self.counters[f"send_{errno.errorcode.get(e.errno, e.errno)}"] += 1
                 q.popleft()
                 if self.remote is None:
                     self.peer = peer = None
                 continue
             q.popleft()
             self.counters["rx_frames"] += 1
-        self._r.want_write(sock.fileno(), False)
+        self.reactor.want_write(sock.fileno(), False)
 
     def close(self, keep: bool = False) -> None:
         if self.reactor is not None:
@@ -554,7 +543,7 @@ class TapFdEndpoint(Endpoint):
         return True
 
     def _on_port(self, events: int) -> None:
-        sink = self._sink
+        sink = self.sink
         for buf in self.port.drain(64):
             if len(buf) < VNET_HDR_LEN + 14:
                 self.counters["tx_runt"] += 1
