@@ -476,3 +476,22 @@ def test_the_capture_waits_for_the_bc_queue():
     for r in res[len(steps):]:
         assert receivers(r) == {"A": ["BROADCAST"], "B": ["BROADCAST"], "C": ["BROADCAST"],
                                 "parent": ["BROADCAST"]}
+
+
+def test_a_run_whose_collection_hit_the_cap_fails(monkeypatch) -> None:
+    """Issue 19: no live run noticed a collection cut at the cap; now the run itself fails."""
+    from pymacvlan.backends.kernel import CaptureCapped
+    from pymacvlan.backends.kernel import capture as capture_mod
+
+    real = capture_mod.Capture._rounds
+
+    def stuck_once(self, inj, seen, deadline, rounds):
+        done = real(self, inj, seen, deadline, rounds)
+        if inj is not None and not getattr(self, "_stuck", False):
+            self._stuck = True
+            return False  # as if the deadline had come before the probe's evidence
+        return done
+
+    monkeypatch.setattr(capture_mod.Capture, "_rounds", stuck_once)
+    with pytest.raises(CaptureCapped, match="1 frame"):
+        run([*add("a", "bridge", A), inject("wire", frame(A, E))])

@@ -32,7 +32,10 @@ def _check(backend_name: str, sc: dict, label: str) -> None:
         pytest.skip(f"{backend_name} cannot run this scenario: {cannot}")
     require_live()
     ref = SimBackend(trace=True).run(sc)
-    other = get_backend(backend_name).run(sc)
+    backend = get_backend(backend_name)
+    other = backend.run(sc)
+    if getattr(backend, "fastpath_wanted", False):  # issue 19: a fallback to Python must not pass
+        assert backend.fastpath_active, f"{label}: the eBPF fast path did not load: {backend.fastpath_error}"
     diffs = diff_results(sc["steps"], ref, other)
     if diffs:
         pytest.fail(f"{label}: {len(diffs)} step(s) differ between sim and {backend_name}:\n"

@@ -16,7 +16,8 @@ from .capture import Capture, LateFrame, ethertype_chain, pinned_to_one_cpu
 from .steps import StepDispatcher
 from .topology import Topology
 
-__all__ = ["KernelBackend", "LateFrame", "UnsupportedScenario", "unavailable_reason", "unsupported_reason"]
+__all__ = ["CaptureCapped", "KernelBackend", "LateFrame", "UnsupportedScenario", "unavailable_reason",
+           "unsupported_reason"]
 
 
 class UnsupportedScenario(ValueError):
@@ -43,6 +44,10 @@ def unsupported_reason(scenario: dict) -> str | None:
     return None
 
 
+class CaptureCapped(RuntimeError):
+    """A frame's copies were collected until the cap, not until the probe's evidence."""
+
+
 class KernelBackend:
     """Replays a validated, normalized scenario on the kernel's own macvlan/macvtap."""
 
@@ -55,6 +60,8 @@ class KernelBackend:
         self.last_prefix: str | None = None  # name prefix of the latest run's namespaces/links
 
     def run(self, scenario: dict) -> dict:
+        """Replay ``scenario`` live. Raises LateFrame for a copy that came after its step was
+        closed and CaptureCapped when any frame's collection ended at the cap, not on evidence."""
         reason = self.unavailable()
         if reason:
             raise RuntimeError(reason)
@@ -76,6 +83,10 @@ class KernelBackend:
                 capture.open_parent(topo.ns_parent, topo.parent_ifname, ethertypes)
                 results = self.replay(topo, capture, scenario["steps"])
                 capture.finish()  # a late copy of the last step's frame fails the run too
+                if capture.capped:  # issue 19: an observation cut at the cap is not evidence
+                    raise CaptureCapped(
+                        f"{capture.capped} frame(s) collected until the {self.cap:g} s cap instead of until the "
+                        "probe came back: the run saw an incomplete picture (a stuck probe or a starved machine)")
             finally:
                 self.release()  # what the replay holds may pin namespaces: first
                 capture.close()  # sockets pin their namespaces too

@@ -416,6 +416,9 @@ class UserspaceBackend(KernelBackend):
         #: further DatapathConfig fields (children="tap", fastpath=False: see VARIANTS)
         self.datapath = datapath
         self._dp: Datapath | None = None
+        self.fastpath_wanted = False
+        self.fastpath_active = False
+        self.fastpath_error: str | None = None
         self._steps: UserspaceSteps | None = None
         self._sockdir: str | None = None
 
@@ -429,6 +432,11 @@ class UserspaceBackend(KernelBackend):
         self._sockdir = tempfile.mkdtemp(prefix="pmv")
         self._dp = Datapath(DatapathConfig(ParentConfig(topo.parent_ifname, netns=topo.ns_parent),
                                            shield=self.shield, **self.datapath)).start()
+        # what carried this run's frames (the conformance suite asserts the fast path where it
+        # was asked for: a load failure must not pass as the Python path silently)
+        self.fastpath_wanted = self._dp.cfg.fastpath
+        self.fastpath_error = self._dp.fastpath_error
+        self.fastpath_active = self._dp.fastpath is not None
         self._steps = UserspaceSteps(topo, capture, self._dp, self._sockdir)
         capture.barrier = self._dp.settled  # every probe round: the datapath did what it was handed
         return [self._steps.run(step) for step in steps]
