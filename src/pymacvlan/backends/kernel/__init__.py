@@ -85,7 +85,8 @@ class KernelBackend:
                 capture.finish()  # a late copy of the last step's frame fails the run too
                 if capture.capped:  # issue 19: an observation cut at the cap is not evidence
                     raise CaptureCapped(
-                        f"{capture.capped} frame(s) collected until the {self.cap:g} s cap instead of until the "
+                        f"{capture.capped} {'frame' if capture.capped == 1 else 'frames'} collected until the "
+                        f"{self.cap:g} s cap instead of until the "
                         "probe came back: the run saw an incomplete picture (a stuck probe or a starved machine)")
             finally:
                 self.release()  # what the replay holds may pin namespaces: first
