@@ -169,3 +169,34 @@ def test_ipam_add_check_gc_del(lab):
         rc, out, err = lab.cni("pymacvlan-dhcp", "DEL", conf, pods["gc-a"], "gc-a")
         assert rc == 0, (out, err)
     assert client.show(socket=lab.socket) == []
+
+
+def test_restart_after_expiry_confirms_with_init_reboot(lab):
+    """A lease that expired while the daemon was down comes back through INIT-REBOOT (REQUEST
+    for the remembered address, no DISCOVER)."""
+    import json
+
+    srv = lab.dnsmasq()
+    lab.start_daemon()
+    mac = lab.kernel_child(lab.pod("p5"))
+    lease = _acquire(lab, "t/5", mac, "ctr/c5/eth0")
+    lab.stop_daemon()
+    path = lab.state + ".dhcp.json"
+    with open(path) as f:
+        saved = json.load(f)
+    past = time.time() - 5
+    for rec in saved["leases"]:
+        rec["lease"].update(acquired=past - 100, t1=past - 50, t2=past - 20, expires=past)
+    with open(path, "w") as f:
+        json.dump(saved, f)
+    discovers = srv.log().count(f"DHCPDISCOVER(pmvW) {mac}")
+    lab.start_daemon()
+    assert "(init-reboot)" in lab.daemon_log()
+    deadline = time.monotonic() + 10
+    while client.show("t/5", socket=lab.socket)[0]["state"] != "bound" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shown = client.show("t/5", socket=lab.socket)[0]
+    assert shown["state"] == "bound" and shown["address"] == lease["address"]
+    assert shown["expires"] > time.time() + 60
+    assert srv.log().count(f"DHCPDISCOVER(pmvW) {mac}") == discovers
+    client.release("t/5", socket=lab.socket)
