@@ -184,6 +184,7 @@ def lab(tmp_path_factory):
         ip("-n", host, "link", "set", lab.parent, "up")
         ip("-n", wire, "link", "set", "pmvW", "up")
         ip("-n", wire, "addr", "add", f"{STATION4}/24", "dev", "pmvW")
+        ip("-n", wire, "addr", "add", f"{GW6}/64", "dev", "pmvW", "nodad")
         yield lab
     finally:
         for ns in [*lab.containers, host, wire]:

@@ -317,8 +317,10 @@ def cmd_setup(netns: str, raw: Any) -> dict[str, Any]:
         if o.announce_count and a.addresses:
             from ..announce import announce
 
-            announce(ex.ifname, parse_mac(got_mac), [x.ip for x in a.addresses], o.announce_count, o.announce_ms,
-                     netns=netns)
+            ips = [x.ip for x in a.addresses]
+            pid = announce(ex.ifname, parse_mac(got_mac), ips, o.announce_count, o.announce_ms, netns=netns)
+            log(f"announced {', '.join(map(str, ips))} at {got_mac}: {o.announce_count} round(s) "
+                f"{o.announce_ms} ms apart" + (f" (the rest from pid {pid})" if pid else ""))
     except BaseException:
         _undo(driver, ex, netns, cn, recorded)
         raise
