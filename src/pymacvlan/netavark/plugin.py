@@ -319,7 +319,7 @@ def cmd_setup(netns: str, raw: Any) -> dict[str, Any]:
 
             ips = [x.ip for x in a.addresses]
             pid = announce(ex.ifname, parse_mac(got_mac), ips, o.announce_count, o.announce_ms, netns=netns)
-            log(f"announced {', '.join(map(str, ips))} at {got_mac}: {o.announce_count} round(s) "
+            log(f"announced {', '.join(map(str, ips))} at {got_mac}: {o.announce_count} rounds "
                 f"{o.announce_ms} ms apart" + (f" (the rest from pid {pid})" if pid else ""))
     except BaseException:
         _undo(driver, ex, netns, cn, recorded)
