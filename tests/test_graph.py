@@ -152,3 +152,25 @@ def test_the_apply_example_config():
     assert m[("web", "vm0")] == (True, True)
     assert m[("@wire", "sniff")] == (False, False)  # the station is not on sniff's source list
     assert [c.mode for c in ps["eth1"].children] == ["passthru"]
+
+
+def test_hash_view_puts_each_child_in_its_kernel_bucket(capsys):
+    """`show --hash`: buckets are macvlan_eth_hash's (52:54:00:12:34:56 is bucket 165, as the
+    kernel-checked hash says), children sharing a bucket hang off one cell, a source child's
+    senders go to the second table, and a child without a given MAC is drawn apart."""
+    from pymacvlan.graph import to_hash_dot
+
+    p = Parent("eth0", None, "plain", [Child("a", "bridge", mac="52:54:00:00:01:10"),
+                                       Child("b", "bridge", mac="02:00:00:00:00:e4"),
+                                       Child("c", "vepa", mac="52:54:00:12:34:56"),
+                                       Child("s", "source", mac="02:00:00:00:00:51", macaddr=["02:00:00:00:0a:01"]),
+                                       Child("r", "private")])
+    dot = to_hash_dot([p])
+    assert "p0_vlan_hash:b88 -> p0_c0" in dot and "p0_vlan_hash:b88 -> p0_c1" in dot  # a collision
+    assert "p0_vlan_hash:b165 -> p0_c2" in dot
+    assert "p0_vlan_source_hash:b30 -> p0_c3" in dot and "p0_random -> p0_c4" in dot
+    assert dot.count("<b88>") == 1  # one cell for the shared bucket
+    assert main(["show", str(ROOT / "examples/figures/hash.toml"), "--hash"]) == 0
+    out = capsys.readouterr().out
+    assert "vm0 52:54:00:00:01:10: bucket 88" in out and "pod1 02:00:00:00:00:e4: bucket 88" in out
+    assert "vlan_source_hash bucket 30: 02:00:00:00:0a:01 -> src0" in out and "pod2: MAC random at creation" in out

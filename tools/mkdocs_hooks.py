@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GRAPH = re.compile(r"<!-- graph: (?P<name>[\w.-]+\.svg) (?P<source>\S+) -->")
+GRAPH = re.compile(r"<!-- graph: (?P<name>[\w.-]+\.svg) (?P<source>\S+)(?P<hash> --hash)? -->")
 
 
 def _title(path: Path) -> str:
@@ -53,11 +53,11 @@ def on_config(config, **kwargs):
     return config
 
 
-def _draw(source: str) -> str:
+def _draw(source: str, extra: tuple[str, ...] = ()) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     with tempfile.TemporaryDirectory(prefix="pmv-docs-") as tmp:
         out = Path(tmp) / "figure.svg"
-        r = subprocess.run([sys.executable, "-m", "pymacvlan", "show", str(ROOT / source), "--graph", str(out)],
+        r = subprocess.run([sys.executable, "-m", "pymacvlan", "show", str(ROOT / source), *extra, "--graph", str(out)],
                            capture_output=True, text=True, env=env, timeout=120)
         if r.returncode != 0:
             raise RuntimeError(f"pymacvlan show {source} --graph: {r.stderr.strip()}")
@@ -71,7 +71,8 @@ def on_files(files, config, **kwargs):
         text = Path(f.abs_src_path).read_text()
         for m in GRAPH.finditer(text):
             where = Path(f.src_uri).parent / m["name"]
-            files.append(File.generated(config, where.as_posix(), content=_draw(m["source"])))
+            extra = ("--hash",) if m["hash"] else ()
+            files.append(File.generated(config, where.as_posix(), content=_draw(m["source"], extra)))
     return files
 
 
@@ -83,7 +84,7 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
         markdown = markdown.replace("<!-- cli-reference -->", reference())
 
     def figure(m: re.Match) -> str:
-        return (f"```console\n$ pymacvlan show {m['source']} --graph {m['name']}\n```\n\n"
+        return (f"```console\n$ pymacvlan show {m['source']}{m['hash'] or ''} --graph {m['name']}\n```\n\n"
                 f"![drawn by pymacvlan show {m['source']}]({m['name']})\n")
 
     return GRAPH.sub(figure, markdown)

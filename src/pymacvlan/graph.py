@@ -276,6 +276,60 @@ def to_dot(parents: list[Parent]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def to_hash_dot(parents: list[Parent]) -> str:
+    """DOT text of each port's two MAC hash tables, as macvlan.c keeps them: ``vlan_hash``
+    (256 buckets, ``macvlan_eth_hash()`` of a child's MAC; ``macvlan_hash_lookup()`` walks one
+    bucket comparing whole MACs, so children sharing a bucket cost a comparison, never a wrong
+    delivery) and ``vlan_source_hash`` (the same hash over a source-mode child's ``macaddr``
+    list). Only occupied buckets are drawn; a child whose MAC is not given (random at creation)
+    is listed apart, as its bucket is decided only when it is made."""
+    from .engine.hashes import mac_hash
+    from .model.mac import parse_mac
+
+    lines = ["digraph pymacvlan_hash {", '  graph [rankdir=LR, fontname="Helvetica", fontsize=11, labelloc=b, '
+             'label="the port\'s hash tables (256 buckets, macvlan_eth_hash); only occupied buckets are drawn"];',
+             '  node [fontname="Helvetica", fontsize=10];',
+             '  edge [color="#888888", fontname="Helvetica", fontsize=9];']
+    for pi, p in enumerate(parents):
+        pid = f"p{pi}"
+        lines.append(f"  subgraph cluster_{pid} {{")
+        lines.append(f"    label={_q(f'parent: {p.name}')}; style=rounded; color=\"#888888\";")
+        tables: dict[str, dict[int, list[tuple[str, str]]]] = {"vlan_hash": {}, "vlan_source_hash": {}}
+        unknown: list[str] = []
+        for ci, c in enumerate(p.children):
+            cid = f"{pid}_c{ci}"
+            label = _q(f"{c.name}\n{c.kind} {c.mode}" + (f"\n{c.mac}" if c.mac else ""))
+            fill, edge = MODE_COLOR.get(c.mode, "#dddddd"), MODE_COLOR.get(c.mode, "#999999")
+            lines.append(f'    {cid} [label={label}, shape=ellipse, style=filled, '
+                         f'fillcolor="{fill}40", color="{edge}"];')
+            if c.mac:  # every mode is hashed when it opens (passthru too: macvlan_open's hash_add)
+                tables["vlan_hash"].setdefault(mac_hash(parse_mac(c.mac)), []).append((cid, c.mac))
+            else:
+                unknown.append(cid)
+            if c.mode == "source":
+                for m in c.macaddr:
+                    tables["vlan_source_hash"].setdefault(mac_hash(parse_mac(m)), []).append((cid, m))
+        for table, buckets in tables.items():
+            if not buckets:
+                continue
+            tid = f"{pid}_{table}"
+            cells = "|".join(f"<b{b}> bucket {b}" for b in sorted(buckets))
+            record = _q(f"{table}|{cells}")
+            lines.append(f"    {tid} [shape=record, label={record}];")
+            for b, entries in sorted(buckets.items()):
+                for cid, mac in entries:
+                    lab = mac if table == "vlan_source_hash" else ""
+                    lines.append(f'    {tid}:b{b} -> {cid} [label={_q(lab)}];')
+        if unknown:
+            note = _q("MAC random at creation:\nbucket decided then")
+            lines.append(f"    {pid}_random [shape=note, label={note}];")
+            for cid in unknown:
+                lines.append(f"    {pid}_random -> {cid} [style=dashed];")
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 def edges(dot: str) -> set[tuple[str, str, str]]:
     """(from, to, label) of the reachability edges in DOT text written by :func:`to_dot`
     (for tests and for anyone post-processing the picture)."""

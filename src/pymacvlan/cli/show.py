@@ -21,7 +21,7 @@ def _topology(args):
 
 
 def _show(args) -> int:
-    from ..graph import PARENT, WIRE, reach_matrix, render, to_dot
+    from ..graph import PARENT, WIRE, reach_matrix, render, to_dot, to_hash_dot
     from ..links import DEFAULT_BACKEND
     from ..model.errors import KernelError
     from ..scenario import ScenarioError
@@ -34,7 +34,7 @@ def _show(args) -> int:
             where = args.source or f"the {args.backend} backend" + (f" (namespace {args.netns})" if args.netns else "")
             print(f"pymacvlan show: no macvlan/macvtap children in {where}: nothing to draw", file=sys.stderr)
             return 1
-        dot = to_dot(parents)
+        dot = to_hash_dot(parents) if args.hash else to_dot(parents)
     except KernelError as e:
         print(error_line("show", e), file=sys.stderr)
         return 2
@@ -54,7 +54,18 @@ def _show(args) -> int:
             return 2
         print(f"wrote {args.graph}: {plural(sum(len(p.children) for p in parents), 'child', 'children')} on "
               f"{plural(len(parents), 'parent')}", file=sys.stderr)
-    if not args.dot and not args.graph:
+    if args.hash and not args.dot and not args.graph:
+        from ..engine.hashes import mac_hash
+        from ..model.mac import parse_mac
+
+        for p in parents:
+            print(f"{p.name}: vlan_hash (256 buckets)")
+            for c in p.children:
+                where = f"bucket {mac_hash(parse_mac(c.mac))}" if c.mac else "MAC random at creation"
+                print(f"  {c.name}" + (f" {c.mac}" if c.mac else "") + f": {where}")
+                for m in c.macaddr if c.mode == "source" else []:
+                    print(f"    vlan_source_hash bucket {mac_hash(parse_mac(m))}: {m} -> {c.name}")
+    if not args.dot and not args.graph and not args.hash:
         name = {PARENT: "parent's stack", WIRE: "wire station"}
         for p in parents:
             print(f"{p.name} ({p.wire} wire): " + ", ".join(f"{c.name} {c.mode}" + ("" if c.up else " (down)")
@@ -73,6 +84,9 @@ def register(sub) -> None:
     p.add_argument("source", nargs="?", help="scenario .json or config .toml (default: the backend's links)")
     p.add_argument("--graph", metavar="FILE", help="write the picture (format from the suffix: svg, png, pdf)")
     p.add_argument("--dot", action="store_true", help="print the DOT text")
+    p.add_argument("--hash", action="store_true",
+                   help="draw the port's MAC hash tables (256 buckets: which child each bucket holds) "
+                        "instead of who reaches whom")
     p.add_argument("--backend", choices=BACKENDS, help="read the links of this backend")
     p.add_argument("--netns", help="the namespace to read the links from (kernel)")
     p.add_argument("--state", help="sim backend: its state file")
