@@ -122,9 +122,16 @@ def wrapper(page: Page, ns: str) -> str:
     if shutil.which("ping") is None and shutil.which("busybox"):
         shims["ping"] = '#!/bin/sh\nexec busybox ping "$@"\n'
     lines = ["set -e",
+             # the checkout may itself live under a directory emptied below (a CI clone in /tmp):
+             # hold it open first, and bind it back at its own path once the tmpfs mounts hide it
+             # (--no-canonicalize: mount must not resolve /proc/self/fd/9 to the now-empty path)
+             f"exec 9<{ROOT}",
              "mount -t tmpfs pmvguide /run",
              "mount -t tmpfs pmvguide /tmp",
              *(f"if [ -d {d} ]; then mount -t tmpfs pmvguide {d}; fi" for d in PRIVATE_DIRS),
+             f"if [ ! -e {ROOT}/pyproject.toml ]; then mkdir -p {ROOT} && "
+             f"mount --no-canonicalize --bind /proc/self/fd/9 {ROOT}; fi",
+             "exec 9<&-",
              "mkdir -p /run/netns /run/pmv-guide/bin /run/pmv-guide/home"]
     for name, text in shims.items():
         lines += [_heredoc(f"/run/pmv-guide/bin/{name}", text), f"chmod 755 /run/pmv-guide/bin/{name}"]
