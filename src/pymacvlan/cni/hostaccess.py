@@ -168,20 +168,9 @@ def sync(n: Any, keep: bool = False) -> list[str]:
                             ipr.addr("add", index=have_idx[0], address=addr.get_attr("IFA_ADDRESS"), prefixlen=32)
             except KernelError as e:
                 raise CNIError(ERR_INTERNAL, f"hostAccess: {e}", e.advice) from None
-            idx = have_idx[0]
-            have = set()
-            for r in ipr.get_routes(oif=idx, table=254):
-                dst = r.get_attr("RTA_DST")
-                if dst and r["dst_len"] in (32, 128):
-                    have.add(f"{dst}/{r['dst_len']}")
-            for prefix in sorted(set(want) - have):
-                net = ipaddress.ip_network(prefix)
-                ipr.route("add", dst=str(net.network_address), dst_len=net.prefixlen, oif=idx,
-                          family=2 if net.version == 4 else 10)
-            for prefix in sorted(have - set(want)):
-                net = ipaddress.ip_network(prefix)
-                ipr.route("del", dst=str(net.network_address), dst_len=net.prefixlen, oif=idx,
-                          family=2 if net.version == 4 else 10)
+            from ..links.hostnet import sync_host_routes
+
+            sync_host_routes(ipr, have_idx[0], want)
         except CNIError:
             raise
         except Exception as e:

@@ -49,18 +49,7 @@ def sync(cfg: NetworkConfig, addresses: list[str], netns: str | None) -> list[st
                     ipr.link("del", index=found[0])
                 raise OSError(0, f"{e.errno_name}: {e.message}") from None
             have_idx = ipr.link_lookup(ifname=name)
-        idx = have_idx[0]
-        have = set()
-        for r in ipr.get_routes(oif=idx, table=254):
-            dst = r.get_attr("RTA_DST")
-            if dst and r["dst_len"] in (32, 128):
-                have.add(f"{dst}/{r['dst_len']}")
-        for prefix in sorted(set(want) - have):
-            net = ipaddress.ip_network(prefix)
-            ipr.route("add", dst=str(net.network_address), dst_len=net.prefixlen, oif=idx,
-                      family=2 if net.version == 4 else 10)
-        for prefix in sorted(have - set(want)):
-            net = ipaddress.ip_network(prefix)
-            ipr.route("del", dst=str(net.network_address), dst_len=net.prefixlen, oif=idx,
-                      family=2 if net.version == 4 else 10)
+        from ..links.hostnet import sync_host_routes
+
+        sync_host_routes(ipr, have_idx[0], want)
     return want

@@ -59,3 +59,19 @@ def give_host_access(ipr: Any, name: str, parent: str, routes: list[str]) -> lis
         lines.append(f"host-access: {parent} has no IPv4 address: give {name} one and routes to the "
                      "children (host-access route PREFIX)")
     return lines
+
+
+def sync_host_routes(ipr: Any, idx: int, want: list[str]) -> None:
+    """Make the /32 and /128 routes (main table) through the host child ``idx`` exactly ``want``
+    (one prefix per pod or container): add the missing, delete the stale. Shared by the CNI and
+    Docker front ends, which keep the same per-workload routes as workloads come and go."""
+    have = set()
+    for r in ipr.get_routes(oif=idx, table=254):
+        dst = r.get_attr("RTA_DST")
+        if dst and r["dst_len"] in (32, 128):
+            have.add(f"{dst}/{r['dst_len']}")
+    for verb, prefixes in (("add", set(want) - have), ("del", have - set(want))):
+        for prefix in sorted(prefixes):
+            net = ipaddress.ip_network(prefix)
+            ipr.route(verb, dst=str(net.network_address), dst_len=net.prefixlen, oif=idx,
+                      family=2 if net.version == 4 else 10)
