@@ -15,16 +15,16 @@ import os
 import select
 import socket
 import stat
-import struct
 import subprocess
 import tempfile
 import time
 
 import pytest
 
-from pymacvlan.backends.userspace._sys import in_netns
 from pymacvlan.cli.main import main
+from pymacvlan.labs.keepalived import arp_answers, mac_of
 from pymacvlan.netlab import Lab, leftovers, ping, sh
+from pymacvlan.netns import in_netns
 from tests.conformance.conftest import require_live
 
 pytestmark = pytest.mark.live
@@ -68,10 +68,6 @@ def silent_about(capsys, ns: str, code: str, parent: str | None = None) -> str:
     return out
 
 
-def mac_of(ns: str, dev: str) -> str:
-    return sh("ip", "-n", ns, "-j", "link", "show", dev).stdout.split('"address":"', 1)[1].split('"', 1)[0]
-
-
 def neigh_mac(ns: str, ip: str) -> str | None:
     out = sh("ip", "-n", ns, "neigh", "show", ip).stdout.split()
     return out[out.index("lladdr") + 1] if "lladdr" in out else None
@@ -79,26 +75,6 @@ def neigh_mac(ns: str, ip: str) -> str | None:
 
 def sysctl(ns: str, path: str, value: int) -> None:
     sh("ip", "netns", "exec", ns, "sh", "-c", f"echo {value} > /proc/sys/net/ipv4/conf/{path}")
-
-
-def arp_answers(ns: str, dev: str, src_ip: str, dst_ip: str, window: float = 0.5) -> set[str]:
-    """Every MAC that answers one broadcast ARP request within ``window`` (ARP flux: more than one)."""
-    mine = bytes.fromhex(mac_of(ns, dev).replace(":", ""))
-    with in_netns(ns):
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
-    try:
-        s.bind((dev, 0x0806))
-        s.send(b"\xff" * 6 + mine + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mine
-               + socket.inet_aton(src_ip) + bytes(6) + socket.inet_aton(dst_ip))
-        got: set[str] = set()
-        end = time.monotonic() + window
-        while (left := end - time.monotonic()) > 0 and select.select([s], [], [], left)[0]:
-            data = s.recv(2048)
-            if len(data) >= 42 and data[20:22] == b"\x00\x02" and data[28:32] == socket.inet_aton(dst_ip):
-                got.add(data[22:28].hex(":"))
-        return got
-    finally:
-        s.close()
 
 
 # -- existing checks ------------------------------------------------------------------------------
